@@ -1,0 +1,35 @@
+"""Command line: ``python -m attn_tutorial {execute,exercises,bench} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attn_tutorial")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("execute", help="re-execute notebooks in place (Restart & Run All)")
+    ex.add_argument("paths", nargs="+")
+    ex.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+
+    gen = sub.add_parser("exercises", help="write exercises/ from solutions/")
+    gen.add_argument("--check", action="store_true", help="only report whether exercises/ is stale")
+    gen.add_argument("--force", action="store_true", help="overwrite exercises a learner edited")
+
+    args = parser.parse_args(argv)
+    from attn_tutorial import course
+
+    if args.command == "execute":
+        for path in args.paths:
+            print(f"executing {path}", flush=True)
+            course.execute_notebook(path, timeout=args.timeout)
+        return 0
+    if args.command == "exercises":
+        return course.sync_exercises(check=args.check, force=args.force)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
