@@ -51,6 +51,12 @@ class Mistake:
 
     name: str
     impl: Callable[..., Any]
+    # What a learner making this mistake would hand in, when that is not ``impl`` itself
+    # (for module exercises: a class). The tests hand it to the checker to prove the diagnosis.
+    learner: Any = None
+
+    def as_learner(self) -> Any:
+        return self.impl if self.learner is None else self.learner
 
 
 @dataclass
@@ -169,6 +175,7 @@ class Checker:
         atol: float = 1e-6,
         prepare: Callable[[Any], Callable[..., Any]] | None = None,
         success: str = "all checks passed",
+        solution: Any = None,
     ) -> None:
         self.title = title
         self.reference = reference
@@ -177,6 +184,9 @@ class Checker:
         self.rtol, self.atol = rtol, atol
         self.prepare = prepare
         self.success = success
+        # What a correct learner hands in (default: the reference itself). For module exercises
+        # with ``prepare`` this is the solution class; the tests prove it passes.
+        self.solution = reference if solution is None else solution
 
     # The mistakes this checker can name: used by the tests to prove every name is diagnosed.
     @property
