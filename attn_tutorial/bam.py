@@ -1,0 +1,184 @@
+"""BAM: Bottleneck Attention Module.
+
+Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv 1807.06514).
+Official code: Jongchan/attention-module (``MODELS/bam.py``).
+
+A channel map Mc (B×C×1×1, from a global average and a bottleneck MLP) and a spatial map Ms
+(B×1×H×W, from a bottleneck of dilated 3×3 convs) are combined into one B×C×H×W attention
+``1 + sigmoid(Mc ∘ Ms)`` that rescales the input. ``∘`` is a product in the released code and a
+sum in the paper.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from einops.layers.torch import Rearrange, Reduce
+
+from ._validate import check_feature_map, check_positive_width
+
+__all__ = ["BAMChannelGate", "BAMSpatialGate", "BAM"]
+
+
+def _check_not_single_sample_training(module: nn.Module, x: torch.Tensor) -> None:
+    """BatchNorm cannot compute batch statistics from one value per channel."""
+    if module.training and x.shape[0] == 1:
+        raise ValueError(
+            f"x has batch size 1 (shape {tuple(x.shape)}) but {type(module).__name__} is in train "
+            "mode: the channel gate's BatchNorm1d sees one value per channel and cannot compute "
+            "batch statistics (torch itself raises here). Use a batch of 2 or more, or call .eval()"
+        )
+
+
+class BAMChannelGate(nn.Module):
+    """BAM channel branch: global average pool -> MLP with one hidden BN+ReLU layer.
+
+    Paper: BAM (BMVC 2018, arXiv 1807.06514). Official: Jongchan/attention-module,
+    class ``ChannelGate``.
+
+    ``GAP(x)`` (B×C) -> Linear(C -> C//r, bias) -> BatchNorm1d -> ReLU -> Linear(C//r -> C, bias),
+    returned as B×C×1×1 (it broadcasts against B×C×H×W). No BN and no activation on the output.
+
+    Pooling (official vs this module): the official code calls ``avg_pool2d`` with an H×H window
+    and stride H, which equals a global average only for square maps (H = W). For W < H it raises,
+    for H <= W < 2H it averages only the left H×H block, for W >= 2H the first Linear gets the wrong
+    width. This module always takes the true global average over H×W, so it matches the official
+    code exactly on square maps and is the (intended) global pooling on non-square ones.
+
+    Other official/paper differences: the official ``ChannelGate`` cannot be built as published
+    (a ``NameError`` on an undefined ``gate_activation``); the paper (as recalled, unverified)
+    puts a BN on the branch output, the code only on the hidden layer, as here.
+
+    In train mode a batch of 1 is refused with a ``ValueError`` (BatchNorm1d needs >= 2 values
+    per channel).
+    """
+
+    def __init__(self, channels: int, reduction_ratio: int = 16) -> None:
+        super().__init__()
+        hidden = check_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        self.channels = channels
+        self.pool = Reduce("b c h w -> b c", "mean")
+        self.fc_reduce = nn.Linear(channels, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.relu = nn.ReLU()
+        self.fc_expand = nn.Linear(hidden, channels)
+        self.to_map = Rearrange("b c -> b c 1 1")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> Mc: B×C×1×1."""
+        check_feature_map(x, self.channels)
+        _check_not_single_sample_training(self, x)
+        hidden = self.relu(self.bn(self.fc_reduce(self.pool(x))))
+        return self.to_map(self.fc_expand(hidden))
+
+
+class BAMSpatialGate(nn.Module):
+    """BAM spatial branch: 1×1 reduce -> dilated 3×3 convs -> 1×1 to a single map.
+
+    Paper: BAM (BMVC 2018, arXiv 1807.06514). Official: Jongchan/attention-module,
+    class ``SpatialGate``.
+
+    Conv1×1(C -> C//r, bias) + BN + ReLU, then ``num_dilated_convs`` times
+    Conv3×3(C//r -> C//r, dilation d, padding d, bias) + BN + ReLU, then Conv1×1(C//r -> 1, bias).
+    Input B×C×H×W, output Ms: B×1×H×W (it broadcasts against B×C×H×W; the official code
+    ``expand_as`` the input, which is the same broadcast). No BN on the output (the paper, as
+    recalled and unverified, has one).
+    """
+
+    def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
+                 num_dilated_convs: int = 2) -> None:
+        super().__init__()
+        hidden = check_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        if dilation < 1:
+            raise ValueError(f"dilation={dilation} must be >= 1")
+        if num_dilated_convs < 0:
+            raise ValueError(f"num_dilated_convs={num_dilated_convs} must be >= 0")
+        self.channels = channels
+        self.reduce = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.reduce_bn = nn.BatchNorm2d(hidden)
+        self.dilated = nn.ModuleList(
+            nn.Conv2d(hidden, hidden, kernel_size=3, padding=dilation, dilation=dilation)
+            for _ in range(num_dilated_convs)
+        )
+        self.dilated_bn = nn.ModuleList(nn.BatchNorm2d(hidden) for _ in range(num_dilated_convs))
+        self.relu = nn.ReLU()
+        self.project = nn.Conv2d(hidden, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> Ms: B×1×H×W."""
+        check_feature_map(x, self.channels)
+        h = self.relu(self.reduce_bn(self.reduce(x)))
+        for conv, bn in zip(self.dilated, self.dilated_bn):
+            h = self.relu(bn(conv(h)))
+        return self.project(h)
+
+
+class BAM(nn.Module):
+    """Bottleneck Attention Module: ``y = x * (1 + sigmoid(Mc ∘ Ms))``.
+
+    Paper: Park et al., "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv 1807.06514).
+    Official code: Jongchan/attention-module (``MODELS/bam.py``; placed after ResNet stages 1-3).
+
+    Input x: B×C×H×W (any H, W); output: B×C×H×W.
+
+    Args:
+        channels: C, fixed at construction.
+        reduction_ratio: r; both branches work at width C // r (must be >= 1).
+        dilation: dilation (and padding) of the spatial branch's 3×3 convs.
+        num_dilated_convs: how many dilated 3×3 convs the spatial branch stacks.
+        fusion: ``"official"`` (default): ``1 + sigmoid(Mc * Ms)``, the product used by the released
+            code and its ImageNet checkpoint (issues #39, #52 of the official repository);
+            ``"paper"``: ``1 + sigmoid(Mc + Ms)``, the sum written in the paper.
+
+    Where the official code and the paper disagree:
+      * fusion: product in code, sum in the paper (``fusion`` above);
+      * channel pooling: the code pools an H×H window (global only for square maps; see
+        :class:`BAMChannelGate`); this module always pools globally;
+      * BN placement: the paper (unverified recollection) normalises each branch's output, the
+        code (and this module) only the hidden layers.
+
+    Initialisation follows the official ResNet constructor: conv weights kaiming-normal
+    (fan_out), BN weight 1, every bias 0 (Linear biases included), channel-gate Linear weights at
+    PyTorch's default.
+
+    Train mode with batch 1 raises ``ValueError`` (the BatchNorm1d of the channel gate cannot
+    normalise one sample); eval mode accepts batch 1.
+    """
+
+    def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
+                 num_dilated_convs: int = 2,
+                 fusion: Literal["official", "paper"] = "official") -> None:
+        super().__init__()
+        if fusion not in ("official", "paper"):
+            raise ValueError(f"fusion={fusion!r} must be 'official' (product) or 'paper' (sum)")
+        self.channels = channels
+        self.fusion = fusion
+        self.channel_gate = BAMChannelGate(channels, reduction_ratio)
+        self.spatial_gate = BAMSpatialGate(channels, reduction_ratio, dilation, num_dilated_convs)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (ResNet constructor of the official repository)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                module.reset_parameters()
+                nn.init.zeros_(module.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The full attention ``1 + sigmoid(Mc ∘ Ms)``: B×C×H×W (for lessons and plots)."""
+        check_feature_map(x, self.channels)
+        mc, ms = self.channel_gate(x), self.spatial_gate(x)
+        combined = mc * ms if self.fusion == "official" else mc + ms
+        return 1 + torch.sigmoid(combined)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> B×C×H×W."""
+        return self.attention(x) * x

@@ -1,0 +1,186 @@
+"""BAM against an index-by-index reference written from the equations (spec §1)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attn_tutorial.bam import BAM, BAMChannelGate, BAMSpatialGate
+
+TOL = dict(atol=1e-9, rtol=1e-9)
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random weights and random BN running statistics, so eval mode is not a no-op."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
+    return module
+
+
+def ref_bn(x: torch.Tensor, bn: torch.nn.Module, train: bool) -> torch.Tensor:
+    """BatchNorm per channel (axis 1), batch statistics (biased variance) in train mode."""
+    out = torch.empty_like(x)
+    for c in range(x.shape[1]):
+        vals = x[:, c]
+        if train:
+            mean = vals.sum() / vals.numel()
+            var = ((vals - mean) ** 2).sum() / vals.numel()
+        else:
+            mean, var = bn.running_mean[c], bn.running_var[c]
+        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
+    return out
+
+
+def ref_linear(v: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
+    """out[b, j] = bias[j] + sum_k W[j, k] v[b, k], one output at a time."""
+    B, (J, K) = v.shape[0], lin.weight.shape
+    out = torch.empty(B, J, dtype=v.dtype)
+    for b in range(B):
+        for j in range(J):
+            out[b, j] = lin.bias[j] + sum(lin.weight[j, k] * v[b, k] for k in range(K))
+    return out
+
+
+def ref_conv(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+
+
+def ref_channel(x: torch.Tensor, gate: BAMChannelGate, train: bool) -> torch.Tensor:
+    B, C, H, W = x.shape
+    pooled = torch.empty(B, C, dtype=x.dtype)
+    for b in range(B):
+        for c in range(C):
+            pooled[b, c] = sum(x[b, c, i, j] for i in range(H) for j in range(W)) / (H * W)
+    hidden = torch.relu(ref_bn(ref_linear(pooled, gate.fc_reduce), gate.bn, train))
+    return ref_linear(hidden, gate.fc_expand)  # B×C
+
+
+def ref_spatial(x: torch.Tensor, gate: BAMSpatialGate, train: bool) -> torch.Tensor:
+    h = torch.relu(ref_bn(ref_conv(x, gate.reduce), gate.reduce_bn, train))
+    for conv, bn in zip(gate.dilated, gate.dilated_bn):
+        assert conv.dilation == conv.padding
+        h = torch.relu(ref_bn(ref_conv(h, conv), bn, train))
+    return ref_conv(h, gate.project)[:, 0]  # B×H×W
+
+
+def ref_bam(x: torch.Tensor, m: BAM, train: bool) -> torch.Tensor:
+    mc, ms = ref_channel(x, m.channel_gate, train), ref_spatial(x, m.spatial_gate, train)
+    B, C, H, W = x.shape
+    out = torch.empty_like(x)
+    for b in range(B):
+        for c in range(C):
+            z = mc[b, c] * ms[b] if m.fusion == "official" else mc[b, c] + ms[b]
+            out[b, c] = x[b, c] * (1 + 1 / (1 + torch.exp(-z)))
+    return out
+
+
+CASES = [  # (B, C, H, W, reduction_ratio)
+    (2, 33, 7, 9, 16),
+    (3, 17, 5, 11, 16),
+    (2, 9, 6, 6, 4),
+    (1, 20, 9, 7, 4),  # batch 1: eval only
+]
+
+
+# train mode with batch 1 is an error (tested in test_errors), so batch 1 runs in eval only
+MODES = [(case, train) for case in CASES for train in (True, False) if not (train and case[0] == 1)]
+
+
+@pytest.mark.parametrize("fusion", ["official", "paper"])
+@pytest.mark.parametrize("case,train", MODES)
+def test_matches_loop_reference(case, train, fusion):
+    B, C, H, W, r = case
+    m = randomize_(BAM(C, reduction_ratio=r, fusion=fusion).double(), seed=C + H)
+    m.train(train)
+    x = torch.randn(B, C, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(W))
+    expected = ref_bam(x, m, train)
+    torch.testing.assert_close(m(x), expected, **TOL)
+
+
+def test_channel_gate_is_global_average_on_non_square():
+    """The left H×H block (official pooling) and the full map have different means here."""
+    gate = randomize_(BAMChannelGate(32), seed=1).double().eval()
+    x = torch.randn(2, 32, 4, 7, dtype=torch.float64)
+    x[..., 4:] += 3.0  # columns outside the left 4×4 block
+    full = gate(x)[:, :, 0, 0]
+    torch.testing.assert_close(full, ref_channel(x, gate, train=False), **TOL)
+    left_block = ref_channel(x[..., :4].contiguous(), gate, train=False)
+    assert (full - left_block).abs().max() > 1e-3
+
+
+def test_shapes_and_attention_range():
+    m = randomize_(BAM(32).double(), seed=3).eval()
+    x = torch.randn(2, 32, 5, 11, dtype=torch.float64)
+    assert m.channel_gate(x).shape == (2, 32, 1, 1)
+    assert m.spatial_gate(x).shape == (2, 1, 5, 11)
+    att = m.attention(x)
+    assert att.shape == x.shape and (att > 1).all() and (att < 2).all()
+
+
+def test_fusion_variants_differ():
+    x = torch.randn(2, 32, 6, 6, dtype=torch.float64)
+    prod = randomize_(BAM(32, fusion="official").double(), seed=5)
+    summ = BAM(32, fusion="paper").double()
+    summ.load_state_dict(prod.state_dict())
+    assert (prod(x) - summ(x)).abs().max() > 1e-3
+
+
+def test_dilated_conv_hyperparameters():
+    m = BAM(64, dilation=3, num_dilated_convs=3)
+    assert len(m.spatial_gate.dilated) == 3
+    for conv in m.spatial_gate.dilated:
+        assert conv.dilation == (3, 3) and conv.padding == (3, 3) and conv.out_channels == 4
+    d = BAM(64)
+    assert [c.dilation for c in d.spatial_gate.dilated] == [(4, 4), (4, 4)]
+    assert d.channel_gate.fc_reduce.out_features == 4
+
+
+def test_gradcheck():
+    m = randomize_(BAM(8, reduction_ratio=4).double(), seed=7)
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+    m.eval()
+    x1 = torch.randn(1, 8, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x1,))
+
+
+def test_official_init():
+    torch.manual_seed(0)
+    m = BAM(256)
+    for name, p in m.named_parameters():
+        if name.endswith("bias"):
+            assert (p == 0).all(), name
+    for bn in [m.channel_gate.bn, m.spatial_gate.reduce_bn, *m.spatial_gate.dilated_bn]:
+        assert (bn.weight == 1).all()
+    w = m.spatial_gate.reduce.weight  # kaiming normal, fan_out = out_channels * 1 * 1 = 16
+    assert abs(w.std().item() - math.sqrt(2 / 16)) < 0.05 * math.sqrt(2 / 16)
+    # Linear weights keep PyTorch's default kaiming-uniform: |w| <= 1/sqrt(fan_in)
+    lin = m.channel_gate.fc_reduce.weight
+    assert lin.abs().max() <= 1 / math.sqrt(256) and lin.std() > 0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="channels=15"):
+        BAM(15)
+    with pytest.raises(ValueError, match="fusion"):
+        BAM(32, fusion="mean")
+    with pytest.raises(ValueError, match="dilation"):
+        BAM(32, dilation=0)
+    m = BAM(32)
+    with pytest.raises(ValueError, match="4-D"):
+        m(torch.randn(2, 32, 8))
+    with pytest.raises(ValueError, match="channels=32"):
+        m(torch.randn(2, 16, 8, 8))
+    with pytest.raises(ValueError, match="batch size 1"):
+        m.train()(torch.randn(1, 32, 8, 8))
+    m.eval()(torch.randn(1, 32, 8, 8))  # eval mode accepts batch 1
