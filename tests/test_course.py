@@ -1,0 +1,43 @@
+"""`python -m attn_tutorial execute` runs a notebook top to bottom and saves it without churn."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from attn_tutorial.course import ROOT
+
+
+def test_execute_in_place_counts_and_no_churn(tmp_path: Path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 6 * 7"),
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("print(x)"),
+    ]
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(nb, path)
+    cmd = [sys.executable, "-m", "attn_tutorial", "execute", str(path)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    first = path.read_text()
+    out = nbformat.reads(first, as_version=4)
+    code = [c for c in out.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == [1, 2]
+    assert code[1].outputs[0]["text"] == "42\n"
+    assert all("execution" not in c.metadata for c in out.cells)
+    assert out.metadata.kernelspec.name == "python3"
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    assert path.read_text() == first  # a re-run with the same outputs changes nothing
+
+
+def test_execute_reports_a_failing_notebook(tmp_path: Path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1 / 0")]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    result = subprocess.run([sys.executable, "-m", "attn_tutorial", "execute", str(path)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "ZeroDivisionError" in result.stderr
