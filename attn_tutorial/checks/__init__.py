@@ -27,3 +27,4 @@ __all__ = [
     "NOT_IMPLEMENTED", "Case", "Checker", "CheckResult", "Mistake", "module_preparer",
     "feature_map_cases", "token_cases", "CHECKERS", "register",
 ]
+from attn_tutorial.checks.lesson00 import *  # noqa
