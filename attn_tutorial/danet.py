@@ -1,0 +1,197 @@
+"""DANet: Dual Attention Network — position (PAM) and channel (CAM) attention.
+
+Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019
+(arXiv 1809.02983). Official code: junfu1115/DANet (``encoding/nn/da_att.py`` for the modules,
+``encoding/models/sseg/danet.py`` for the head).
+
+PAM lets every position attend to every other position (N×N attention, N = H·W); CAM lets every
+channel attend to every other channel (C×C attention). Both add their result to the input through
+a learnable scalar ``gamma`` that starts at 0, so a fresh module is the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import einsum, rearrange
+
+from ._validate import check_feature_map, check_positive_width
+
+__all__ = ["PAM", "CAM", "DANetHead"]
+
+
+class PAM(nn.Module):
+    """Position attention module: ``y = gamma · (V Aᵀ) + x`` with ``A = softmax_j(q_i · k_j)``.
+
+    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
+    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``PAM_Module``.
+
+    Input x: B×C×H×W, output B×C×H×W; N = H·W tokens in row-major order ``(h w)``.
+
+    * q, k = 1×1 convs C -> C//8 (bias), v = 1×1 conv C -> C (bias);
+    * energy[b, i, j] = q[b, :, i] · k[b, :, j], **no** 1/sqrt(d) scaling;
+    * A = softmax over the key axis j (each query row i sums to 1);
+    * out[b, :, i] = Σ_j A[b, i, j] · v[b, :, j];  y = gamma · out + x, gamma initialised to 0.
+
+    Args:
+        channels: C (>= 8, since q/k have C // 8 channels).
+        use_sdpa: compute the same thing with ``F.scaled_dot_product_attention(scale=1.0)``
+            instead of materialising the N×N map (equal up to rounding).
+
+    Code vs paper: the paper describes C-channel query/key maps; the official code (and this
+    module) uses C // 8 (following SAGAN). Neither scales the energy.
+
+    ``attention_map(x)`` returns A (B×N×N, rows = queries) for lessons.
+    """
+
+    def __init__(self, channels: int, use_sdpa: bool = False) -> None:
+        super().__init__()
+        qk_channels = check_positive_width("channels", channels, 8, "the PAM query/key reduction")
+        self.channels = channels
+        self.use_sdpa = use_sdpa
+        self.query = nn.Conv2d(channels, qk_channels, kernel_size=1)
+        self.key = nn.Conv2d(channels, qk_channels, kernel_size=1)
+        self.value = nn.Conv2d(channels, channels, kernel_size=1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """A: B×N×N, A[b, i, j] = weight of key position j for query position i (rows sum to 1)."""
+        check_feature_map(x, self.channels)
+        q = rearrange(self.query(x), "b d h w -> b (h w) d")
+        k = rearrange(self.key(x), "b d h w -> b d (h w)")
+        return torch.softmax(torch.bmm(q, k), dim=-1)  # energy b i j, softmax over keys j
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> B×C×H×W."""
+        check_feature_map(x, self.channels)
+        height = x.shape[2]
+        if self.use_sdpa:
+            q = rearrange(self.query(x), "b d h w -> b 1 (h w) d")
+            k = rearrange(self.key(x), "b d h w -> b 1 (h w) d")
+            v = rearrange(self.value(x), "b c h w -> b 1 (h w) c")
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+            out = rearrange(out, "b 1 (h w) c -> b c h w", h=height)
+        else:
+            attention = self.attention_map(x)  # b i j
+            v = rearrange(self.value(x), "b c h w -> b c (h w)")
+            out = einsum(v, attention, "b c j, b i j -> b c i")
+            out = rearrange(out, "b c (h w) -> b c h w", h=height)
+        return self.gamma * out + x
+
+
+class CAM(nn.Module):
+    """Channel attention module: ``y = gamma · (A f) + x`` with A from the channel Gram matrix.
+
+    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
+    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``CAM_Module``.
+
+    Input x: B×C×H×W, output B×C×H×W. No convolutions; the only parameter is ``gamma`` (init 0).
+
+    * f = x as B×C×N; energy E[b, c, c'] = Σ_n f[b, c, n] f[b, c', n];
+    * ``variant="official"``: A = softmax_c'(max_c'' E[b, c, c''] − E[b, c, c']), computed like
+      the official code (row max minus energy). Softmax ignores the shift, so this is
+      softmax(−E): the *least* similar channels get the most weight;
+    * ``variant="paper"``: A = softmax_c'(E), as written in the paper;
+    * out[b, c, :] = Σ_c' A[b, c, c'] f[b, c', :];  y = gamma · out + x.
+
+    Code vs paper: the sign of the energy (above). Neither scales the energy, so CAM softmaxes
+    are very peaked for large N.
+
+    ``attention_map(x)`` returns A (B×C×C, rows sum to 1) for lessons.
+    """
+
+    def __init__(self, channels: int | None = None,
+                 variant: Literal["official", "paper"] = "official") -> None:
+        super().__init__()
+        if variant not in ("official", "paper"):
+            raise ValueError(f"variant={variant!r} must be 'official' (softmax(max − E)) or "
+                             "'paper' (softmax(E))")
+        self.channels = channels
+        self.variant = variant
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """A: B×C×C, A[b, c, c'] = weight of channel c' for output channel c (rows sum to 1)."""
+        check_feature_map(x, self.channels)
+        f = rearrange(x, "b c h w -> b c (h w)")
+        energy = torch.bmm(f, f.transpose(1, 2))  # b c c'
+        if self.variant == "official":
+            energy = energy.amax(dim=-1, keepdim=True) - energy
+        return torch.softmax(energy, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> B×C×H×W."""
+        attention = self.attention_map(x)
+        f = rearrange(x, "b c h w -> b c (h w)")
+        out = rearrange(torch.bmm(attention, f), "b c (h w) -> b c h w", h=x.shape[2])
+        return self.gamma * out + x
+
+
+def _conv3x3_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+def _classifier(in_channels: int, num_classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(in_channels, num_classes, kernel_size=1))
+
+
+class DANetHead(nn.Module):
+    """The DANet segmentation head: a PAM branch and a CAM branch, summed.
+
+    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
+    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``DANetHead``.
+
+    Each branch: Conv3×3(in -> inter, no bias) + BN + ReLU -> PAM (or CAM) ->
+    Conv3×3(inter -> inter, no bias) + BN + ReLU. The two branch outputs are summed; the sum,
+    the PAM branch and the CAM branch each go through Dropout2d(dropout) + Conv1×1(inter ->
+    num_classes, bias).
+
+    Input x: B×in_channels×H×W. Output: a tuple ``(sum_logits, pam_logits, cam_logits)``, each
+    B×num_classes×H×W (the official order). In the official model in_channels = 2048 and
+    inter_channels = 512.
+
+    Args:
+        in_channels: channels of the backbone feature map.
+        num_classes: output channels of each classifier.
+        inter_channels: branch width, ``in_channels // 4`` by default (>= 8 for the PAM).
+        cam_variant: ``"official"`` or ``"paper"`` (see :class:`CAM`).
+        dropout: Dropout2d probability before each classifier (0.1 officially).
+        use_sdpa: passed to the :class:`PAM`.
+
+    Initialisation: PyTorch defaults (the official file sets none) and gamma = 0.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, inter_channels: int | None = None,
+                 cam_variant: Literal["official", "paper"] = "official", dropout: float = 0.1,
+                 use_sdpa: bool = False) -> None:
+        super().__init__()
+        if inter_channels is None:
+            inter_channels = check_positive_width("in_channels", in_channels, 4,
+                                                  "the DANet head reduction")
+        self.in_channels = in_channels
+        self.pam_in = _conv3x3_bn_relu(in_channels, inter_channels)
+        self.cam_in = _conv3x3_bn_relu(in_channels, inter_channels)
+        self.pam = PAM(inter_channels, use_sdpa=use_sdpa)
+        self.cam = CAM(inter_channels, variant=cam_variant)
+        self.pam_out = _conv3x3_bn_relu(inter_channels, inter_channels)
+        self.cam_out = _conv3x3_bn_relu(inter_channels, inter_channels)
+        self.classifier_pam = _classifier(inter_channels, num_classes, dropout)
+        self.classifier_cam = _classifier(inter_channels, num_classes, dropout)
+        self.classifier_sum = _classifier(inter_channels, num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: B×in×H×W -> (sum, pam-only, cam-only) logits, each B×classes×H×W."""
+        check_feature_map(x, self.in_channels)
+        # Same call order as the official head, so train-mode dropout masks match for one seed.
+        pam_feat = self.pam_out(self.pam(self.pam_in(x)))
+        pam_logits = self.classifier_pam(pam_feat)
+        cam_feat = self.cam_out(self.cam(self.cam_in(x)))
+        cam_logits = self.classifier_cam(cam_feat)
+        return self.classifier_sum(pam_feat + cam_feat), pam_logits, cam_logits
