@@ -24,7 +24,7 @@ def test_checkers_are_registered_and_exported():
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
     checker = CHECKERS[name]
-    result = checker(checker.reference)
+    result = checker(checker.solution)
     out = capsys.readouterr().out
     assert result.passed and result.implemented
     assert result.diagnoses == []
@@ -63,7 +63,7 @@ def test_mistakes_differ_from_reference_and_each_other_on_every_case(name):
 
 @pytest.mark.parametrize("name,mistake", MISTAKES, ids=[f"{n}:{m.name[:40]}" for n, m in MISTAKES])
 def test_each_mistake_is_diagnosed_by_name(name, mistake, capsys):
-    result = CHECKERS[name](mistake.impl)
+    result = CHECKERS[name](mistake.as_learner())
     out = capsys.readouterr().out
     assert not result.passed
     assert result.implemented
