@@ -28,3 +28,4 @@ __all__ = [
     "feature_map_cases", "token_cases", "CHECKERS", "register",
 ]
 from attn_tutorial.checks.lesson00 import *  # noqa
+from attn_tutorial.checks.lesson01 import *  # noqa

@@ -1,0 +1,258 @@
+"""Lesson 01 checkers: the references mean what they say, every catalogued mistake is named, bad
+answers are reported without raising."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import attn_tutorial.checks as checks
+from attn_tutorial.checks import CHECKERS, NOT_IMPLEMENTED, lesson01
+from attn_tutorial.checks._core import _same
+
+NAMES = lesson01.__all__
+TENSOR_NAMES = ["check_eca_gate", "check_eca_matrix"]  # the ones that return a tensor
+MISTAKES = [(name, m) for name in NAMES for m in CHECKERS[name].mistakes]
+
+# The mistakes the course promises to recognise, by (part of) their name.
+REQUIRED = {
+    "check_kernel_size": ["even kernel size"],
+    "check_eca_gate": [
+        "1-D conv over spatial positions instead of channels",
+        "max instead of mean pooling",
+        "missing sigmoid",
+        "padding that shifts the channel window",
+    ],
+    "check_eca_matrix": ["padding that shifts the channel window"],
+}
+
+
+def test_checkers_are_registered_and_exported():
+    assert NAMES == ["check_kernel_size", "check_eca_gate", "check_eca_matrix"]
+    for name in NAMES:
+        assert name in CHECKERS
+        assert getattr(checks, name) is CHECKERS[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_required_mistakes_are_catalogued(name):
+    for phrase in REQUIRED[name]:
+        assert any(phrase in m for m in CHECKERS[name].mistake_names), phrase
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name, capsys):
+    checker = CHECKERS[name]
+    result = checker(checker.solution)
+    out = capsys.readouterr().out
+    assert result.passed and result.implemented and result.diagnoses == []
+    assert out.count("✓") == len(checker.cases)
+    assert "all checks passed" in out
+
+
+def test_gate_cases_are_float64_odd_nonsquare_batch1():
+    shapes = []
+    for case in lesson01.check_eca_gate.cases:
+        x, w = case.inputs()
+        assert x.dtype == w.dtype == torch.float64
+        assert w.shape[0] % 2 == 1
+        shapes.append(tuple(x.shape))
+    assert any(s[0] == 1 for s in shapes) and any(s[0] > 1 for s in shapes)
+    assert any(s[1] % 2 == 1 for s in shapes)
+    assert any(s[2] != s[3] for s in shapes) and any(s[2] % 2 == 1 for s in shapes)
+
+
+def test_matrix_cases_include_odd_sizes_and_a_kernel_longer_than_c():
+    cases = [c.inputs() for c in lesson01.check_eca_matrix.cases]
+    assert all(w.dtype == torch.float64 for w, _ in cases)
+    assert any(c % 2 == 1 for _, c in cases)
+    assert any(w.shape[0] > c for w, c in cases)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mistakes_differ_from_reference_and_each_other_on_every_case(name):
+    checker = CHECKERS[name]
+    assert len(checker.mistakes) >= 3
+    assert len(set(checker.mistake_names)) == len(checker.mistakes)
+    for case in checker.cases:
+        expected = checker.reference(*case.inputs())
+        outs = [m.impl(*case.inputs()) for m in checker.mistakes]
+        for m, out in zip(checker.mistakes, outs):
+            assert not _same(out, expected, checker.rtol, checker.atol), (case.name, m.name)
+        for i in range(len(outs)):
+            for j in range(i):
+                assert not _same(outs[i], outs[j], checker.rtol, checker.atol), (
+                    case.name, checker.mistakes[i].name, checker.mistakes[j].name)
+
+
+@pytest.mark.parametrize("name,mistake", MISTAKES, ids=[f"{n}:{m.name[:40]}" for n, m in MISTAKES])
+def test_each_mistake_is_diagnosed_by_name(name, mistake, capsys):
+    result = CHECKERS[name](mistake.as_learner())
+    out = capsys.readouterr().out
+    assert not result.passed and result.implemented
+    assert result.diagnoses == [mistake.name]
+    assert out.count(mistake.name) == len(CHECKERS[name].cases)
+    assert "0/" in out.splitlines()[-1]
+
+
+# A learner's own way of making the catalogued mistakes (not the checker's implementation).
+def learner_psi_without_odd(channels, gamma=2, b=1):
+    return math.floor((math.log(channels, 2) + b) / gamma)
+
+
+def learner_gate_over_space(x, weight):
+    b, c, h, w = x.shape
+    k = weight.numel()
+    rows = x.reshape(b * c, 1, h * w)
+    z = torch.nn.functional.conv1d(rows, weight.view(1, 1, k), padding=k // 2)
+    return torch.sigmoid(z.mean(dim=-1).view(b, c))
+
+
+def learner_gate_causal_pad(x, weight):
+    k = weight.numel()
+    y = x.mean(dim=(2, 3))
+    y = torch.cat([torch.zeros(y.shape[0], k - 1, dtype=y.dtype), y], dim=1)
+    z = torch.stack([(y[:, c:c + k] * weight).sum(-1) for c in range(x.shape[1])], dim=1)
+    return torch.sigmoid(z)
+
+
+def learner_gate_amax(x, weight):
+    k = weight.numel()
+    y = x.amax(dim=(2, 3)).unsqueeze(1)
+    return torch.sigmoid(torch.nn.functional.conv1d(y, weight.view(1, 1, k), padding=k // 2)[:, 0])
+
+
+def learner_gate_logits(x, weight):
+    k = weight.numel()
+    y = x.mean(dim=(2, 3)).unsqueeze(1)
+    return torch.nn.functional.conv1d(y, weight.view(1, 1, k), padding=k // 2)[:, 0]
+
+
+@pytest.mark.parametrize("name,learner,phrase", [
+    ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
+    ("check_eca_gate", learner_gate_over_space, "1-D conv over spatial positions"),
+    ("check_eca_gate", learner_gate_causal_pad, "padding that shifts the channel window"),
+    ("check_eca_gate", learner_gate_amax, "max instead of mean pooling"),
+    ("check_eca_gate", learner_gate_logits, "missing sigmoid"),
+])
+def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase, capsys):
+    result = CHECKERS[name](learner)
+    out = capsys.readouterr().out
+    assert not result.passed
+    assert len(result.diagnoses) == 1 and phrase in result.diagnoses[0]
+    assert phrase in out
+
+
+def learner_psi_correct(channels, gamma=2, b=1):
+    k = int((math.log2(channels) + b) / gamma)
+    return k + 1 - k % 2
+
+
+def learner_gate_correct(x, weight):
+    k = weight.numel()
+    y = torch.nn.functional.pad(x.mean(dim=(2, 3)), (k // 2, k // 2))
+    return torch.sigmoid(y.unfold(1, k, 1) @ weight)
+
+
+def learner_matrix_correct(weight, channels):
+    k = weight.numel()
+    m = torch.zeros(channels, channels, dtype=weight.dtype)
+    for c in range(channels):
+        for i in range(k):
+            j = c + i - k // 2
+            if 0 <= j < channels:
+                m[c, j] = weight[i]
+    return m
+
+
+@pytest.mark.parametrize("name,learner", [
+    ("check_kernel_size", learner_psi_correct),
+    ("check_eca_gate", learner_gate_correct),
+    ("check_eca_matrix", learner_matrix_correct),
+])
+def test_a_learners_own_correct_version_passes(name, learner):
+    assert CHECKERS[name](learner, verbose=False).passed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_reports_not_implemented(name, capsys):
+    def stub(*args):
+        raise NotImplementedError()
+
+    result = CHECKERS[name](stub)
+    out = capsys.readouterr().out
+    assert not result.implemented and not result.passed
+    assert out.strip() == f"{CHECKERS[name].title}: {NOT_IMPLEMENTED}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_raising_function_is_reported(name, capsys):
+    def broken(*args):
+        raise ValueError("boom")
+
+    result = CHECKERS[name](broken)
+    out = capsys.readouterr().out
+    assert not result.passed and result.implemented
+    assert out.count("raised ValueError: boom") == len(CHECKERS[name].cases)
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_wrong_shape_is_reported(name, capsys):
+    result = CHECKERS[name](lambda *args: torch.zeros(1, dtype=torch.float64))
+    out = capsys.readouterr().out
+    assert not result.passed
+    assert "returned shape (1,)" in out
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_non_tensor_is_reported(name, capsys):
+    result = CHECKERS[name](lambda *args: None)
+    assert not result.passed
+    assert "expected a torch.Tensor" in capsys.readouterr().out
+
+
+def test_kernel_size_returning_a_tensor_is_reported(capsys):
+    result = CHECKERS["check_kernel_size"](lambda c, gamma=2, b=1: torch.tensor(5))
+    assert not result.passed
+    assert "expected a number" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_nan_is_reported(name, capsys):
+    checker = CHECKERS[name]
+    result = checker(lambda *args: checker.reference(*args) * float("nan"))
+    assert not result.passed
+    assert capsys.readouterr().out.count("NaN") == len(checker.cases)
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_in_place_change_is_reported(name, capsys):
+    checker = CHECKERS[name]
+
+    def sneaky(*args):
+        out = checker.reference(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+        args[0].mul_(2)
+        return out
+
+    result = checker(sneaky)
+    assert not result.passed
+    assert capsys.readouterr().out.count("changed its input in place") == len(checker.cases)
+
+
+def test_reference_meanings():
+    """The references mean what their docstrings say, checked by hand-written loops."""
+    assert [lesson01.ref_kernel_size(c) for c in (16, 128, 256, 2048)] == [3, 5, 5, 7]
+    x = torch.randn(2, 6, 3, 5, dtype=torch.float64)
+    w = torch.randn(3, dtype=torch.float64)
+    y = x.mean(dim=(2, 3))
+    z = torch.zeros(2, 6, dtype=torch.float64)
+    for b in range(2):
+        for c in range(6):
+            for i in range(3):
+                if 0 <= c + i - 1 < 6:
+                    z[b, c] += w[i] * y[b, c + i - 1]
+    assert torch.allclose(lesson01.ref_eca_gate(x, w), torch.sigmoid(z))
+    m = lesson01.ref_eca_matrix(w, 6)
+    assert torch.allclose(torch.sigmoid(y @ m.T), torch.sigmoid(z))
