@@ -1,0 +1,190 @@
+"""SCNet: self-calibrated convolutions.
+
+Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated
+Convolutions", CVPR 2020. Official code: backseason/SCNet (``scnet.py``).
+
+A self-calibrated convolution gates an ordinary 3×3 convolution with a sigmoid map computed
+from a down-sampled (pooled) view of the same input, so each position sees a larger context.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._validate import check_divisible, check_feature_map, check_min_size
+
+__all__ = ["SCConv", "SCBottleneck"]
+
+
+def _official_init_(module: nn.Module) -> None:
+    """SCNet's init: every Conv2d kaiming-normal (fan_out, relu), every BN weight 1 / bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SCConv(nn.Module):
+    """Self-calibrated convolution: ``out = BN(K4(BN(K3(x)) · sigmoid(x + up(BN(K2(pool_r(x)))))))``.
+
+    Paper: Liu et al., "Improving Convolutional Networks with Self-Calibrated Convolutions",
+    CVPR 2020. Official code: backseason/SCNet, class ``SCConv``.
+
+    Input x: B×C×H×W (H, W >= pooling_r). Output: B×C×H'×W' with H' = ⌊(H − 1)/stride⌋ + 1
+    (3×3 convs with padding = dilation), i.e. only K4 changes the size.
+
+    1. K2 path: AvgPool(r, stride r, floor) -> 3×3 conv (no bias) -> BN: B×C×⌊H/r⌋×⌊W/r⌋;
+    2. up-sample to H×W: ``upsample="nearest"`` (official; ``F.interpolate``'s legacy nearest,
+       source row = ⌊dst·in/out⌋, so for H = 9, r = 4 rows 0-4 read pooled row 0 and rows 5-8
+       pooled row 1) or ``"bilinear"`` (the paper's wording; align_corners=False);
+    3. gate = sigmoid(x + up) — the identity added is the SCConv *input*;
+    4. y = BN(K3(x)) · gate, K3 a 3×3 conv with stride 1;
+    5. out = BN(K4(y)), **K4 carries the stride**. No ReLU anywhere inside.
+
+    All three 3×3 convs share padding, dilation and groups and have no bias. Input and output
+    channels are equal (the identity is added to the up-sampled K2 output).
+
+    Code vs paper: the paper up-samples bilinearly, the code uses nearest (``upsample``). The
+    official code comment calls the pooled path "K3"; it is the paper's K2, named so here.
+
+    Initialisation: official (kaiming-normal fan_out/relu convs, BN 1/0).
+    """
+
+    def __init__(self, channels: int, stride: int = 1, padding: int = 1, dilation: int = 1,
+                 groups: int = 1, pooling_r: int = 4,
+                 upsample: Literal["nearest", "bilinear"] = "nearest") -> None:
+        super().__init__()
+        check_divisible("channels", channels, "groups", groups)
+        if padding != dilation:
+            raise ValueError(
+                f"padding={padding} must equal dilation={dilation}: a 3×3 conv keeps H×W only then, "
+                "and K3(x) is multiplied by a gate of the input's size"
+            )
+        if pooling_r < 1 or stride < 1:
+            raise ValueError(f"pooling_r={pooling_r} and stride={stride} must be >= 1")
+        if upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample={upsample!r} must be 'nearest' (official) or 'bilinear' "
+                             "(paper)")
+        self.channels = channels
+        self.pooling_r = pooling_r
+        self.upsample = upsample
+
+        def conv3x3(conv_stride: int) -> nn.Conv2d:
+            return nn.Conv2d(channels, channels, kernel_size=3, stride=conv_stride,
+                             padding=padding, dilation=dilation, groups=groups, bias=False)
+
+        self.pool = nn.AvgPool2d(kernel_size=pooling_r, stride=pooling_r)
+        self.k2_conv = conv3x3(1)
+        self.k2_bn = nn.BatchNorm2d(channels)
+        self.k3_conv = conv3x3(1)
+        self.k3_bn = nn.BatchNorm2d(channels)
+        self.k4_conv = conv3x3(stride)
+        self.k4_bn = nn.BatchNorm2d(channels)
+        _official_init_(self)
+
+    def calibration_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """sigmoid(x + up(K2(x))): B×C×H×W (for lessons)."""
+        check_feature_map(x, self.channels)
+        check_min_size(x, self.pooling_r, "pooling_r")
+        context = self.k2_bn(self.k2_conv(self.pool(x)))
+        if self.upsample == "nearest":
+            up = F.interpolate(context, size=x.shape[-2:], mode="nearest")
+        else:
+            up = F.interpolate(context, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(x + up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> B×C×H'×W'."""
+        gate = self.calibration_gate(x)
+        calibrated = self.k3_bn(self.k3_conv(x)) * gate
+        return self.k4_bn(self.k4_conv(calibrated))
+
+
+class SCBottleneck(nn.Module):
+    """SCNet bottleneck: a plain 3×3 branch and an SCConv branch side by side.
+
+    Paper: Liu et al., "Improving Convolutional Networks with Self-Calibrated Convolutions",
+    CVPR 2020. Official code: backseason/SCNet, class ``SCBottleneck`` (expansion 4).
+
+    With g = int(planes · bottleneck_width / 64) · cardinality (planes / 2 by default):
+
+    * branch a: Conv1×1(inplanes -> g) + BN + ReLU -> K1 = Conv3×3(stride, groups=cardinality)
+      + BN -> ReLU;
+    * branch b: Conv1×1(inplanes -> g) + BN + ReLU -> :class:`SCConv` (stride, r = pooling_r)
+      -> ReLU;
+    * if ``avd and (stride > 1 or is_first)``: both 3×3 ops run with stride 1 and a
+      3×3 AvgPool(stride, padding 1, zero padding counted) strides each branch afterwards;
+    * concat (a first) -> Conv1×1(2g -> 4·planes) + BN -> + residual -> ReLU.
+
+    Input x: B×inplanes×H×W; output B×4·planes×H'×W'. ``downsample`` (any module) maps x to the
+    residual; without it inplanes must equal 4·planes and stride must be 1.
+
+    Code vs paper: the paper splits the input channels into two halves X1, X2; the code (and
+    this module) feeds the whole input to two separate 1×1 convs, so the split is learned. The
+    SCConv up-sampling is nearest in the code, bilinear in the paper (``upsample``).
+
+    Initialisation: official (kaiming-normal fan_out/relu convs, BN 1/0, no zero-gamma), also
+    applied to ``downsample`` as the official network constructor does.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, cardinality: int = 1,
+                 bottleneck_width: int = 32, avd: bool = False, dilation: int = 1,
+                 is_first: bool = False, pooling_r: int = 4,
+                 upsample: Literal["nearest", "bilinear"] = "nearest") -> None:
+        super().__init__()
+        group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
+        if group_width < 1:
+            raise ValueError(
+                f"planes={planes}, bottleneck_width={bottleneck_width}, cardinality={cardinality} "
+                f"give group_width = int(planes·bottleneck_width/64)·cardinality = {group_width}; "
+                "it must be >= 1"
+            )
+        if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
+            raise ValueError(
+                f"without a downsample module the residual needs stride=1 and inplanes = "
+                f"4·planes, got stride={stride}, inplanes={inplanes}, planes={planes}"
+            )
+        self.inplanes = inplanes
+        self.avd = avd and (stride > 1 or is_first)
+        inner_stride = 1 if self.avd else stride
+
+        self.conv1_a = nn.Conv2d(inplanes, group_width, kernel_size=1, bias=False)
+        self.bn1_a = nn.BatchNorm2d(group_width)
+        self.conv1_b = nn.Conv2d(inplanes, group_width, kernel_size=1, bias=False)
+        self.bn1_b = nn.BatchNorm2d(group_width)
+        self.k1_conv = nn.Conv2d(group_width, group_width, kernel_size=3, stride=inner_stride,
+                                 padding=dilation, dilation=dilation, groups=cardinality,
+                                 bias=False)
+        self.k1_bn = nn.BatchNorm2d(group_width)
+        self.scconv = SCConv(group_width, stride=inner_stride, padding=dilation,
+                             dilation=dilation, groups=cardinality, pooling_r=pooling_r,
+                             upsample=upsample)
+        self.avd_pool = nn.AvgPool2d(3, stride, padding=1) if self.avd else None
+        self.conv3 = nn.Conv2d(group_width * 2, planes * self.expansion, kernel_size=1,
+                               bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        _official_init_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×inplanes×H×W -> B×4·planes×H'×W'."""
+        check_feature_map(x, self.inplanes)
+        out_a = self.relu(self.bn1_a(self.conv1_a(x)))
+        out_b = self.relu(self.bn1_b(self.conv1_b(x)))
+        out_a = self.relu(self.k1_bn(self.k1_conv(out_a)))
+        out_b = self.relu(self.scconv(out_b))
+        if self.avd_pool is not None:
+            out_a, out_b = self.avd_pool(out_a), self.avd_pool(out_b)
+        out = self.bn3(self.conv3(torch.cat([out_a, out_b], dim=1)))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
