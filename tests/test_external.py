@@ -1,0 +1,322 @@
+"""External attention (EANet block and EAMLP multi-head form) against loop references written
+from the equations of the official code (spec §7), in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attn_tutorial.external import (ExternalAttention, MultiHeadExternalAttention,
+                                    double_normalise, external_attention)
+
+TOL = 1e-9
+DT = torch.float64
+
+
+def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype))
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
+    return module
+
+
+# ----------------------------------------------------------------------------- loop references
+
+@torch.no_grad()
+def softmax_over_tokens_loop(logits):
+    """logits N×S -> weights where, for each memory slot s, the N weights sum to 1."""
+    N, S = logits.shape
+    out = torch.empty_like(logits)
+    for s in range(S):
+        col = logits[:, s]
+        e = torch.exp(col - col.max())
+        out[:, s] = e / e.sum()
+    return out
+
+
+@torch.no_grad()
+def l1_over_memory_loop(a):
+    out = torch.empty_like(a)
+    for n in range(a.shape[0]):
+        out[n] = a[n] / (1e-9 + a[n].sum())
+    return out
+
+
+@torch.no_grad()
+def external_attention_loop(m: ExternalAttention, x, train):
+    B, C, H, W = x.shape
+    N = H * W
+    Mk = m.memory_key.weight                       # S×C
+    Mv = Mk.t() if m.tie_memories else m.memory_value.weight
+    Win, b_in = m.conv_in.weight[:, :, 0, 0], m.conv_in.bias
+    Wout = m.conv_out.weight[:, :, 0, 0]
+    pre_bn = torch.zeros(B, C, H, W, dtype=x.dtype)
+    for b in range(B):
+        tokens = torch.zeros(N, C, dtype=x.dtype)       # pixel n = i*W + j
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    tokens[i * W + j, c] = (Win[c] * x[b, :, i, j]).sum() + b_in[c]
+        logits = torch.zeros(N, Mk.shape[0], dtype=x.dtype)
+        for n in range(N):
+            for s in range(Mk.shape[0]):
+                logits[n, s] = (Mk[s] * tokens[n]).sum()
+        attn = l1_over_memory_loop(softmax_over_tokens_loop(logits))
+        for i in range(H):
+            for j in range(W):
+                n = i * W + j
+                v = torch.stack([(Mv[c] * attn[n]).sum() for c in range(C)])
+                pre_bn[b, :, i, j] = torch.stack([(Wout[c] * v).sum() for c in range(C)])
+    out = torch.empty_like(x)
+    bn = m.norm
+    for c in range(C):
+        if train:
+            mean = pre_bn[:, c].sum() / pre_bn[:, c].numel()
+            var = ((pre_bn[:, c] - mean) ** 2).sum() / pre_bn[:, c].numel()
+        else:
+            mean, var = bn.running_mean[c], bn.running_var[c]
+        out[:, c] = (pre_bn[:, c] - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
+    return torch.clamp(out + x, min=0)
+
+
+@torch.no_grad()
+def multi_head_loop(m: MultiHeadExternalAttention, x):
+    B, N, dim = x.shape
+    E = m.expand.weight.shape[0]
+    heads = m.heads
+    d = E // heads
+    out = torch.zeros(B, N, dim, dtype=x.dtype)
+    for b in range(B):
+        t = torch.stack([torch.stack([(m.expand.weight[o] * x[b, n]).sum() + m.expand.bias[o]
+                                      for o in range(E)]) for n in range(N)])     # N×E
+        merged = torch.zeros(N, E, dtype=x.dtype)
+        for g in range(heads):
+            head = t[:, g * d:(g + 1) * d]                 # head g owns channels g*d .. g*d+d-1
+            S = m.memory_key.weight.shape[0]
+            logits = torch.zeros(N, S, dtype=x.dtype)
+            for n in range(N):
+                for s in range(S):
+                    logits[n, s] = (m.memory_key.weight[s] * head[n]).sum() + m.memory_key.bias[s]
+            attn = l1_over_memory_loop(softmax_over_tokens_loop(logits))
+            for n in range(N):
+                for e in range(d):
+                    merged[n, g * d + e] = ((m.memory_value.weight[e] * attn[n]).sum()
+                                            + m.memory_value.bias[e])
+        for n in range(N):
+            out[b, n] = torch.stack([(m.proj.weight[o] * merged[n]).sum() + m.proj.bias[o]
+                                     for o in range(dim)])
+    return out
+
+
+# ----------------------------------------------------------------------------- ExternalAttention
+
+EA_CASES = [  # B, C, H, W, memory_size
+    (1, 5, 7, 9, 64),
+    (2, 9, 5, 11, 7),
+    (3, 6, 4, 4, 3),
+]
+
+
+@pytest.mark.parametrize("B,C,H,W,S", EA_CASES)
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("tie", [True, False])
+def test_external_attention_matches_loop(B, C, H, W, S, train, tie):
+    m = randomise(ExternalAttention(C, memory_size=S, tie_memories=tie).to(DT)).train(train)
+    x = torch.randn(B, C, H, W, dtype=DT)
+    ref = external_attention_loop(m, x, train)
+    torch.testing.assert_close(m(x), ref, rtol=0, atol=TOL)
+
+
+def test_double_normalisation_axes():
+    logits = torch.randn(2, 13, 6, dtype=DT) * 3          # B×N×S
+    a = double_normalise(logits)
+    for b in range(2):
+        first = softmax_over_tokens_loop(logits[b])
+        # stage 1: softmax over the N tokens, each memory slot's column sums to 1 over N
+        torch.testing.assert_close(first.sum(0), torch.ones(6, dtype=DT), rtol=0, atol=TOL)
+        # stage 2: each token's row is divided by its sum over the S slots (+1e-9)
+        torch.testing.assert_close(a[b], first / (1e-9 + first.sum(1, keepdim=True)),
+                                   rtol=0, atol=TOL)
+    # after the second stage each pixel's weights over the memory sum to 1 (up to eps) ...
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 13, dtype=DT), rtol=0, atol=1e-5)
+    # ... and the columns over N no longer do
+    assert (a.sum(-2) - 1).abs().max() > 1e-2
+
+
+def test_module_attention_map_axes():
+    m = randomise(ExternalAttention(5, memory_size=8).to(DT))
+    a = m.attention_map(torch.randn(2, 5, 3, 7, dtype=DT))
+    assert a.shape == (2, 21, 8)
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 21, dtype=DT), rtol=0, atol=1e-7)
+    mh = randomise(MultiHeadExternalAttention(6, num_heads=2).to(DT))
+    a = mh.attention_map(torch.randn(3, 10, 6, dtype=DT))
+    assert a.shape == (3, 8, 10, 64)
+    torch.testing.assert_close(a.sum(-1), torch.ones(3, 8, 10, dtype=DT), rtol=0, atol=1e-7)
+
+
+def test_swapping_normalisation_axes_changes_output():
+    """Softmax over memory then l1 over tokens (the 'natural' guess) is NOT what the code does."""
+    m = randomise(ExternalAttention(6, memory_size=5).to(DT)).eval()
+    x = torch.randn(2, 6, 4, 5, dtype=DT)
+    tokens = m._tokens(x)
+    logits = torch.einsum("bnc,sc->bns", tokens, m.memory_key.weight)
+    swapped = logits.softmax(dim=-1)
+    swapped = swapped / (1e-9 + swapped.sum(dim=-2, keepdim=True))
+    assert (swapped - m.attention_map(x)).abs().max() > 1e-2
+    out = torch.einsum("bns,cs->bnc", swapped, m.memory_value_weight)
+    out = out.transpose(1, 2).reshape(2, 6, 4, 5)
+    y_swapped = torch.relu(m.norm(m.conv_out(out)) + x)
+    assert (y_swapped - m(x)).abs().max() > 1e-3
+
+
+def test_tie_is_one_parameter():
+    tied, free = ExternalAttention(8), ExternalAttention(8, tie_memories=False)
+    assert len(list(tied.parameters())) == len(list(free.parameters())) - 1
+    assert tied.memory_value is None
+    assert tied.memory_value_weight.data_ptr() == tied.memory_key.weight.data_ptr()
+    torch.testing.assert_close(tied.memory_value_weight, tied.memory_key.weight.t(),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_tie_equals_untied_with_transposed_values_and_gradients_add(train):
+    tied = randomise(ExternalAttention(5, memory_size=6).to(DT)).train(train)
+    free = ExternalAttention(5, memory_size=6, tie_memories=False).to(DT).train(train)
+    state = dict(tied.state_dict())
+    state["memory_value.weight"] = tied.memory_key.weight.detach().t().clone()
+    free.load_state_dict(state)
+    x = torch.randn(2, 5, 3, 7, dtype=DT)
+    y_t, y_f = tied(x), free(x)
+    torch.testing.assert_close(y_t, y_f, rtol=0, atol=TOL)
+    g = torch.randn_like(y_t)
+    y_t.backward(g)
+    y_f.backward(g)
+    # the one shared parameter receives the gradients of both of its uses
+    expected = free.memory_key.weight.grad + free.memory_value.weight.grad.t()
+    torch.testing.assert_close(tied.memory_key.weight.grad, expected, rtol=0, atol=TOL)
+    assert free.memory_value.weight.grad.abs().max() > 0
+
+
+def test_tie_stays_exact_through_an_optimizer_step():
+    tied = ExternalAttention(6, memory_size=4)
+    opt = torch.optim.SGD(tied.parameters(), lr=0.1)
+    tied(torch.randn(2, 6, 3, 3)).pow(2).sum().backward()
+    before = tied.memory_key.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, tied.memory_key.weight)
+    torch.testing.assert_close(tied.memory_value_weight, tied.memory_key.weight.t(),
+                               rtol=0, atol=0)
+
+
+def test_external_attention_official_init():
+    torch.manual_seed(0)
+    c = 256
+    tied = ExternalAttention(c)
+    free = ExternalAttention(c, tie_memories=False)
+    assert abs(tied.memory_key.weight.std().item() - math.sqrt(2 / c)) < 0.006
+    assert abs(free.memory_key.weight.std().item() - math.sqrt(2 / 64)) < 0.01
+    assert abs(free.memory_value.weight.std().item() - math.sqrt(2 / c)) < 0.006
+    for conv in (tied.conv_in, tied.conv_out):
+        assert abs(conv.weight.std().item() - math.sqrt(2 / c)) < 0.004
+    # conv_in's bias keeps PyTorch's default uniform(-1/sqrt(c), 1/sqrt(c))
+    assert tied.conv_in.bias.abs().max() <= 1 / math.sqrt(c) and tied.conv_in.bias.abs().max() > 0
+    assert (tied.norm.weight == 1).all() and (tied.norm.bias == 0).all()
+    assert tied.norm.momentum == 0.1
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_external_attention_gradcheck_batch1(train):
+    m = randomise(ExternalAttention(3, memory_size=3).to(DT)).train(train)
+    x = torch.randn(1, 3, 2, 3, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+def test_external_attention_errors():
+    m = ExternalAttention(8)
+    with pytest.raises(ValueError, match="4-D feature map"):
+        m(torch.randn(2, 8, 16))
+    with pytest.raises(ValueError, match="channels=8"):
+        m(torch.randn(2, 7, 4, 4))
+    with pytest.raises(ValueError, match="channels=8"):
+        m.attention_map(torch.randn(2, 7, 4, 4))
+    with pytest.raises(ValueError, match="memory_size=0"):
+        ExternalAttention(8, memory_size=0)
+
+
+# ----------------------------------------------------------------------------- multi-head
+
+MH_CASES = [  # B, N, dim, heads
+    (1, 9, 9, 3),
+    (2, 7, 5, 1),
+    (3, 5, 8, 2),
+]
+
+
+@pytest.mark.parametrize("B,N,dim,heads", MH_CASES)
+@pytest.mark.parametrize("train", [False, True])
+def test_multi_head_matches_loop(B, N, dim, heads, train):
+    m = randomise(MultiHeadExternalAttention(dim, heads, memory_size=6).to(DT)).train(train)
+    assert m.heads == 4 * heads
+    x = torch.randn(B, N, dim, dtype=DT)
+    torch.testing.assert_close(m(x), multi_head_loop(m, x), rtol=0, atol=TOL)
+
+
+def test_multi_head_default_memory_is_64_and_shared_across_heads():
+    m = MultiHeadExternalAttention(32, num_heads=4)
+    assert m.memory_key.weight.shape == (64, 8) and m.memory_value.weight.shape == (8, 64)
+    assert m.expand.weight.shape == (128, 32) and m.proj.weight.shape == (32, 128)
+
+
+def test_multi_head_attention_dropout_only_in_training():
+    m = randomise(MultiHeadExternalAttention(6, 2, attn_drop=0.5).to(DT))
+    x = torch.randn(2, 5, 6, dtype=DT)
+    m.eval()
+    torch.testing.assert_close(m(x), multi_head_loop(m, x), rtol=0, atol=TOL)
+    m.train()
+    assert (m(x) - multi_head_loop(m, x)).abs().max() > 1e-6
+
+
+def test_multi_head_init():
+    torch.manual_seed(0)
+    m = MultiHeadExternalAttention(256, 4)
+    for lin in (m.expand, m.memory_key, m.memory_value, m.proj):
+        assert (lin.bias == 0).all()
+        assert lin.weight.abs().max() < 0.2
+    assert abs(m.expand.weight.std().item() - 0.02) < 1e-3
+
+
+def test_multi_head_gradcheck():
+    m = randomise(MultiHeadExternalAttention(4, 2, memory_size=3).to(DT))
+    x = torch.randn(1, 5, 4, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+def test_external_attention_core_on_leading_axes():
+    x = torch.randn(2, 3, 7, 4, dtype=DT)
+    mk, mv = torch.randn(5, 4, dtype=DT), torch.randn(4, 5, dtype=DT)
+    out, attn = external_attention(x, mk, mv)
+    for b in range(2):
+        for h in range(3):
+            a = l1_over_memory_loop(softmax_over_tokens_loop(x[b, h] @ mk.t()))
+            torch.testing.assert_close(attn[b, h], a, rtol=0, atol=TOL)
+            torch.testing.assert_close(out[b, h], a @ mv.t(), rtol=0, atol=TOL)
+
+
+def test_multi_head_errors():
+    with pytest.raises(ValueError, match="dim=10 must be divisible by num_heads=4"):
+        MultiHeadExternalAttention(10, 4)
+    m = MultiHeadExternalAttention(8, 2)
+    with pytest.raises(ValueError, match="dim=8"):
+        m(torch.randn(2, 5, 6))
+    with pytest.raises(ValueError, match="3-D tokens"):
+        m(torch.randn(2, 8, 2, 2))
+    with pytest.raises(ValueError, match="dim=8"):
+        m.attention_map(torch.randn(2, 5, 6))
