@@ -13,6 +13,15 @@ from attn_tutorial.bam import BAM, BAMChannelGate, BAMSpatialGate
 TOL = dict(atol=1e-9, rtol=1e-9)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random weights and random BN running statistics, so eval mode is not a no-op."""
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,176 @@
+"""EPSANet: the Pyramid Split Attention (PSA) module and the EPSA bottleneck.
+
+Zhang, Zu, Lu, Zou, Meng, "EPSANet: An Efficient Pyramid Split Attention Block on Convolutional
+Neural Network", arXiv 2105.14447 (later versions: "Pyramid Squeeze Attention").
+Official code: murufeng/EPSANet (``models/epsanet.py``, ``models/SE_weight_module.py``).
+
+Several convolutions with growing kernels look at the same input; one shared SE block scores
+each scale's channels, and a softmax over the scales decides, channel by channel, how much each
+kernel size contributes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+import torch.nn as nn
+from einops import rearrange, reduce
+
+from ._validate import check_divisible, check_feature_map, check_positive_width
+
+__all__ = ["PSA", "EPSABlock"]
+
+
+def _official_init_(module: nn.Module) -> None:
+    """EPSANet's init: Conv2d weight ~ normal(0, sqrt(2 / (k·k·out))); BN weight 1, bias 0.
+    Conv biases (only the SE's 1×1 convs have them) keep PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class PSA(nn.Module):
+    """Pyramid split attention: multi-kernel convs, shared SE, softmax over scales.
+
+    Paper: Zhang et al., "EPSANet: An Efficient Pyramid Split Attention Block on Convolutional
+    Neural Network", arXiv 2105.14447. Official code: murufeng/EPSANet, class ``PSAModule``
+    (with ``SEWeightModule``).
+
+    Input x: B×in_channels×H×W. Output: B×planes×H'×W' (H' = ⌊(H − 1)/stride⌋ + 1).
+    With S scales (``len(conv_kernels)``, 4 by default) and Ps = planes / S:
+
+    1. S parallel convs **on the full input**: conv s has kernel k_s, padding k_s // 2, the given
+       stride, groups g_s, no bias, in_channels -> Ps; stacked on a ``scale`` axis:
+       B×S×Ps×H'×W';
+    2. **one shared** SE (GAP -> 1×1 conv Ps -> Ps // se_reduction, bias -> ReLU -> 1×1 conv
+       -> Ps, bias -> sigmoid) scores every scale: B×S×Ps;
+    3. softmax over the ``scale`` axis (for each channel index the S scales compete; this
+       follows the sigmoid);
+    4. features × attention, then the scales are concatenated along channels. The official code
+       concatenates them **in reverse** ([k9, k7, k5, k3] by default) — ``concat_order=
+       "official"``; ``"natural"`` gives [k3, k5, k7, k9].
+
+    Code vs paper: the shared SE and the reversed concatenation are code facts not visible in
+    the paper's figure; the branch convs read the whole input, not a quarter of it; the code's
+    groups (1, 4, 8, 16) do not follow the paper's G = 2^((K−1)/2) rule (unverified); the
+    README's "Large" models are not in the code.
+
+    ``scale_attention(x)`` returns the softmax weights B×S×Ps in natural order (k3 first).
+
+    Initialisation: official (conv weights normal(0, sqrt(2/(k·k·out))), SE conv biases
+    default).
+    """
+
+    def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
+                 stride: int = 1, conv_groups: Sequence[int] = (1, 4, 8, 16),
+                 se_reduction: int = 16,
+                 concat_order: Literal["official", "natural"] = "official") -> None:
+        super().__init__()
+        conv_kernels, conv_groups = tuple(conv_kernels), tuple(conv_groups)
+        if len(conv_kernels) != len(conv_groups) or not conv_kernels:
+            raise ValueError(
+                f"conv_kernels={conv_kernels} and conv_groups={conv_groups} must be non-empty and "
+                "of the same length (one group count per kernel)"
+            )
+        if concat_order not in ("official", "natural"):
+            raise ValueError(f"concat_order={concat_order!r} must be 'official' (reversed) or "
+                             "'natural'")
+        num_scales = len(conv_kernels)
+        check_divisible("planes", planes, "the number of kernels len(conv_kernels)", num_scales)
+        split = planes // num_scales
+        for g in conv_groups:
+            check_divisible("in_channels", in_channels, "a conv_groups entry", g)
+            check_divisible("planes // len(conv_kernels)", split, "a conv_groups entry", g)
+        se_hidden = check_positive_width("planes // len(conv_kernels)", split, se_reduction,
+                                         "se_reduction")
+        self.in_channels = in_channels
+        self.num_scales = num_scales
+        self.concat_order = concat_order
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, split, kernel_size=k, stride=stride, padding=k // 2, groups=g,
+                      bias=False)
+            for k, g in zip(conv_kernels, conv_groups)
+        )
+        self.se_reduce = nn.Conv2d(split, se_hidden, kernel_size=1)
+        self.se_relu = nn.ReLU(inplace=True)
+        self.se_expand = nn.Conv2d(se_hidden, split, kernel_size=1)
+        _official_init_(self)
+
+    def _scales(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.in_channels)
+        return rearrange([branch(x) for branch in self.branches], "scale b c h w -> b scale c h w")
+
+    def _attention(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats b scale c h w -> softmax over scale of the shared SE scores: b scale c 1 1."""
+        pooled = reduce(feats, "b scale c h w -> (b scale) c 1 1", "mean")
+        scores = torch.sigmoid(self.se_expand(self.se_relu(self.se_reduce(pooled))))
+        scores = rearrange(scores, "(b scale) c 1 1 -> b scale c 1 1", scale=self.num_scales)
+        return torch.softmax(scores, dim=1)  # dim 1 is the `scale` axis
+
+    def scale_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax weights per scale: B×S×Ps, natural order (smallest kernel first)."""
+        return rearrange(self._attention(self._scales(x)), "b scale c 1 1 -> b scale c")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×in_channels×H×W -> B×planes×H'×W'."""
+        feats = self._scales(x)
+        weighted = feats * self._attention(feats)
+        if self.concat_order == "official":
+            weighted = weighted.flip(1)  # official order: largest kernel first
+        return rearrange(weighted, "b scale c h w -> b (scale c) h w")
+
+
+class EPSABlock(nn.Module):
+    """EPSANet bottleneck: a ResNet bottleneck whose 3×3 conv is a :class:`PSA`.
+
+    Paper: Zhang et al., arXiv 2105.14447. Official code: murufeng/EPSANet, class ``EPSABlock``
+    (expansion 4).
+
+    Conv1×1(inplanes -> planes, no bias) + BN + ReLU -> PSA(planes, planes, stride) + BN + ReLU
+    -> Conv1×1(planes -> 4·planes, no bias) + BN -> + identity (or ``downsample(x)``) -> ReLU.
+
+    Input x: B×inplanes×H×W; output B×4·planes×H'×W'. Without ``downsample`` inplanes must equal
+    4·planes and stride must be 1.
+
+    Initialisation: official (EPSANet constructor), also applied to ``downsample``.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, conv_kernels: Sequence[int] = (3, 5, 7, 9),
+                 conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16,
+                 concat_order: Literal["official", "natural"] = "official") -> None:
+        super().__init__()
+        if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
+            raise ValueError(
+                f"without a downsample module the residual needs stride=1 and inplanes = "
+                f"4·planes, got stride={stride}, inplanes={inplanes}, planes={planes}"
+            )
+        self.inplanes = inplanes
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.psa = PSA(planes, planes, conv_kernels=conv_kernels, stride=stride,
+                       conv_groups=conv_groups, se_reduction=se_reduction,
+                       concat_order=concat_order)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        _official_init_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×inplanes×H×W -> B×4·planes×H'×W'."""
+        check_feature_map(x, self.inplanes)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.psa(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)

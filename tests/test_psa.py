@@ -1,0 +1,216 @@
+"""PSA / EPSABlock against index-by-index references written from the equations (spec §5)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attn_tutorial.psa import PSA, EPSABlock
+
+TOL = dict(atol=1e-9, rtol=1e-9)
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def randomize_(module: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
+    return module
+
+
+def ref_bn(x, bn, train):
+    out = torch.empty_like(x)
+    for c in range(x.shape[1]):
+        vals = x[:, c]
+        if train:
+            mean = vals.sum() / vals.numel()
+            var = ((vals - mean) ** 2).sum() / vals.numel()
+        else:
+            mean, var = bn.running_mean[c], bn.running_var[c]
+        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
+    return out
+
+
+def ref_psa(x, m: PSA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (output, attention B×S×Ps in natural order)."""
+    feats = [F.conv2d(x, conv.weight, None, conv.stride, conv.padding, 1, conv.groups)
+             for conv in m.branches]
+    S = len(feats)
+    B, Ps = feats[0].shape[:2]
+    # the SE and the softmax in plain Python floats (float64), one number at a time
+    w1, b1 = m.se_reduce.weight[:, :, 0, 0].tolist(), m.se_reduce.bias.tolist()
+    w2, b2 = m.se_expand.weight[:, :, 0, 0].tolist(), m.se_expand.bias.tolist()
+    hidden_width = len(w1)
+    scores = [[[0.0] * Ps for _ in range(S)] for _ in range(B)]
+    for s in range(S):  # the same SE weights for every scale
+        for b in range(B):
+            pooled = [(feats[s][b, c].sum() / feats[s][b, c].numel()).item() for c in range(Ps)]
+            hidden = [max(0.0, b1[j] + sum(w1[j][c] * pooled[c] for c in range(Ps)))
+                      for j in range(hidden_width)]
+            for c in range(Ps):
+                z = b2[c] + sum(w2[c][j] * hidden[j] for j in range(hidden_width))
+                scores[b][s][c] = 1 / (1 + math.exp(-z))
+    att = torch.empty(B, S, Ps, dtype=x.dtype)
+    for b in range(B):
+        for c in range(Ps):
+            exps = [math.exp(scores[b][s][c]) for s in range(S)]
+            for s in range(S):
+                att[b, s, c] = exps[s] / sum(exps)
+    order = list(range(S))[::-1] if m.concat_order == "official" else list(range(S))
+    out = torch.empty(B, S * Ps, *feats[0].shape[2:], dtype=x.dtype)
+    for block, s in enumerate(order):
+        for b in range(B):
+            for c in range(Ps):
+                out[b, block * Ps + c] = feats[s][b, c] * att[b, s, c]
+    return out, att
+
+
+PSA_CASES = [  # (shape, planes, stride, kernels, groups)
+    ((2, 64, 9, 13), 64, 1, (3, 5, 7, 9), (1, 4, 8, 16)),
+    ((3, 32, 11, 7), 128, 2, (3, 5, 7, 9), (1, 4, 8, 16)),
+    ((1, 21, 5, 11), 84, 1, (3, 5, 7, 9), (1, 3, 7, 21)),
+    ((2, 18, 6, 7), 99, 2, (3, 5, 7), (1, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("order", ["official", "natural"])
+@pytest.mark.parametrize("case", PSA_CASES)
+def test_psa_matches_loop_reference(case, order):
+    shape, planes, stride, kernels, groups = case
+    m = PSA(shape[1], planes, conv_kernels=kernels, stride=stride, conv_groups=groups,
+            concat_order=order)
+    m = randomize_(m.double(), seed=planes)
+    x = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(shape[2]))
+    expected, expected_att = ref_psa(x, m)
+    out = m(x)
+    assert out.shape == (shape[0], planes, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)
+    torch.testing.assert_close(out, expected, **TOL)
+    torch.testing.assert_close(m.scale_attention(x), expected_att, **TOL)
+    torch.testing.assert_close(m.eval()(x), expected, **TOL)  # no BN/dropout: eval is the same
+
+
+def test_softmax_over_scales_and_concat_orders():
+    official = randomize_(PSA(64, 64).double(), seed=3)
+    natural = PSA(64, 64, concat_order="natural").double()
+    natural.load_state_dict(official.state_dict())
+    x = torch.randn(2, 64, 7, 9, dtype=F64)
+    att = official.scale_attention(x)
+    assert att.shape == (2, 4, 16)
+    torch.testing.assert_close(att.sum(1), torch.ones(2, 16, dtype=F64), **TOL)
+    assert (att.sum(2) - 1).abs().max() > 1e-3
+    a, b = official(x), natural(x)
+    assert (a - b).abs().max() > 1e-3
+    for s in range(4):  # official block s is natural block 3 - s
+        torch.testing.assert_close(a[:, 16 * s:16 * (s + 1)], b[:, 16 * (3 - s):16 * (4 - s)], **TOL)
+
+
+def test_structure_matches_official_parameter_count():
+    m = PSA(64, 64)  # spec §5: the official PSAModule(64, 64) has 27121 parameters
+    assert sum(p.numel() for p in m.parameters()) == 27121
+    assert [c.in_channels for c in m.branches] == [64] * 4  # every branch reads the full input
+    assert [c.groups for c in m.branches] == [1, 4, 8, 16]
+    assert [c.padding for c in m.branches] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+
+
+# --- block -------------------------------------------------------------------------------------
+
+def ref_block(x, m: EPSABlock, train):
+    out = torch.relu(ref_bn(F.conv2d(x, m.conv1.weight), m.bn1, train))
+    out = torch.relu(ref_bn(ref_psa(out, m.psa)[0], m.bn2, train))
+    out = ref_bn(F.conv2d(out, m.conv3.weight), m.bn3, train)
+    if m.downsample is None:
+        identity = x
+    else:
+        conv, bn = m.downsample
+        identity = ref_bn(F.conv2d(x, conv.weight, stride=conv.stride), bn, train)
+    return torch.relu(out + identity)
+
+
+BLOCK_CASES = [  # (shape, planes, stride, downsample)
+    ((2, 256, 5, 7), 64, 1, False),
+    ((2, 96, 7, 5), 64, 2, True),
+    ((1, 128, 5, 6), 64, 2, True),  # batch 1: eval only
+]
+BLOCK_MODES = [(c, t) for c in BLOCK_CASES for t in (True, False) if not (t and c[0][0] == 1)]
+
+
+@pytest.mark.parametrize("case,train", BLOCK_MODES)
+def test_block_matches_loop_reference(case, train):
+    shape, planes, stride, needs_ds = case
+    ds = None
+    if needs_ds:
+        ds = nn.Sequential(nn.Conv2d(shape[1], 4 * planes, 1, stride=stride, bias=False),
+                           nn.BatchNorm2d(4 * planes))
+    m = randomize_(EPSABlock(shape[1], planes, stride, ds).double(), seed=shape[1]).train(train)
+    x = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(2))
+    out = m(copy.deepcopy(x))
+    assert out.shape == (shape[0], 4 * planes, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)
+    torch.testing.assert_close(out, ref_block(x, m, train), **TOL)
+
+
+def test_gradcheck():
+    m = randomize_(PSA(4, 16, conv_groups=(1, 2, 2, 4), se_reduction=2).double(), seed=5)
+    x = torch.randn(2, 4, 3, 4, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+    block = EPSABlock(16, 4, conv_groups=(1, 1, 1, 1), se_reduction=1)
+    block = randomize_(block.double(), seed=6)
+    xb = torch.randn(2, 16, 3, 4, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (xb,), fast_mode=True)
+    block.eval()
+    assert torch.autograd.gradcheck(block, (xb[:1].detach().requires_grad_(True),), fast_mode=True)
+
+
+def test_official_init():
+    torch.manual_seed(0)
+    m = EPSABlock(256, 64)
+    for k, conv in zip((3, 5, 7, 9), m.psa.branches):
+        expected = math.sqrt(2 / (k * k * 16))
+        assert abs(conv.weight.std().item() - expected) < 0.1 * expected
+    w = m.conv3.weight  # 1×1, out 256
+    assert abs(w.std().item() - math.sqrt(2 / 256)) < 0.05 * math.sqrt(2 / 256)
+    assert (m.psa.se_expand.bias != 0).all()  # SE conv biases keep PyTorch's default init
+    for bn in (m.bn1, m.bn2, m.bn3):
+        assert (bn.weight == 1).all() and (bn.bias == 0).all()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="planes=66 must be divisible by"):
+        PSA(64, 66)
+    with pytest.raises(ValueError, match="in_channels=36 must be divisible by a conv_groups entry=8"):
+        PSA(36, 64)
+    with pytest.raises(ValueError, match=r"planes // len\(conv_kernels\)=8 must be divisible"):
+        PSA(64, 32)
+    with pytest.raises(ValueError, match="se_reduction"):
+        PSA(16, 32, conv_groups=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="same length"):
+        PSA(64, 64, conv_kernels=(3, 5, 7))
+    with pytest.raises(ValueError, match="concat_order"):
+        PSA(64, 64, concat_order="reversed")
+    with pytest.raises(ValueError, match="4-D"):
+        PSA(64, 64)(torch.randn(2, 64, 9))
+    with pytest.raises(ValueError, match="channels=64"):
+        PSA(64, 64)(torch.randn(2, 32, 9, 9))
+    with pytest.raises(ValueError, match="downsample"):
+        EPSABlock(64, 64)
+    with pytest.raises(ValueError, match="channels=256"):
+        EPSABlock(256, 64)(torch.randn(2, 64, 5, 5))
