@@ -229,8 +229,9 @@ class SE(_ChannelGate):
     The ECA paper's objection: the bottleneck C -> C/r (dimensionality reduction) makes the
     correspondence between a channel and its weight indirect.
 
-    Parameter names (SE-ResNet style ``fc.0`` / ``fc.2``): ``fc.0.weight``/``bias`` ->
-    ``fc_reduce.weight``/``bias``; ``fc.2.weight``/``bias`` -> ``fc_expand.weight``/``bias``.
+    Parameters: ``fc_reduce`` and ``fc_expand`` (``nn.Linear``). The official SE code is Caffe;
+    a PyTorch checkpoint that stores the two layers as 1×1 convs maps by dropping the trailing
+    ``1×1`` of each weight.
     """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -262,6 +263,9 @@ class SEVar1(_ChannelGate):
 
     def __init__(self, channels: int | None = None) -> None:
         super().__init__()
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int)
+                                     or channels < 1):
+            raise ValueError(f"channels={channels!r} must be a positive integer or None")
         self.channels = channels
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
