@@ -401,6 +401,9 @@ def test_errors():
         ECA(64, 5, adaptive=True)
     with pytest.raises(ValueError, match="channels=0"):
         ECA(0)
+    for cls in (SEVar1, SEVar2, SEVar3, ECANS):
+        with pytest.raises(ValueError, match="channels=0"):
+            cls(0)
     with pytest.raises(ValueError, match="4-D feature map"):
         ECA(16)(randn(2, 16, 7))
     with pytest.raises(ValueError, match="4-D feature map"):
