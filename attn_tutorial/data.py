@@ -184,15 +184,15 @@ def _coverage(shape_ids: torch.Tensor, centres: torch.Tensor, radii: torch.Tenso
 
 def _texture(n: int, size: int, stripe_colours: torch.Tensor, blob_colours: torch.Tensor,
              g: torch.Generator) -> torch.Tensor:
-    """``B×3×H×W`` clutter: soft stripes (random angle, period 3–8 px, phase) between two
+    """``B×3×H×W`` clutter: soft stripes (random angle, period 4–10 px, phase) between two
     colours (``B×2×3``), overlaid with smooth random blobs of a third colour (``B×3``)."""
     y = rearrange(torch.arange(size, dtype=torch.float32), "h -> 1 h 1")
     x = rearrange(torch.arange(size, dtype=torch.float32), "w -> 1 1 w")
     angle = rearrange(torch.rand(n, generator=g) * math.pi, "b -> b 1 1")
-    period = rearrange(3 + 5 * torch.rand(n, generator=g), "b -> b 1 1")
+    period = rearrange(4 + 6 * torch.rand(n, generator=g), "b -> b 1 1")
     phase = rearrange(torch.rand(n, generator=g) * 2 * math.pi, "b -> b 1 1")
     wave = torch.sin((x * angle.cos() + y * angle.sin()) * (2 * math.pi / period) + phase)
-    stripes = rearrange(torch.sigmoid(4 * wave), "b h w -> b 1 h w")
+    stripes = rearrange(torch.sigmoid(2 * wave), "b h w -> b 1 h w")
     noise = torch.rand(n, 1, 5, 5, generator=g)  # 5×5 random values, smoothly upsampled
     smooth = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)
     blobs = torch.sigmoid(10 * (smooth - 0.65))  # ~ a third of the image
@@ -250,7 +250,7 @@ def _single_object(n: int, size: int, radii: torch.Tensor, num_classes: int, clu
 # --------------------------------------------------------------------------- the three tasks
 
 def object_on_texture(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4,
-                      radius: tuple[float, float] | None = None, clutter: float = 0.8,
+                      radius: tuple[float, float] | None = None, clutter: float = 0.5,
                       noise: float = 0.04) -> Task:
     """Classify the shape of one object lying on a cluttered texture (BAM, lesson 02).
 
@@ -284,7 +284,7 @@ def object_on_texture(n: int, size: int = 32, seed: int = 0, *, num_classes: int
 
 def multi_scale_objects(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4,
                         min_radius: float = 2.0, max_radius: float | None = None,
-                        clutter: float = 0.5, noise: float = 0.04) -> Task:
+                        clutter: float = 0.3, noise: float = 0.04) -> Task:
     """Classify a shape whose size varies by a factor of about 6 (PSA lesson 03, SCConv 04).
 
     Planted structure: as :func:`object_on_texture` (one shape, class = shape, random colour,
