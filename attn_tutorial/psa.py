@@ -102,9 +102,16 @@ class PSA(nn.Module):
         self.se_expand = nn.Conv2d(se_hidden, split, kernel_size=1)
         _official_init_(self)
 
-    def _scales(self, x: torch.Tensor) -> torch.Tensor:
+    def _scales(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """The S branch outputs stacked on a ``scale`` axis: B×S×Ps×H'×W' (smallest kernel first,
+        or largest first with ``reverse``)."""
         check_feature_map(x, self.in_channels)
-        return rearrange([branch(x) for branch in self.branches], "scale b c h w -> b scale c h w")
+        scales = [branch(x) for branch in self.branches]
+        if reverse:
+            scales.reverse()
+        # torch.stack on dim 1 writes "b scale c h w" contiguously, so the final
+        # "b scale c h w -> b (scale c) h w" is a free view (no extra copy)
+        return torch.stack(scales, dim=1)
 
     def _attention(self, feats: torch.Tensor) -> torch.Tensor:
         """feats b scale c h w -> softmax over scale of the shared SE scores: b scale c 1 1."""
@@ -119,10 +126,11 @@ class PSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×in_channels×H×W -> B×planes×H'×W'."""
-        feats = self._scales(x)
+        # The shared SE and the softmax treat every scale alike, so stacking the scales in the
+        # official (reversed: largest kernel first) order up front gives the official
+        # concatenation directly.
+        feats = self._scales(x, reverse=self.concat_order == "official")
         weighted = feats * self._attention(feats)
-        if self.concat_order == "official":
-            weighted = weighted.flip(1)  # official order: largest kernel first
         return rearrange(weighted, "b scale c h w -> b (scale c) h w")
 
 
