@@ -17,6 +17,13 @@ check an attention map against it with a number rather than a picture:
   and the branch/kernel weighting can be read against the object's size.
 
 Images are float32 ``B×3×H×W`` in ``[0, 1]``. Labels are ``int64``. Masks are ``bool``.
+
+How learnable they are (tests/test_train.py, two conv layers of 16 and 32 channels, AdamW lr
+1e-2, batch 64, 2000 training images): with global *max* pooling, 150 steps reach about 95 %
+test accuracy on ``object_on_texture`` and 90 % on ``multi_scale_objects`` (chance 25 %); with
+global *average* pooling, 300 steps reach only about 41 %, because averaging dilutes the object by
+its area share — the gap a spatial attention gate is meant to close. A tiny fully convolutional
+net reaches about 88 % pixel accuracy on ``multi_object_segmentation`` (background share 78 %).
 """
 
 from __future__ import annotations
