@@ -176,6 +176,12 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
                 break
             index = order[first:first + batch]
             logits = model(images[index])
+            if logits.dim() != targets.dim() + 1:
+                raise ValueError(
+                    f"the model returns logits of shape {tuple(logits.shape)} but the targets "
+                    f"have shape {tuple(targets.shape)}: loss={kind!r} needs "
+                    + ("B×K logits" if kind == "ce" else "B×K×H×W logits")
+                )
             step_loss = F.cross_entropy(logits, targets[index])
             optimizer.zero_grad()
             step_loss.backward()

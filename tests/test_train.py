@@ -164,6 +164,7 @@ def test_evaluate_takes_a_task():
     (lambda t, m: fit(m, t.images, steps=1), "Task or an"),
     (lambda t, m: fit(m, t, steps=0), "at least 1"),
     (lambda t, m: fit(m, t, batch_size=0), "batch_size=0"),
+    (lambda t, m: fit(tiny_fcn(4), t, steps=1), "B×K logits"),
     (lambda t, m: evaluate(m, t.images), "targets is None"),
     (lambda t, m: evaluate(m, t, metric="miou"), "B×H×W"),
     (lambda t, m: evaluate(m, t, metric="f1"), "metric='f1'"),
