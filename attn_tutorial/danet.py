@@ -119,7 +119,7 @@ class CAM(nn.Module):
         f = rearrange(x, "b c h w -> b c (h w)")
         energy = torch.bmm(f, f.transpose(1, 2))  # b c c'
         if self.variant == "official":
-            energy = energy.amax(dim=-1, keepdim=True) - energy
+            energy = energy.max(dim=-1, keepdim=True).values - energy
         return torch.softmax(energy, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
