@@ -362,7 +362,9 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
     if like is not None:
         module.to(device=like.device, dtype=like.dtype)
     expected = module.state_dict()
-    where = f"from_official({kind!r}, ..., {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+    shown = ", ".join(f"{k}={type(v).__name__ if isinstance(v, nn.Module) else repr(v)}"
+                      for k, v in kwargs.items())
+    where = f"from_official({kind!r}, ..., {shown})"
 
     loaded: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
