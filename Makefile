@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[lab,test]"
 	touch $(STAMP)
 
+# JupyterLab keeps its normal token authentication; root (e.g. inside a container) needs --allow-root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/00_einops.ipynb
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/00_einops.ipynb
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
