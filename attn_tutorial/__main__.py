@@ -18,7 +18,25 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--check", action="store_true", help="only report whether exercises/ is stale")
     gen.add_argument("--force", action="store_true", help="overwrite exercises a learner edited")
 
+    be = sub.add_parser("bench", help="run the benchmark matrix and write JSON result cards")
+    be.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                    help="default: cuda when available, else cpu")
+    be.add_argument("--quick", action="store_true", help="tiny sizes, eager float32 only")
+    be.add_argument("--only", action="append", metavar="NAME",
+                    help="run only this group (repeatable): channel, conv, danet, external, "
+                         "emsa, scaling")
+    be.add_argument("--out", default=None, help="folder for the cards (default: the package's "
+                                                "attn_tutorial/cards/)")
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from attn_tutorial import benchmarks
+
+        for name in args.only or ():
+            if name not in benchmarks.GROUPS:
+                parser.error(f"--only {name!r}: choose from {', '.join(benchmarks.GROUPS)}")
+        return benchmarks.main(args.only, args.device, args.quick, args.out)
+
     from attn_tutorial import course
 
     if args.command == "execute":

@@ -1,0 +1,229 @@
+"""The benchmark matrix, its JSON cards and the card schema (no speed assertions)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attn_tutorial import benchmarks as B
+from attn_tutorial import cost
+from attn_tutorial.__main__ import main as cli
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick CPU run of the whole matrix (single thread: the shared box stays predictable)."""
+    out = tmp_path_factory.mktemp("cards")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cards = B.run(device="cpu", quick=True, out=out)
+    finally:
+        torch.set_num_threads(threads)
+    return out, cards
+
+
+def test_quick_run_writes_one_valid_card_per_group(quick_run):
+    out, cards = quick_run
+    assert [c["group"] for c in cards] == list(B.GROUPS)
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == sorted(f"cpu-quick-{g}.json" for g in B.GROUPS)
+    for path in out.glob("*.json"):
+        B.validate_card(json.loads(path.read_text()))  # what is on disk, not only in memory
+    for card in cards:
+        assert card["mode"] == "quick"
+        assert all(r["status"] == "ok" for r in card["rows"]), card["group"]
+        assert {r["pass"] for r in card["rows"]} <= set(B.bench.PASSES)
+
+
+def test_cpu_provenance_nulls_what_does_not_apply(quick_run):
+    prov = quick_run[1][0]["provenance"]
+    for name in ("sm_count", "l2_bytes", "driver", "cuda", "cudnn", "tf32_matmul", "tf32_cudnn"):
+        assert prov[name] is None
+    assert prov["device_type"] == "cpu"
+    assert prov["threads"] == 1
+    assert prov["torch"] == torch.__version__
+
+
+def test_rows_carry_the_cost_model_and_baseline_ratios(quick_run):
+    channel = quick_run[1][0]
+    se = next(r for r in channel["rows"] if r["name"] == "SE" and r["pass"] == "forward")
+    s = se["shape"]
+    expected = cost.se(s["B"], s["C"], s["H"], s["W"])
+    assert (se["flops"], se["min_bytes"], se["params"]) == (
+        expected.flops, expected.min_bytes, expected.params)
+    fb = next(r for r in channel["rows"] if r["name"] == "SE" and r["pass"] != "forward"
+              and r["shape"] == s)
+    assert fb["flops"] == 3 * expected.flops
+    for card in quick_run[1]:
+        for r in card["rows"]:
+            if r["name"] == r["baseline"]:
+                assert r["ratio_to_baseline"] == 1.0
+            assert r["ratio_to_baseline"] is not None
+            # achieved rates are the cost model over the median, shares use the machine rates
+            assert math.isclose(r["achieved_gbps"], r["min_bytes"] / r["median_s"] / 1e9)
+            assert math.isclose(r["share_copy_bw"],
+                                r["achieved_gbps"] / card["machine"]["copy_gbps"])
+            assert r["max_abs_err"] < 1e-4  # float32 against the float64 reference
+
+
+def test_scaling_fits_separate_quadratic_from_linear_memory(quick_run):
+    scaling = next(c for c in quick_run[1] if c["group"] == "scaling")
+    fits = {(f["series"], f["y"]): f for f in scaling["fits"]}
+    # FLOPs (cost model): N² attention term for self-attention, linear for external attention.
+    assert fits[("external attention", "flops")]["slope"] == pytest.approx(1.0)
+    assert fits[("self-attention (materialised)", "flops")]["slope_upper_half"] > 1.7
+    # Peak memory (dispatch estimate): the materialised N×N map against SDPA's linear memory.
+    assert fits[("self-attention (materialised)", "peak_bytes")]["slope_upper_half"] > 1.5
+    assert fits[("self-attention (SDPA)", "peak_bytes")]["slope"] < 1.2
+    sdpa = [r for r in scaling["rows"] if r["impl"] == "sdpa"]
+    assert all(r["sdpa_backend"] for r in sdpa)
+
+
+def test_cli_bench_only_one_group(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(["bench", "--device", "cpu", "--quick", "--only", "conv",
+                    "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "cpu-quick-conv.json"
+    assert "1 cards" in captured.err  # the summary (and the progress bar) go to stderr
+    card = json.loads((tmp_path / "cpu-quick-conv.json").read_text())
+    B.validate_card(card)
+    assert {r["name"] for r in card["rows"]} == {"conv3x3", "SCConv", "PSA"}
+
+
+def test_cli_rejects_an_unknown_group(capsys):
+    with pytest.raises(SystemExit):
+        cli(["bench", "--quick", "--only", "nope"])
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nope"):
+        B.run(["nope"], device="cpu", quick=True)
+
+
+def _machine():
+    return {"copy_gbps": 10.0, "copy_bytes": 1, "matmul_tflops": {"float32": 0.1,
+                                                                 "bfloat16": 0.1}, "matmul_n": 1}
+
+
+def test_bfloat16_row_has_a_larger_error_than_float32():
+    row = next(r for r in B.build_rows("channel", quick=True) if r.name == "SE")
+    recs = {d: B.measure_row(B._replace(row, dtype=d), torch.device("cpu"), _machine(), True)
+            for d in ("float32", "bfloat16")}
+    assert all(r["status"] == "ok" for r in recs.values())
+    assert recs["bfloat16"]["min_bytes"] * 2 == recs["float32"]["min_bytes"]  # 2 bytes, not 4
+    assert recs["bfloat16"]["max_abs_err"] > 10 * recs["float32"]["max_abs_err"]
+
+
+class _Exhausted(nn.Module):
+    def forward(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64 GiB")
+
+
+class _Broken(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("something else")
+
+
+def test_out_of_memory_and_errors_are_recorded_not_raised():
+    row = next(r for r in B.build_rows("danet", quick=True) if r.name == "PAM (materialised)")
+    oom = B.measure_row(B._replace(row, build=_Exhausted), torch.device("cpu"), _machine(), True)
+    assert oom["status"] == "oom" and "out of memory" in oom["error"]
+    assert oom["median_s"] is None and oom["flops"] == row.cost(4).flops
+    bad = B.measure_row(B._replace(row, build=_Broken), torch.device("cpu"), _machine(), True)
+    assert bad["status"] == "error" and "something else" in bad["error"]
+    card = {"rows": [oom, bad]}
+    B._ratios(card["rows"])
+    assert oom["ratio_to_baseline"] is None
+
+
+def test_dispatch_peak_counts_what_a_call_allocates():
+    x = torch.zeros(1000)
+
+    def step():
+        a = x + 1          # 4000 bytes, alive
+        b = a * 2          # 4000 more: peak 8000
+        del a
+        return b.add_(1)   # in place: no new bytes
+
+    assert B._peak_bytes_dispatch(step) == 8000
+
+
+def test_fit_slope_recovers_a_power_law():
+    xs = [16, 64, 256, 1024]
+    assert B.fit_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert B.fit_slope(xs, [5 * x for x in xs]) == pytest.approx(1.0)
+    assert B.fit_slope([4], [1]) is None
+
+
+@pytest.fixture(scope="module")
+def good_card(quick_run):
+    return quick_run[1][1]
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("schema",), "other/1", "schema"),
+    (("provenance", "threads"), "2", "threads"),
+    (("provenance", "sm_count"), 132, "null on a CPU card"),
+    (("provenance", "torch"), None, "must not be null"),
+    (("machine", "matmul_tflops"), {"float32": -1.0}, "positive"),
+    (("rows", 0, "median_s"), "fast", "median_s"),
+    (("rows", 0, "reps"), True, "bool"),
+    (("rows", 0, "pass"), "backward", "pass"),
+    (("rows", 0, "dtype"), "float8", "dtype"),
+    (("rows", 0, "status"), "fine", "status"),
+    (("rows", 0, "shape"), {"B": 1, "C": 2, "H": 0, "W": 3}, "shape"),
+    (("rows", 0, "p20_s"), 1e9, "p20"),
+    (("rows", 0, "max_abs_err"), None, "reference_note"),
+    (("rows", 0, "median_s"), None, "median_s"),
+    (("rows",), [], "empty"),
+    (("fits",), [{"series": "x"}], "fits"),
+])
+def test_validate_card_rejects_ill_typed_fields(good_card, path, value, message):
+    card = copy.deepcopy(good_card)
+    target = card
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(B.CardError, match=message):
+        B.validate_card(card)
+
+
+@pytest.mark.parametrize("path", [("group",), ("provenance", "l2_bytes"),
+                                  ("rows", 0, "flops"), ("rows", 0, "sdpa_backend"),
+                                  ("machine", "copy_gbps")])
+def test_validate_card_names_a_missing_field(good_card, path):
+    card = copy.deepcopy(good_card)
+    target = card
+    for key in path[:-1]:
+        target = target[key]
+    del target[path[-1]]
+    with pytest.raises(B.CardError, match=repr(path[-1])):
+        B.validate_card(card)
+
+
+def test_an_oom_row_needs_its_reason(good_card):
+    card = copy.deepcopy(good_card)
+    row = card["rows"][0]
+    row.update(status="oom", median_s=None, error=None)
+    with pytest.raises(B.CardError, match="error"):
+        B.validate_card(card)
+    row["error"] = "OutOfMemoryError: ..."
+    B.validate_card(card)
+
+
+def test_committed_cards_are_valid():
+    cards = B.load_cards()
+    assert cards, "attn_tutorial/cards/ holds the recorded cards"
+    assert {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"} == set(B.GROUPS)
+    for card in cards:
+        assert card["_file"] == B.card_filename(card)
+        assert B.format_card(card).count("\n") >= 3
