@@ -908,7 +908,7 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
     lines = [f"{card['title']} — {card['mode']} — {prov['device_type']}, "
              f"{prov['threads']} threads, torch {prov['torch']}"]
     head = (f"{'shape':<16}{'row':<30}{'dtype':<9}{'pass':<5}{'us':>8}{'ratio':>7}"
-            f"{'MFLOP':>8}{'GFLOP/s':>9}{'GB/s':>8}{'%mm':>7}{'%bw':>7}{'peakMB':>8}{'err':>8}")
+            f"{'MFLOP':>8}{'GFLOP/s':>9}{'GB/s':>8}{'%mm':>8}{'%bw':>8}{'peakMB':>8}{'err':>8}")
     lines += [head, "-" * len(head)]
     for r in card["rows"]:
         if pass_ is not None and r["pass"] != pass_:
@@ -930,8 +930,8 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
             f"{shape:<16}{name:<30}{r['dtype']:<9}{short_pass:<5}"
             f"{_sig(r['median_s'] * 1e6, digits):>8}{_sig(r['ratio_to_baseline'], digits):>7}"
             f"{_sig(r['flops'] / 1e6, digits):>8}{_sig(r['achieved_tflops'] * 1e3, digits):>9}"
-            f"{_sig(r['achieved_gbps'], digits):>8}{_sig(share_mm, digits):>7}"
-            f"{_sig(100 * r['share_copy_bw'], digits):>7}{_sig(peak, digits):>8}{err:>8}")
+            f"{_sig(r['achieved_gbps'], digits):>8}{_sig(share_mm, digits):>8}"
+            f"{_sig(100 * r['share_copy_bw'], digits):>8}{_sig(peak, digits):>8}{err:>8}")
     return "\n".join(lines)
 
 
