@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from _reference import linear_loop, randomize_
 from attn_tutorial.attention import MultiHeadSelfAttention, SelfAttention2d
 
 TOL = 1e-9
 DT = torch.float64
-
-
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-    return module
-
-
-@torch.no_grad()
-def linear_loop(v, lin):
-    out = torch.stack([(lin.weight[o] * v).sum() for o in range(lin.weight.shape[0])])
-    return out if lin.bias is None else out + lin.bias
+randomise = partial(randomize_, scale=0.5, mean_scale=1.0)
 
 
 @torch.no_grad()

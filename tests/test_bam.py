@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from _reference import batchnorm_loop, randomize_, ref_conv
 from attn_tutorial.bam import BAM, BAMChannelGate, BAMSpatialGate
 
 TOL = dict(atol=1e-9, rtol=1e-9)
+randomize_ = partial(randomize_, scale=0.5, mean_scale=0.3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights and random BN running statistics, so eval mode is not a no-op."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
-    return module
-
-
-def ref_bn(x: torch.Tensor, bn: torch.nn.Module, train: bool) -> torch.Tensor:
-    """BatchNorm per channel (axis 1), batch statistics (biased variance) in train mode."""
-    out = torch.empty_like(x)
-    for c in range(x.shape[1]):
-        vals = x[:, c]
-        if train:
-            mean = vals.sum() / vals.numel()
-            var = ((vals - mean) ** 2).sum() / vals.numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_linear(v: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
@@ -60,25 +27,21 @@ def ref_linear(v: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
     return out
 
 
-def ref_conv(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
-
-
 def ref_channel(x: torch.Tensor, gate: BAMChannelGate, train: bool) -> torch.Tensor:
     B, C, H, W = x.shape
     pooled = torch.empty(B, C, dtype=x.dtype)
     for b in range(B):
         for c in range(C):
             pooled[b, c] = sum(x[b, c, i, j] for i in range(H) for j in range(W)) / (H * W)
-    hidden = torch.relu(ref_bn(ref_linear(pooled, gate.fc_reduce), gate.bn, train))
+    hidden = torch.relu(batchnorm_loop(ref_linear(pooled, gate.fc_reduce), gate.bn, train))
     return ref_linear(hidden, gate.fc_expand)  # B×C
 
 
 def ref_spatial(x: torch.Tensor, gate: BAMSpatialGate, train: bool) -> torch.Tensor:
-    h = torch.relu(ref_bn(ref_conv(x, gate.reduce), gate.reduce_bn, train))
+    h = torch.relu(batchnorm_loop(ref_conv(x, gate.reduce), gate.reduce_bn, train))
     for conv, bn in zip(gate.dilated, gate.dilated_bn):
         assert conv.dilation == conv.padding
-        h = torch.relu(ref_bn(ref_conv(h, conv), bn, train))
+        h = torch.relu(batchnorm_loop(ref_conv(h, conv), bn, train))
     return ref_conv(h, gate.project)[:, 0]  # B×H×W
 
 

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from _reference import batchnorm_loop, randomize_
 from attn_tutorial.danet import CAM, PAM, DANetHead
 
 TOL = dict(atol=1e-9, rtol=1e-9)
 F64 = torch.float64
+randomize_ = partial(randomize_, scale=0.4, mean_scale=0.3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.4)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_softmax(values: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -185,23 +168,10 @@ def test_gradcheck():
 
 # --- head --------------------------------------------------------------------------------------
 
-def ref_bn(x, bn, train):
-    out = torch.empty_like(x)
-    for c in range(x.shape[1]):
-        vals = x[:, c]
-        if train:
-            mean = vals.sum() / vals.numel()
-            var = ((vals - mean) ** 2).sum() / vals.numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return out
-
-
 def ref_cbr(x, seq, train):
     conv, bn = seq[0], seq[1]
     assert conv.bias is None and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
-    return torch.relu(ref_bn(F.conv2d(x, conv.weight, padding=1), bn, train))
+    return torch.relu(batchnorm_loop(F.conv2d(x, conv.weight, padding=1), bn, train))
 
 
 def ref_head(x, head, train):

@@ -4,28 +4,18 @@ from the equations of the official code (spec §7), in float64."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from _reference import batchnorm_loop, randomize_
 from attn_tutorial.external import (ExternalAttention, MultiHeadExternalAttention,
                                     double_normalise, external_attention)
 
 TOL = 1e-9
 DT = torch.float64
-
-
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
-    return module
+randomise = partial(randomize_, scale=0.5, mean_scale=1.0)
 
 
 # ----------------------------------------------------------------------------- loop references
@@ -75,16 +65,7 @@ def external_attention_loop(m: ExternalAttention, x, train):
                 n = i * W + j
                 v = torch.stack([(Mv[c] * attn[n]).sum() for c in range(C)])
                 pre_bn[b, :, i, j] = torch.stack([(Wout[c] * v).sum() for c in range(C)])
-    out = torch.empty_like(x)
-    bn = m.norm
-    for c in range(C):
-        if train:
-            mean = pre_bn[:, c].sum() / pre_bn[:, c].numel()
-            var = ((pre_bn[:, c] - mean) ** 2).sum() / pre_bn[:, c].numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (pre_bn[:, c] - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return torch.clamp(out + x, min=0)
+    return torch.clamp(batchnorm_loop(pre_bn, m.norm, train) + x, min=0)
 
 
 @torch.no_grad()

@@ -4,51 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from _reference import batchnorm_loop, randomize_
 from attn_tutorial.psa import PSA, EPSABlock
 
 TOL = dict(atol=1e-9, rtol=1e-9)
 F64 = torch.float64
+randomize_ = partial(randomize_, scale=0.3, mean_scale=0.3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
-    return module
-
-
-def ref_bn(x, bn, train):
-    out = torch.empty_like(x)
-    for c in range(x.shape[1]):
-        vals = x[:, c]
-        if train:
-            mean = vals.sum() / vals.numel()
-            var = ((vals - mean) ** 2).sum() / vals.numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_psa(x, m: PSA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,14 +105,14 @@ def test_structure_matches_official_parameter_count():
 # --- block -------------------------------------------------------------------------------------
 
 def ref_block(x, m: EPSABlock, train):
-    out = torch.relu(ref_bn(F.conv2d(x, m.conv1.weight), m.bn1, train))
-    out = torch.relu(ref_bn(ref_psa(out, m.psa)[0], m.bn2, train))
-    out = ref_bn(F.conv2d(out, m.conv3.weight), m.bn3, train)
+    out = torch.relu(batchnorm_loop(F.conv2d(x, m.conv1.weight), m.bn1, train))
+    out = torch.relu(batchnorm_loop(ref_psa(out, m.psa)[0], m.bn2, train))
+    out = batchnorm_loop(F.conv2d(out, m.conv3.weight), m.bn3, train)
     if m.downsample is None:
         identity = x
     else:
         conv, bn = m.downsample
-        identity = ref_bn(F.conv2d(x, conv.weight, stride=conv.stride), bn, train)
+        identity = batchnorm_loop(F.conv2d(x, conv.weight, stride=conv.stride), bn, train)
     return torch.relu(out + identity)
 
 

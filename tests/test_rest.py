@@ -4,28 +4,17 @@ equations of the official code (spec §6), in float64."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from _reference import batchnorm_loop, linear_loop, randomize_
 from attn_tutorial.rest import PA, BasicStem, Block, DropPath, EMSA, PatchEmbed
 
 TOL = 1e-9
 DT = torch.float64
-
-
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random non-trivial values for every parameter and BN buffer, so no term hides."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
-    return module
+randomise = partial(randomize_, scale=0.5, mean_scale=1.0)
 
 
 # ----------------------------------------------------------------------------- loop references
@@ -53,30 +42,10 @@ def conv2d_loop(x, weight, bias, stride, padding, groups=1):
 
 
 @torch.no_grad()
-def batchnorm_loop(x, bn, train):
-    out = torch.empty_like(x)
-    for c in range(x.shape[1]):
-        vals = x[:, c]
-        if train:
-            mean = vals.sum() / vals.numel()
-            var = ((vals - mean) ** 2).sum() / vals.numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (vals - mean) / math.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return out
-
-
-@torch.no_grad()
 def layernorm_loop(v, ln):
     mean = v.sum() / v.numel()
     var = ((v - mean) ** 2).sum() / v.numel()
     return (v - mean) / math.sqrt(var + ln.eps) * ln.weight + ln.bias
-
-
-@torch.no_grad()
-def linear_loop(v, lin):
-    out = torch.stack([(lin.weight[o] * v).sum() for o in range(lin.weight.shape[0])])
-    return out if lin.bias is None else out + lin.bias
 
 
 @torch.no_grad()

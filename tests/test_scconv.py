@@ -4,55 +4,20 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from _reference import batchnorm_loop, randomize_, ref_conv
 from attn_tutorial.scconv import SCBottleneck, SCConv
 
 TOL = dict(atol=1e-9, rtol=1e-9)
 F64 = torch.float64
+randomize_ = partial(randomize_, scale=0.4, mean_scale=0.3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread avoids OpenMP oversubscription on a busy box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.4)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g, dtype=buf.dtype) + 0.5)
-    return module
-
-
-def ref_bn(x, bn, train):
-    out = torch.empty_like(x)
-    for c in range(x.shape[1]):
-        vals = x[:, c]
-        if train:
-            mean = vals.sum() / vals.numel()
-            var = ((vals - mean) ** 2).sum() / vals.numel()
-        else:
-            mean, var = bn.running_mean[c], bn.running_var[c]
-        out[:, c] = (vals - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
-    return out
-
-
-def ref_conv(x, conv):
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ref_avgpool(x, r):
@@ -96,11 +61,11 @@ def ref_bilinear(t, H, W):
 
 def ref_scconv(x, m: SCConv, train):
     H, W = x.shape[-2:]
-    context = ref_bn(ref_conv(ref_avgpool(x, m.pooling_r), m.k2_conv), m.k2_bn, train)
+    context = batchnorm_loop(ref_conv(ref_avgpool(x, m.pooling_r), m.k2_conv), m.k2_bn, train)
     up = ref_nearest(context, H, W) if m.upsample == "nearest" else ref_bilinear(context, H, W)
     gate = 1 / (1 + torch.exp(-(x + up)))
-    y = ref_bn(ref_conv(x, m.k3_conv), m.k3_bn, train) * gate
-    return ref_bn(ref_conv(y, m.k4_conv), m.k4_bn, train)
+    y = batchnorm_loop(ref_conv(x, m.k3_conv), m.k3_bn, train) * gate
+    return batchnorm_loop(ref_conv(y, m.k4_conv), m.k4_bn, train)
 
 
 SC_CASES = [  # (shape, stride, dilation, groups, pooling_r)
@@ -178,17 +143,17 @@ def ref_avgpool3_pad1(x, stride):
 
 
 def ref_bottleneck(x, m: SCBottleneck, train, stride):
-    a = torch.relu(ref_bn(ref_conv(x, m.conv1_a), m.bn1_a, train))
-    b = torch.relu(ref_bn(ref_conv(x, m.conv1_b), m.bn1_b, train))
-    a = torch.relu(ref_bn(ref_conv(a, m.k1_conv), m.k1_bn, train))
+    a = torch.relu(batchnorm_loop(ref_conv(x, m.conv1_a), m.bn1_a, train))
+    b = torch.relu(batchnorm_loop(ref_conv(x, m.conv1_b), m.bn1_b, train))
+    a = torch.relu(batchnorm_loop(ref_conv(a, m.k1_conv), m.k1_bn, train))
     b = torch.relu(ref_scconv(b, m.scconv, train))
     if m.avd:
         a, b = ref_avgpool3_pad1(a, stride), ref_avgpool3_pad1(b, stride)
-    out = ref_bn(ref_conv(torch.cat([a, b], 1), m.conv3), m.bn3, train)
+    out = batchnorm_loop(ref_conv(torch.cat([a, b], 1), m.conv3), m.bn3, train)
     if m.downsample is None:
         residual = x
     else:
-        residual = ref_bn(ref_conv(x, m.downsample[0]), m.downsample[1], train)
+        residual = batchnorm_loop(ref_conv(x, m.downsample[0]), m.downsample[1], train)
     return torch.relu(out + residual)
 
 
