@@ -173,7 +173,9 @@ def _pam_rows(group: str, B: int, C: int, S: int, compiled: bool) -> list[Row]:
 
 
 def _danet_rows(quick: bool) -> list[Row]:
-    B, C, sizes = (2, 64, [8, 16]) if quick else (8, 512, [32, 48, 64, 96, 128])
+    # Full: 32²…128² as in DANet's use, plus 192² where the materialised N×N maps
+    # (B·N² floats each) no longer fit: the OOM is caught and recorded.
+    B, C, sizes = (2, 64, [8, 16]) if quick else (8, 512, [32, 48, 64, 96, 128, 192])
     rows = []
     for S in sizes:
         rows += _pam_rows("danet", B, C, S, compiled=not quick)
@@ -384,13 +386,14 @@ def _pct(values: Sequence[float], q: float) -> float:
 def measure_machine(device: torch.device | str = "cpu", quick: bool = True) -> dict[str, Any]:
     """Copy bandwidth (GB/s, read + write) and matmul rate (TFLOP/s per dtype) on ``device``."""
     device = torch.device(device)
-    nbytes = (64 if quick else 1024) * 2**20
+    # Larger than any last-level cache, so the copy streams from memory (H100 L2: 50 MB).
+    nbytes = (64 if device.type == "cpu" else 256 if quick else 1024) * 2**20
     src = torch.ones(nbytes // 4, device=device)
     dst = torch.empty_like(src)
     t = _time_step(lambda: dst.copy_(src), device, quick)["median"]
     copy_gbps = 2 * nbytes / t / 1e9
     del src, dst
-    n = 512 if (quick or device.type == "cpu") else 8192
+    n = 512 if device.type == "cpu" else 4096 if quick else 8192
     rates = {}
     for name in (("float32",) if device.type == "cpu" else ("float32", "bfloat16")):
         a = torch.randn(n, n, device=device, dtype=DTYPES[name])
