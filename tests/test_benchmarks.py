@@ -227,3 +227,32 @@ def test_committed_cards_are_valid():
     for card in cards:
         assert card["_file"] == B.card_filename(card)
         assert B.format_card(card).count("\n") >= 3
+
+
+def test_every_full_mode_row_builds_and_runs_at_its_shape_on_meta():
+    # The GPU matrix cannot run here; its shapes and hyper-parameters are checked on the meta
+    # device (shapes only, no arithmetic), with the cost model and the byte count of each row.
+    seen = 0
+    for group in B.GROUPS:
+        rows = B.build_rows(group, quick=False)
+        assert {r.pass_ for r in rows} == (
+            {"forward"} if group == "scaling" else set(B.bench.PASSES))
+        for row in rows:
+            if row.dtype != "float32" or row.pass_ != "forward" or row.compile != "none":
+                continue
+            module = row.build().eval().to("meta")
+            s = row.shape
+            shape = ((s["B"], s["H"] * s["W"], s["C"]) if row.tokens
+                     else (s["B"], s["C"], s["H"], s["W"]))
+            with torch.no_grad():
+                y = B._call(module, row)(torch.empty(shape, device="meta"))
+            assert y.shape[0] == s["B"]
+            assert row.cost(4).flops > 0 and B._counted_bytes(row, module, 2) > 0
+            seen += 1
+    assert seen > 40
+    channel = B.build_rows("channel", quick=False)
+    assert {r.compile for r in channel} == {"none", "default"}
+    assert {r.dtype for r in channel} == {"float32", "bfloat16"}
+    assert {(r.shape["C"], r.shape["H"]) for r in channel} == {
+        (256, 56), (512, 28), (1024, 14), (2048, 7)}
+    assert max(r.shape["H"] for r in B.build_rows("scaling", quick=False)) == 192
