@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -111,8 +112,44 @@ def time_cpu(step: Callable[[], Any], min_run_time: float = 0.2) -> dict[str, fl
     }
 
 
-def time_cuda(step: Callable[[], Any], warmup: int = 10, reps: int = 50) -> dict[str, float]:
-    """Median/IQR of ``step()`` on the GPU: warm-up, synchronise, CUDA events per repetition."""
+def time_cpu_blocks(step: Callable[[], Any], min_run_time: float, blocks: int) -> dict[str, float]:
+    """Warm-up, then ``blocks`` blocks of ``number`` calls with ``torch.utils.benchmark.Timer``.
+
+    ``number`` is chosen so the blocks together take about ``min_run_time``; the statistics are
+    over the per-call time of each block (median, 20th/80th percentiles, IQR). On a loaded
+    machine the calls can be far slower than the estimate: after three blocks the loop stops
+    once it has used three times ``min_run_time``.
+    """
+    once = 0.0
+    for _ in range(2):  # warm-up: allocator, caches, lazy initialisation; and an estimate
+        start = time.perf_counter()
+        step()
+        once = max(once, time.perf_counter() - start)
+    number = max(1, int(min_run_time / blocks / max(once, 1e-7)))
+    timer = benchmark.Timer(stmt="step()", globals={"step": step},
+                            num_threads=torch.get_num_threads())
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < blocks:
+        times.append(timer.timeit(number).median)
+        if len(times) >= 3 and time.perf_counter() - start > 3 * min_run_time:
+            break
+    return {
+        "median": statistics.median(times),
+        "iqr": _percentile(times, 0.75) - _percentile(times, 0.25),
+        "p20": _percentile(times, 0.2),
+        "p80": _percentile(times, 0.8),
+        "runs": number * len(times),
+    }
+
+
+def time_cuda(step: Callable[[], Any], warmup: int = 10, reps: int = 50,
+              flush: torch.Tensor | None = None) -> dict[str, float]:
+    """Median/IQR of ``step()`` on the GPU: warm-up, synchronise, CUDA events per repetition.
+
+    ``flush``: a tensor larger than the L2 cache, overwritten before each repetition (outside
+    the timed region) so every repetition starts with a cold L2.
+    """
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
@@ -123,6 +160,8 @@ def time_cuda(step: Callable[[], Any], warmup: int = 10, reps: int = 50) -> dict
     peak = torch.cuda.max_memory_allocated() - base
     times = []
     for _ in range(reps):
+        if flush is not None:
+            flush.fill_(1.0)  # evicts the L2 cache, outside the timed region
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step()

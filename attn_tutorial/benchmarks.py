@@ -42,7 +42,6 @@ import datetime as _dt
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -53,7 +52,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attn_tutorial import bench, cost
@@ -320,67 +318,10 @@ def _sync(device: torch.device) -> None:
 def _time_step(step: Callable[[], Any], device: torch.device, quick: bool,
                flush: torch.Tensor | None = None) -> dict[str, Any]:
     if device.type == "cuda":
-        return _time_cuda(step, warmup=5 if quick else 10, reps=20 if quick else 50, flush=flush)
-    return _time_cpu(step, min_run_time=0.03 if quick else 0.3, blocks=7 if quick else 21)
-
-
-def _time_cpu(step: Callable[[], Any], min_run_time: float, blocks: int) -> dict[str, Any]:
-    """Warm-up, then ``blocks`` blocks of ``number`` calls with ``torch.utils.benchmark.Timer``.
-
-    ``number`` is chosen so the blocks together take about ``min_run_time``; the statistics are
-    over the per-call time of each block (median, 20th/80th percentiles, IQR). On a loaded
-    machine the calls can be far slower than the estimate: after three blocks the loop stops
-    once it has used three times ``min_run_time``.
-    """
-    once = 0.0
-    for _ in range(2):  # warm-up: allocator, caches, lazy initialisation; and an estimate
-        start = time.perf_counter()
-        step()
-        once = max(once, time.perf_counter() - start)
-    number = max(1, int(min_run_time / blocks / max(once, 1e-7)))
-    timer = benchmark.Timer(stmt="step()", globals={"step": step},
-                            num_threads=torch.get_num_threads())
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < blocks:
-        times.append(timer.timeit(number).median)
-        if len(times) >= 3 and time.perf_counter() - start > 3 * min_run_time:
-            break
-    return {"median": statistics.median(times), "iqr": _pct(times, 0.75) - _pct(times, 0.25),
-            "p20": _pct(times, 0.2), "p80": _pct(times, 0.8), "runs": number * len(times)}
-
-
-def _time_cuda(step: Callable[[], Any], warmup: int, reps: int,
-               flush: torch.Tensor | None) -> dict[str, Any]:
-    """CUDA events around each repetition; ``flush`` (if given) is overwritten before each one."""
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    times = []
-    for _ in range(reps):
-        if flush is not None:
-            flush.fill_(1.0)  # evicts the L2 cache, outside the timed region
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return {"median": statistics.median(times), "iqr": _pct(times, 0.75) - _pct(times, 0.25),
-            "p20": _pct(times, 0.2), "p80": _pct(times, 0.8), "runs": reps,
-            "peak_bytes": int(peak)}
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+        return bench.time_cuda(step, warmup=5 if quick else 10, reps=20 if quick else 50,
+                               flush=flush)
+    return bench.time_cpu_blocks(step, min_run_time=0.03 if quick else 0.3,
+                                 blocks=7 if quick else 21)
 
 
 def measure_machine(device: torch.device | str = "cpu", quick: bool = True) -> dict[str, Any]:

@@ -78,3 +78,11 @@ def test_table_and_plot():
 def test_percentile_is_linear_interpolation():
     assert bench._percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
     assert bench._percentile([0.0, 10.0], 0.2) == pytest.approx(2.0)
+
+
+def test_block_timer_gives_a_spread_even_for_slow_calls():
+    # blocked_autorange may return a single block when one call is long; the block timer keeps
+    # several blocks so p20/p80 mean something.
+    stats = bench.time_cpu_blocks(lambda: sum(range(20000)), min_run_time=0.02, blocks=5)
+    assert stats["runs"] >= 3
+    assert stats["p20"] <= stats["median"] <= stats["p80"] and stats["iqr"] >= 0
