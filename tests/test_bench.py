@@ -49,10 +49,17 @@ def test_compare_times_every_callable_on_the_same_input():
 
 
 def test_slower_work_measures_slower():
-    x = torch.randn(256, 256)
-    fast, slow = bench.compare(
-        {"add": lambda x: x + 1, "matmul chain": lambda x: x @ x @ x @ x}, x, min_run_time=0.05
-    )
+    # ~500x more work; one thread so a busy machine's thread contention cannot invert the order
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.randn(256, 256)
+        fast, slow = bench.compare(
+            {"add": lambda x: x + 1, "matmul chain": lambda x: x @ x @ x @ x @ x @ x},
+            x, min_run_time=0.05,
+        )
+    finally:
+        torch.set_num_threads(previous)
     assert slow.median > 3 * fast.median
 
 
