@@ -1,0 +1,310 @@
+"""Numbers that say whether an attention mechanism does what its paper claims.
+
+The synthetic tasks of :mod:`attn_tutorial.data` plant the answer: where the object is (``masks``),
+which pixels form one object (``instances``), which class each image or pixel has (``labels``).
+Each metric below compares a recorded attention map (:meth:`TinyResNet.record_attention
+<attn_tutorial.models.TinyResNet.record_attention>`) with that structure and comes with its
+*chance level*: the value an attention that ignores the structure would get (a uniform map, or
+gates unrelated to the class). A trained mechanism that does what its paper says should beat
+both the chance level and the same network before training.
+
+Masks are compared with a map of lower resolution h×w through the *area share* of each cell:
+``m[b, i, j]`` = fraction of the cell's pixels inside the object (average pooling of the mask),
+which is exact when h and w divide the image size.
+
+=============================  ================================  ===============================
+metric                         mechanisms                        chance
+=============================  ================================  ===============================
+:func:`spatial_mass_on_object`  BAM, SCConv                       the object's area share
+:func:`token_mass_on_object`    EMSA                              the object's area share
+:func:`same_instance_mass`      PAM                               the instance's area share
+:func:`class_selectivity`       SE, ECA, PSA                      (K − 1)/(n − 1)
+:func:`same_class_channel_mass` CAM                               share of same-class channels
+:func:`slot_purity`             external attention                largest class share
+=============================  ================================  ===============================
+
+:func:`attention_metric` picks the metric a mechanism is registered with and averages it over
+every plugged module of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange, reduce
+
+from attn_tutorial.data import Task
+
+__all__ = [
+    "Metric", "area_share", "spatial_mass_on_object", "token_mass_on_object",
+    "same_instance_mass", "class_selectivity", "same_class_channel_mass", "slot_purity",
+    "pixel_classes", "attention_metric", "METRICS",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's value and its chance level (what a structure-blind attention scores)."""
+
+    name: str
+    value: float
+    chance: float
+
+    @property
+    def lift(self) -> float:
+        """value / chance (1 = no better than chance)."""
+        return self.value / self.chance
+
+
+def area_share(masks: torch.Tensor, size: tuple[int, int],
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``B×h×w`` fraction of each cell of an h×w grid covered by ``masks`` (B×H×W, bool/float)."""
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be B×H×W, got shape {tuple(masks.shape)}")
+    cells = F.adaptive_avg_pool2d(rearrange(masks.to(dtype), "b h w -> b 1 h w"), size)
+    return rearrange(cells, "b 1 h w -> b h w")
+
+
+def _check_batch(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{name} has batch {a.shape[0]} but the targets have batch {b.shape[0]}")
+
+
+def spatial_mass_on_object(spatial: torch.Tensor, masks: torch.Tensor) -> Metric:
+    """Share of a non-negative spatial attention map's mass that lies on the object.
+
+    ``spatial``: B×h×w, values >= 0 (BAM: the channel mean of ``sigmoid(Mc·Ms)``; SCConv: the
+    channel mean of its calibration gate). With ``m`` the area share of each cell (see module
+    docstring), for each image
+
+        mass_b = Σ_ij a[b,i,j] · m[b,i,j] / Σ_ij a[b,i,j]
+
+    and the metric is the mean over images. Chance: a uniform map gives
+    ``mean_b mean_ij m[b,i,j]``, the object's area share. Value in [0, 1].
+    """
+    if spatial.dim() != 3:
+        raise ValueError(f"spatial must be B×h×w, got shape {tuple(spatial.shape)}")
+    _check_batch("spatial", spatial, masks)
+    if (spatial < 0).any():
+        raise ValueError("spatial must be non-negative (a mass); got negative values")
+    m = area_share(masks, tuple(spatial.shape[1:]), spatial.dtype)
+    mass = reduce(spatial * m, "b h w -> b", "sum") / reduce(spatial, "b h w -> b", "sum")
+    return Metric("spatial mass on object", mass.mean().item(), m.mean().item())
+
+
+def token_mass_on_object(attention: torch.Tensor, masks: torch.Tensor,
+                         key_grid: tuple[int, int]) -> Metric:
+    """Attention mass that query tokens put on keys covering the object (EMSA).
+
+    ``attention``: B×heads×N×M, rows sum to 1 over the M keys, keys laid out row-major on
+    ``key_grid`` (H''×W''). With ``m`` the object's area share of each key cell,
+
+        mass = mean_{b, head, n} Σ_j A[b, head, n, j] · m[b, j]
+
+    (every query counts, from the object or not: the claim is that the model looks at the
+    object). Chance: uniform rows give ``mean_b mean_j m[b, j]``, the object's area share.
+    """
+    if attention.dim() != 4:
+        raise ValueError(f"attention must be B×heads×N×M, got shape {tuple(attention.shape)}")
+    _check_batch("attention", attention, masks)
+    m = rearrange(area_share(masks, tuple(key_grid), attention.dtype), "b h w -> b (h w)")
+    if m.shape[1] != attention.shape[3]:
+        raise ValueError(f"key_grid={tuple(key_grid)} has {m.shape[1]} cells but the attention "
+                         f"has M={attention.shape[3]} keys")
+    mass = einsum(attention, m, "b heads n m, b m -> b heads n")
+    return Metric("attention mass on object", mass.mean().item(), m.mean().item())
+
+
+def same_instance_mass(attention: torch.Tensor, instances: torch.Tensor,
+                       grid: tuple[int, int]) -> Metric:
+    """Attention mass a query position puts on its own object instance (PAM).
+
+    ``attention``: B×N×N (rows = queries, sum to 1), positions row-major on ``grid`` (h×w);
+    ``instances``: B×H×W instance ids (0 = background). A query cell *belongs* to instance k
+    when more than half of its pixels do. For such a query i, with ``m_k`` the area share of
+    instance k in each cell,
+
+        mass_i = Σ_j A[b, i, j] · m_k[b, j]      chance_i = mean_j m_k[b, j]
+
+    and the metric (and its chance) is the mean over all object queries of all images: the
+    share of a pixel's attention that stays on its own object, against that object's area
+    share. Needs at least one object query.
+    """
+    if attention.dim() != 3:
+        raise ValueError(f"attention must be B×N×N, got shape {tuple(attention.shape)}")
+    _check_batch("attention", attention, instances)
+    values, chances = [], []
+    for k in range(1, int(instances.max()) + 1):
+        m = rearrange(area_share(instances == k, tuple(grid), attention.dtype),
+                      "b h w -> b (h w)")
+        queries = m > 0.5                                                    # b i
+        if not queries.any():
+            continue
+        mass = einsum(attention, m, "b i j, b j -> b i")
+        values.append(mass[queries])
+        chances.append(repeat_rows(m.mean(dim=1), queries))
+    if not values:
+        raise ValueError("no query cell lies mostly inside an object: nothing to measure")
+    return Metric("attention mass on own instance", torch.cat(values).mean().item(),
+                  torch.cat(chances).mean().item())
+
+
+def repeat_rows(per_image: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """``per_image`` (B) repeated once for every True of ``selected`` (B×N) in its row."""
+    return per_image[selected.nonzero()[:, 0]]
+
+
+def class_selectivity(gates: torch.Tensor, labels: torch.Tensor) -> Metric:
+    """How much channel gates depend on the image's class: the correlation ratio η².
+
+    ``gates``: B×D (D channels, or scales×channels for PSA), ``labels``: B classes. For each
+    gate d, the share of its variance over images explained by the class:
+
+        η²_d = Σ_k n_k (ḡ_{k,d} − ḡ_d)² / Σ_b (g_{b,d} − ḡ_d)²
+
+    (between-class over total sum of squares; 0 = the class does not move the gate, 1 = the
+    gate is a function of the class). The metric is the mean of η²_d over gates with non-zero
+    variance. Chance: gates independent of the class have expected η² = (K − 1)/(n − 1) with
+    K classes and n images.
+    """
+    if gates.dim() != 2 or labels.dim() != 1:
+        raise ValueError(f"gates must be B×D and labels B, got {tuple(gates.shape)} and "
+                         f"{tuple(labels.shape)}")
+    _check_batch("gates", gates, labels)
+    gates = gates.double()
+    classes = labels.unique()
+    centred = gates - gates.mean(dim=0)
+    total = (centred ** 2).sum(dim=0)
+    between = sum((labels == k).sum() * centred[labels == k].mean(dim=0) ** 2 for k in classes)
+    keep = total > 1e-12 * gates.shape[0]
+    eta2 = between[keep] / total[keep]
+    n, num = gates.shape[0], len(classes)
+    return Metric("gate class selectivity (eta^2)", eta2.mean().item(), (num - 1) / (n - 1))
+
+
+def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
+                            classes: torch.Tensor) -> Metric:
+    """Attention mass a channel puts on channels of its own preferred class (CAM).
+
+    ``attention``: B×C×C (rows sum to 1), ``features``: B×C×h×w (CAM's input),
+    ``classes``: B×H×W pixel classes (0 = background). Each channel's *preferred class* is the
+    object class k >= 1 on whose pixels its mean activation (over all images, cells weighted by
+    the class's area share) is highest. With ``same[c, c']`` = 1 when c and c' prefer the same
+    class,
+
+        mass = mean_{b, c} Σ_{c'} A[b, c, c'] · same[c, c']
+
+    Chance: a uniform row gives ``mean_c (#channels sharing c's class) / C``. DANet's claim is
+    that CAM groups channels of one class; note that the official CAM softmaxes −E
+    (:class:`~attn_tutorial.danet.CAM`), which weights the *least* similar channels most.
+    """
+    if attention.dim() != 3 or features.dim() != 4:
+        raise ValueError(f"attention must be B×C×C and features B×C×h×w, got "
+                         f"{tuple(attention.shape)} and {tuple(features.shape)}")
+    _check_batch("attention", attention, classes)
+    size = tuple(features.shape[2:])
+    num = int(classes.max())
+    if num < 1:
+        raise ValueError("classes holds no object pixel (all 0): nothing to prefer")
+    response = torch.stack([
+        einsum(features, area_share(classes == k, size, features.dtype), "b c h w, b h w -> c")
+        / area_share(classes == k, size, features.dtype).sum().clamp_min(1e-12)
+        for k in range(1, num + 1)
+    ])                                                                      # k c
+    preferred = response.argmax(dim=0)                                       # c
+    same = (preferred[:, None] == preferred[None, :]).to(attention.dtype)    # c c'
+    mass = einsum(attention, same, "b c d, c d -> b c")
+    return Metric("channel mass on same-class channels", mass.mean().item(),
+                  same.mean().item())
+
+
+def pixel_classes(task: Task) -> torch.Tensor:
+    """``B×H×W`` class per pixel, 0 = background: the labels of a segmentation task, or the
+    image's class + 1 on its object's pixels for a classification task."""
+    if task.kind == "segmentation":
+        return task.labels
+    return torch.where(task.masks, rearrange(task.labels, "b -> b 1 1") + 1, 0)
+
+
+def slot_purity(attention: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int]) -> Metric:
+    """How class-pure the external memory slots are over object pixels (external attention).
+
+    ``attention``: B×N×S (a token's weights over the S slots), tokens row-major on ``grid``;
+    ``classes``: B×H×W pixel classes (0 = background, ignored). With ``m_k`` the area share of
+    object class k in each cell, the mass of slot s on class k is
+    ``M[s, k] = Σ_{b, n} A[b, n, s] · m_k[b, n]``, and
+
+        purity = Σ_s max_k M[s, k] / Σ_{s, k} M[s, k]
+
+    (each slot's mass-weighted share of its dominant class; 1 = every slot reads one class).
+    Chance: slots blind to the class split their mass like the pixels do, so purity = the
+    largest class's share of object area, ``max_k Σ m_k / Σ_k Σ m_k``.
+    """
+    if attention.dim() != 3:
+        raise ValueError(f"attention must be B×N×S, got shape {tuple(attention.shape)}")
+    _check_batch("attention", attention, classes)
+    num = int(classes.max())
+    if num < 1:
+        raise ValueError("classes holds no object pixel (all 0): nothing to measure")
+    shares = torch.stack([rearrange(area_share(classes == k, tuple(grid)), "b h w -> b (h w)")
+                          for k in range(1, num + 1)])                        # k b n
+    mass = einsum(attention.double(), shares.double(), "b n s, k b n -> s k")
+    area = reduce(shares.double(), "k b n -> k", "sum")
+    return Metric("memory slot class purity", (mass.max(dim=1).values.sum() / mass.sum()).item(),
+                  (area.max() / area.sum()).item())
+
+
+#: Metric name (as registered with a mechanism) -> the function.
+METRICS = {f.__name__: f for f in (spatial_mass_on_object, token_mass_on_object,
+                                   same_instance_mass, class_selectivity,
+                                   same_class_channel_mass, slot_purity)}
+
+
+def _score(metric: str, record: dict[str, torch.Tensor], task: Task) -> Metric:
+    if metric == "spatial_mass_on_object":
+        return spatial_mass_on_object(record["spatial"], task.masks)
+    if metric == "token_mass_on_object":
+        return token_mass_on_object(record["attention"], task.masks, record["key_grid"].tolist())
+    if metric == "same_instance_mass":
+        if task.instances is None:  # one object per image: its instance is the object mask
+            instances = task.masks.long()
+        else:
+            instances = task.instances
+        return same_instance_mass(record["attention"], instances, record["grid"].tolist())
+    if metric == "class_selectivity":
+        labels = task.labels
+        if labels.dim() != 1:
+            raise ValueError("class_selectivity needs one class per image (a classification "
+                             "task)")
+        return class_selectivity(record["gate"], labels)
+    if metric == "same_class_channel_mass":
+        return same_class_channel_mass(record["attention"], record["features"],
+                                       pixel_classes(task))
+    if metric == "slot_purity":
+        return slot_purity(record["attention"], pixel_classes(task), record["grid"].tolist())
+    raise ValueError(f"metric={metric!r} is not one of {sorted(METRICS)}")
+
+
+def attention_metric(model: torch.nn.Module, task: Task, metric: str | None = None
+                     ) -> Metric | None:
+    """Score ``model``'s attention on ``task`` (one eval pass over all its images).
+
+    ``metric`` defaults to the one the model's mechanism is registered with. With several
+    plugged modules (one per block, or per stage) the values and chance levels are averaged
+    over them. Returns None for the baseline or a mechanism without metric.
+    """
+    from attn_tutorial.models import MECHANISMS  # models imports nothing from here
+
+    name = getattr(model, "mechanism", "none")
+    if metric is None:
+        metric = MECHANISMS[name].metric if name in MECHANISMS else None
+    if metric is None:
+        return None
+    records = model.record_attention(task.images)
+    scores = [_score(metric, record, task) for record in records.values()]
+    if not scores:
+        return None
+    return Metric(scores[0].name, sum(s.value for s in scores) / len(scores),
+                  sum(s.chance for s in scores) / len(scores))

@@ -1,0 +1,197 @@
+"""Attention metrics: each against a plain loop from its docstring formula, its chance level, and
+(on a fixed seed) trained mechanisms beating the untrained network and chance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attn_tutorial.data import object_on_texture
+from attn_tutorial.metrics import (Metric, area_share, attention_metric, class_selectivity,
+                                   pixel_classes, same_class_channel_mass, same_instance_mass,
+                                   slot_purity, spatial_mass_on_object, token_mass_on_object)
+from attn_tutorial.models import build_model
+from attn_tutorial.train import fit
+
+g = torch.Generator().manual_seed(0)
+
+
+def cell_share(mask, b, i, j, h, w):
+    H, W = mask.shape[1:]
+    sh, sw = H // h, W // w
+    return float(mask[b, i * sh:(i + 1) * sh, j * sw:(j + 1) * sw].double().mean())
+
+
+def test_area_share_loop():
+    mask = torch.rand(2, 8, 12, generator=g) > 0.5
+    share = area_share(mask, (4, 3))
+    for b in range(2):
+        for i in range(4):
+            for j in range(3):
+                assert abs(share[b, i, j].item() - cell_share(mask, b, i, j, 4, 3)) < 1e-6
+
+
+def test_spatial_mass_loop_and_chance():
+    mask = torch.rand(3, 8, 8, generator=g) > 0.7
+    a = torch.rand(3, 4, 4, generator=g, dtype=torch.float64)
+    vals, chance = [], []
+    for b in range(3):
+        num = sum(a[b, i, j].item() * cell_share(mask, b, i, j, 4, 4)
+                  for i in range(4) for j in range(4))
+        vals.append(num / a[b].sum().item())
+        chance.append(sum(cell_share(mask, b, i, j, 4, 4) for i in range(4) for j in range(4)) / 16)
+    got = spatial_mass_on_object(a, mask)
+    assert abs(got.value - sum(vals) / 3) < 1e-6 and abs(got.chance - sum(chance) / 3) < 1e-6
+    # a uniform map scores exactly chance, a map equal to the mask scores 1
+    assert abs(spatial_mass_on_object(torch.ones(3, 8, 8), mask).value
+               - spatial_mass_on_object(torch.ones(3, 8, 8), mask).chance) < 1e-6
+    assert abs(spatial_mass_on_object(mask.double() + 0.0, mask).value - 1) < 1e-9
+    with pytest.raises(ValueError, match="non-negative"):
+        spatial_mass_on_object(-a, mask)
+
+
+def test_token_mass_loop_and_chance():
+    mask = torch.rand(2, 8, 8, generator=g) > 0.6
+    attn = torch.rand(2, 3, 16, 4, generator=g, dtype=torch.float64).softmax(-1)
+    total = 0.0
+    for b in range(2):
+        for h in range(3):
+            for n in range(16):
+                total += sum(attn[b, h, n, j].item() * cell_share(mask, b, j // 2, j % 2, 2, 2)
+                             for j in range(4))
+    got = token_mass_on_object(attn, mask, (2, 2))
+    assert abs(got.value - total / (2 * 3 * 16)) < 1e-9
+    uniform = token_mass_on_object(torch.full((2, 3, 16, 4), 0.25), mask, (2, 2))
+    assert abs(uniform.value - uniform.chance) < 1e-6
+    with pytest.raises(ValueError, match="key_grid"):
+        token_mass_on_object(attn, mask, (3, 3))
+
+
+def test_same_instance_mass_loop_and_chance():
+    inst = torch.zeros(2, 4, 4, dtype=torch.long)
+    inst[0, :2, :2] = 1
+    inst[0, 2:, 1:] = 2
+    inst[1, 1:3, 1:3] = 1
+    attn = torch.rand(2, 16, 16, generator=g, dtype=torch.float64).softmax(-1)
+    vals, chances = [], []
+    for b in range(2):
+        for i in range(16):
+            k = inst[b].flatten()[i].item()
+            if k == 0:
+                continue
+            same = (inst[b].flatten() == k).double()
+            vals.append((attn[b, i] * same).sum().item())
+            chances.append(same.mean().item())
+    got = same_instance_mass(attn, inst, (4, 4))
+    assert abs(got.value - sum(vals) / len(vals)) < 1e-9
+    assert abs(got.chance - sum(chances) / len(chances)) < 1e-9
+    uniform = same_instance_mass(torch.full((2, 16, 16), 1 / 16), inst, (4, 4))
+    assert abs(uniform.value - uniform.chance) < 1e-6
+    with pytest.raises(ValueError, match="no query"):
+        same_instance_mass(attn, torch.zeros(2, 4, 4, dtype=torch.long), (4, 4))
+
+
+def test_class_selectivity_loop_and_chance():
+    gates = torch.rand(30, 5, generator=g, dtype=torch.float64)
+    labels = torch.arange(30) % 3
+    etas = []
+    for d in range(5):
+        col = gates[:, d].tolist()
+        mean = sum(col) / 30
+        total = sum((v - mean) ** 2 for v in col)
+        between = 0.0
+        for k in range(3):
+            vals = [v for v, l in zip(col, labels.tolist()) if l == k]
+            between += len(vals) * (sum(vals) / len(vals) - mean) ** 2
+        etas.append(between / total)
+    got = class_selectivity(gates, labels)
+    assert abs(got.value - sum(etas) / 5) < 1e-9 and got.chance == pytest.approx(2 / 29)
+    # a gate that is a function of the class scores 1
+    assert class_selectivity(labels[:, None].double() * 1.0 + 0 * gates[:, :1], labels).value \
+        == pytest.approx(1.0)
+    # class-blind gates average about chance
+    many = [class_selectivity(torch.rand(60, 20, generator=g), torch.arange(60) % 4).value
+            for _ in range(20)]
+    assert abs(sum(many) / 20 - 3 / 59) < 0.015
+
+
+def test_same_class_channel_mass_loop():
+    classes = torch.zeros(2, 4, 4, dtype=torch.long)
+    classes[:, :2] = 1
+    classes[:, 3:] = 2
+    feats = torch.rand(2, 6, 4, 4, generator=g, dtype=torch.float64)
+    attn = torch.rand(2, 6, 6, generator=g, dtype=torch.float64).softmax(-1)
+    pref = []
+    for c in range(6):
+        resp = [feats[:, c][classes == k].mean().item() for k in (1, 2)]
+        pref.append(resp.index(max(resp)))
+    total, chance = 0.0, 0.0
+    for b in range(2):
+        for c in range(6):
+            total += sum(attn[b, c, d].item() for d in range(6) if pref[d] == pref[c])
+    for c in range(6):
+        chance += sum(1 for d in range(6) if pref[d] == pref[c]) / 36
+    got = same_class_channel_mass(attn, feats, classes)
+    assert abs(got.value - total / 12) < 1e-9 and abs(got.chance - chance) < 1e-9
+
+
+def test_slot_purity_loop_and_chance():
+    classes = torch.randint(0, 3, (2, 4, 4), generator=g)
+    attn = torch.rand(2, 16, 5, generator=g, dtype=torch.float64)
+    mass = [[0.0, 0.0] for _ in range(5)]
+    for b in range(2):
+        for n in range(16):
+            k = classes[b].flatten()[n].item()
+            if k:
+                for s in range(5):
+                    mass[s][k - 1] += attn[b, n, s].item()
+    value = sum(max(m) for m in mass) / sum(sum(m) for m in mass)
+    area = [(classes == k).sum().item() for k in (1, 2)]
+    got = slot_purity(attn, classes, (4, 4))
+    assert abs(got.value - value) < 1e-9 and abs(got.chance - max(area) / sum(area)) < 1e-9
+    uniform = slot_purity(torch.ones(2, 16, 5), classes, (4, 4))
+    assert abs(uniform.value - uniform.chance) < 1e-6
+
+
+def test_pixel_classes_of_a_classification_task():
+    task = object_on_texture(4, seed=1)
+    classes = pixel_classes(task)
+    assert torch.equal(classes > 0, task.masks)
+    assert all(classes[b][task.masks[b]].unique().tolist() == [task.labels[b].item() + 1]
+               for b in range(4))
+
+
+def test_metric_lift_and_baseline():
+    assert Metric("m", 0.3, 0.1).lift == pytest.approx(3.0)
+    assert attention_metric(build_model("none"), object_on_texture(4)) is None
+
+
+# ------------------------------------------------------------- trained beats untrained and chance
+# Fixed seed 0, 600 training images, 60 steps of batch 32 (a few seconds each on 2 cores). The
+# margins below were chosen from the values measured at this setting (see the report in
+# lesson 09): they hold with room at 1 and 2 threads. Mechanisms whose metric does NOT beat
+# chance after training in this tiny network (BAM, SCConv, PAM, CAM) are measured in lesson 09
+# and reported there; they are not asserted here.
+TRAINED = {  # mechanism: (trained must exceed max(untrained, chance) by this factor)
+    "eca": 3.0,       # measured: eta^2 0.019 untrained -> 0.13-0.14 trained (chance 0.015)
+    "se": 3.0,        # 0.019 -> 0.15-0.16
+    "emsa": 2.0,      # mass on object 0.10 (= chance) -> 0.30
+    "external": 1.08,  # slot purity 0.30 (= chance) -> 0.34-0.36
+}
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    return object_on_texture(800, seed=0).split(600, 200)
+
+
+@pytest.mark.parametrize("name", sorted(TRAINED))
+def test_trained_metric_beats_untrained_and_chance(name, small_task):
+    train, test = small_task
+    model = build_model(name, seed=0)
+    before = attention_metric(model, test)
+    fit(model, train, steps=60, batch_size=32, lr=3e-3, seed=0)
+    after = attention_metric(model, test)
+    bar = TRAINED[name] * max(before.value, before.chance)
+    assert after.value > bar, (name, before, after)
+    assert after.chance == pytest.approx(before.chance)
