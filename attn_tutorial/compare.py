@@ -1,0 +1,182 @@
+"""Plug and compare: every mechanism trained in the same tiny network on the same data.
+
+``plug_and_compare(["none", "se", "bam", ...])`` builds :class:`~attn_tutorial.models.TinyResNet`
+once per mechanism (same seed, so the shared layers start from the same draw), trains each with
+:func:`~attn_tutorial.train.fit` on the same seeded synthetic task and the same batch order, and
+returns one row per mechanism: parameters, forward FLOPs per image
+(:func:`~attn_tutorial.bench.count_flops`), CPU seconds per training step, test accuracy, and the
+mechanism's attention metric (:mod:`attn_tutorial.metrics`) before and after training, with its
+chance level. A learner's own module takes part once registered with
+:func:`~attn_tutorial.models.register_mechanism`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from attn_tutorial import data
+from attn_tutorial.bench import count_flops
+from attn_tutorial.metrics import attention_metric
+from attn_tutorial.models import MECHANISMS, build_model
+from attn_tutorial.train import fit
+
+__all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
+
+#: The synthetic tasks by name (see :mod:`attn_tutorial.data`).
+TASKS = {
+    "object_on_texture": data.object_on_texture,
+    "multi_scale_objects": data.multi_scale_objects,
+    "multi_object_segmentation": data.multi_object_segmentation,
+}
+
+
+@dataclass
+class Row:
+    """One mechanism's line of the comparison (metric fields are NaN without a metric)."""
+
+    mechanism: str
+    position: str
+    params: int
+    flops: int
+    step_ms: float
+    train_seconds: float
+    accuracy: float
+    metric: str
+    metric_untrained: float
+    metric_trained: float
+    chance: float
+
+
+@dataclass
+class Comparison:
+    """What :func:`plug_and_compare` returns: the rows and the task they were measured on."""
+
+    rows: list[Row]
+    task: str
+    steps: int
+    seed: int
+
+    def __getitem__(self, mechanism: str) -> Row:
+        for row in self.rows:
+            if row.mechanism == mechanism:
+                return row
+        raise KeyError(mechanism)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(row) for row in self.rows]
+
+    def table(self, timings: bool = True) -> str:
+        """A plain-text table; ``timings=False`` leaves out the machine-dependent columns."""
+        head = f"{'mechanism':<10} {'params':>7} {'MFLOPs':>7}"
+        if timings:
+            head += f" {'ms/step':>8} {'train s':>8}"
+        head += f" {'acc':>5}  {'metric (untrained -> trained, chance)'}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            line = f"{r.mechanism:<10} {r.params:>7} {r.flops / 1e6:>7.2f}"
+            if timings:
+                line += f" {r.step_ms:>8.1f} {r.train_seconds:>8.1f}"
+            line += f" {r.accuracy:>5.2f}  "
+            if math.isnan(r.metric_trained):
+                line += "-"
+            else:
+                line += (f"{r.metric}: {r.metric_untrained:.2f} -> {r.metric_trained:.2f} "
+                         f"(chance {r.chance:.2f})")
+            lines.append(line)
+        return "\n".join(lines)
+
+    def plot(self, axes: Any = None) -> Any:
+        """Accuracy and metric lift (trained / chance, untrained / chance) per mechanism."""
+        import matplotlib.pyplot as plt
+
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        names = [r.mechanism for r in self.rows]
+        x = range(len(names))
+        axes[0].bar(x, [r.accuracy for r in self.rows], color="tab:blue")
+        axes[0].set_xticks(list(x), names, rotation=45)
+        axes[0].set_ylim(0, 1)
+        axes[0].set_title(f"test accuracy ({self.task}, {self.steps} steps)")
+        scored = [r for r in self.rows if not math.isnan(r.metric_trained)]
+        xs = range(len(scored))
+        axes[1].bar([i - 0.2 for i in xs], [r.metric_untrained / r.chance for r in scored],
+                    width=0.4, label="untrained", color="tab:gray")
+        axes[1].bar([i + 0.2 for i in xs], [r.metric_trained / r.chance for r in scored],
+                    width=0.4, label="trained", color="tab:orange")
+        axes[1].axhline(1, color="black", lw=1, ls="--")
+        axes[1].set_xticks(list(xs), [r.mechanism for r in scored], rotation=45)
+        axes[1].set_yscale("log")
+        axes[1].set_title("attention metric / chance (log)")
+        axes[1].legend()
+        axes[0].figure.tight_layout()
+        return axes
+
+
+def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> data.Task:
+    """A task by name (:data:`TASKS`) with ``n`` images, or the given Task unchanged."""
+    if isinstance(task, data.Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} must be a Task or one of {sorted(TASKS)}")
+    return TASKS[task](n, seed=seed, **kwargs)
+
+
+def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_texture",
+                     seed: int = 0, steps: int = 200, *, train_n: int = 2000, test_n: int = 400,
+                     batch_size: int = 64, lr: float = 3e-3, metric_n: int | None = None,
+                     flops: bool = True) -> Comparison:
+    """Train every mechanism in :class:`TinyResNet` on the same data and compare them.
+
+    Args:
+        mechanisms: names from :data:`~attn_tutorial.models.MECHANISMS` or "none".
+        task: a name from :data:`TASKS` (drawn with ``train_n + test_n`` images and ``seed``),
+            or a Task (then split into its first ``train_n`` and next ``test_n`` images).
+        seed: seeds the data, the initial weights (each model is built after
+            ``torch.manual_seed(seed)``) and the batch order.
+        steps, batch_size, lr: :func:`~attn_tutorial.train.fit`'s.
+        metric_n: score the attention on the first ``metric_n`` test images (default all).
+        flops: count forward FLOPs per image (one traced pass; off saves a little time).
+
+    Returns a :class:`Comparison` (``.rows``, ``.table()``, ``.plot()``).
+    """
+    if not mechanisms:
+        raise ValueError("mechanisms is empty: name at least one (\"none\" is the baseline)")
+    for name in mechanisms:
+        if name != "none" and name not in MECHANISMS:
+            raise ValueError(f"mechanism {name!r} is not registered; known: "
+                             f"{['none', *MECHANISMS]} (add yours with register_mechanism)")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    full = make_task(task, train_n + test_n, seed)
+    train, test = full.split(train_n, test_n)
+    scored = test if metric_n is None else test[:metric_n]
+    kind = train.kind
+    task_name = task if isinstance(task, str) else "custom task"
+
+    rows = []
+    for name in mechanisms:
+        model = build_model(name, num_classes=train.num_classes, kind=kind, seed=seed)
+        params = sum(p.numel() for p in model.parameters())
+        model_flops = 0
+        if flops:
+            model.eval()
+            with torch.no_grad():
+                model_flops = count_flops(model, train.images[:1])
+        before = attention_metric(model, scored)
+        history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        after = attention_metric(model, scored)
+        nan = float("nan")
+        rows.append(Row(
+            mechanism=name, position=MECHANISMS[name].position if name != "none" else "-",
+            params=params, flops=model_flops, step_ms=1000 * history.seconds / history.steps,
+            train_seconds=history.seconds, accuracy=float(history.test_accuracy),
+            metric=after.name if after else "-",
+            metric_untrained=before.value if before else nan,
+            metric_trained=after.value if after else nan,
+            chance=after.chance if after else nan,
+        ))
+    return Comparison(rows, task_name, steps, seed)

@@ -1,0 +1,97 @@
+"""plug_and_compare: same data and seed for every row, a learner's module gets its row, errors."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+from attn_tutorial.bench import count_flops
+from attn_tutorial.compare import plug_and_compare
+from attn_tutorial.data import object_on_texture
+from attn_tutorial.models import build_model, register_mechanism, unregister_mechanism
+
+matplotlib.use("Agg")
+SMALL = dict(steps=3, train_n=64, test_n=32, batch_size=16, seed=0)
+
+
+class MyGate(nn.Module):
+    """A learner's spatial gate: x * sigmoid(conv1x1(x)), with its map exposed."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.score = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def attention_map(self, x):
+        return torch.sigmoid(self.score(x))[:, 0]
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.score(x))
+
+
+@pytest.fixture
+def my_gate():
+    register_mechanism("my_gate", MyGate, position="stage",
+                       probe=lambda m, x: {"spatial": m.attention_map(x)},
+                       metric="spatial_mass_on_object", overwrite=True)
+    yield "my_gate"
+    unregister_mechanism("my_gate")
+
+
+def test_rows_for_builtin_and_learner_module(my_gate):
+    result = plug_and_compare(["none", "eca", my_gate], **SMALL)
+    assert [r.mechanism for r in result.rows] == ["none", "eca", "my_gate"]
+    mine = result["my_gate"]
+    assert mine.position == "stage"
+    assert mine.params == sum(p.numel() for p in build_model("my_gate").parameters())
+    assert mine.params == result["none"].params + (16 + 1) + (32 + 1)  # two 1×1 convs C -> 1
+    assert mine.flops > result["none"].flops > 0
+    assert 0 <= mine.accuracy <= 1 and mine.step_ms > 0 and mine.train_seconds > 0
+    assert mine.metric == "spatial mass on object"
+    assert 0 < mine.chance < 1 and 0 <= mine.metric_trained <= 1
+    assert math.isnan(result["none"].metric_trained)
+    assert result["eca"].chance == pytest.approx(3 / 31)
+    text = result.table(timings=False)
+    assert "my_gate" in text and "ms/step" not in text
+    axes = result.plot()
+    assert len(axes) == 2
+    matplotlib.pyplot.close("all")
+
+
+def test_flops_are_count_flops_of_one_image():
+    result = plug_and_compare(["se"], **SMALL)
+    model = build_model("se").eval()
+    image = object_on_texture(96, seed=0).images[:1]
+    assert result["se"].flops == count_flops(model, image)
+
+
+def test_same_seed_same_rows_and_fair_start():
+    a = plug_and_compare(["eca"], **SMALL)
+    b = plug_and_compare(["eca"], **SMALL)
+    assert a["eca"].accuracy == b["eca"].accuracy
+    assert a["eca"].metric_trained == b["eca"].metric_trained
+
+
+def test_segmentation_task_and_module_without_metric():
+    register_mechanism("plain_test", lambda c: nn.Identity(), position="head", overwrite=True)
+    try:
+        result = plug_and_compare(["pam", "plain_test"], task="multi_object_segmentation",
+                                  **SMALL)
+    finally:
+        unregister_mechanism("plain_test")
+    assert result["pam"].metric == "attention mass on own instance"
+    assert math.isnan(result["plain_test"].metric_trained)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="not registered"):
+        plug_and_compare(["nope"], **SMALL)
+    with pytest.raises(ValueError, match="empty"):
+        plug_and_compare([], **SMALL)
+    with pytest.raises(ValueError, match="task"):
+        plug_and_compare(["none"], task="imagenet", **SMALL)
+    with pytest.raises(ValueError, match="steps"):
+        plug_and_compare(["none"], **{**SMALL, "steps": 0})
