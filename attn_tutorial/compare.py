@@ -13,7 +13,7 @@ chance level. A learner's own module takes part once registered with
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -59,6 +59,8 @@ class Comparison:
     task: str
     steps: int
     seed: int
+    models: dict[str, Any] = field(default_factory=dict)
+    test: data.Task | None = None
 
     def __getitem__(self, mechanism: str) -> Row:
         for row in self.rows:
@@ -128,7 +130,7 @@ def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> da
 def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_texture",
                      seed: int = 0, steps: int = 200, *, train_n: int = 2000, test_n: int = 400,
                      batch_size: int = 64, lr: float = 3e-3, metric_n: int | None = None,
-                     flops: bool = True) -> Comparison:
+                     flops: bool = True, keep_models: bool = False) -> Comparison:
     """Train every mechanism in :class:`TinyResNet` on the same data and compare them.
 
     Args:
@@ -140,6 +142,8 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
         steps, batch_size, lr: :func:`~attn_tutorial.train.fit`'s.
         metric_n: score the attention on the first ``metric_n`` test images (default all).
         flops: count forward FLOPs per image (one traced pass; off saves a little time).
+        keep_models: keep the trained models (``.models[name]``) and the test task (``.test``)
+            to look at their maps afterwards.
 
     Returns a :class:`Comparison` (``.rows``, ``.table()``, ``.plot()``).
     """
@@ -157,7 +161,7 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
     kind = train.kind
     task_name = task if isinstance(task, str) else "custom task"
 
-    rows = []
+    rows, models = [], {}
     for name in mechanisms:
         model = build_model(name, num_classes=train.num_classes, kind=kind, seed=seed)
         params = sum(p.numel() for p in model.parameters())
@@ -169,6 +173,8 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
         before = attention_metric(model, scored)
         history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
         after = attention_metric(model, scored)
+        if keep_models:
+            models[name] = model
         nan = float("nan")
         rows.append(Row(
             mechanism=name, position=MECHANISMS[name].position if name != "none" else "-",
@@ -179,4 +185,4 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
             metric_trained=after.value if after else nan,
             chance=after.chance if after else nan,
         ))
-    return Comparison(rows, task_name, steps, seed)
+    return Comparison(rows, task_name, steps, seed, models, test if keep_models else None)

@@ -70,7 +70,9 @@ def test_flops_are_count_flops_of_one_image():
 
 def test_same_seed_same_rows_and_fair_start():
     a = plug_and_compare(["eca"], **SMALL)
-    b = plug_and_compare(["eca"], **SMALL)
+    b = plug_and_compare(["eca"], keep_models=True, **SMALL)
+    assert a.models == {} and a.test is None
+    assert list(b.models) == ["eca"] and len(b.test) == 32
     assert a["eca"].accuracy == b["eca"].accuracy
     assert a["eca"].metric_trained == b["eca"].metric_trained
 
