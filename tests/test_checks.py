@@ -7,6 +7,7 @@ import pytest
 import torch
 from einops import reduce
 
+from attn_tutorial.checks._core import _same
 from attn_tutorial.checks import (
     CHECKERS, NOT_IMPLEMENTED, Case, Checker, Mistake, feature_map_cases, token_cases,
 )
@@ -86,24 +87,92 @@ def test_lessons_registered_checkers():
     assert CHECKERS, "no lesson registered a checker"
 
 
-@pytest.mark.parametrize("name", sorted(CHECKERS))
-def test_solution_passes(name):
+NAMES = sorted(CHECKERS)
+MISTAKES = [(name, m) for name in NAMES for m in CHECKERS[name].mistakes]
+
+
+def _returns_tensor(checker) -> bool:
+    return isinstance(checker.reference(*checker.cases[0].inputs()), torch.Tensor)
+
+
+TENSOR_NAMES = [n for n in NAMES if _returns_tensor(CHECKERS[n]) and CHECKERS[n].prepare is None]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_passes(name, capsys):
     checker = CHECKERS[name]
-    assert checker.run(checker.solution, verbose=False).passed
+    result = checker(checker.solution)
+    out = capsys.readouterr().out
+    assert result.passed and result.implemented and result.diagnoses == []
+    assert out.count("✓") == len(checker.cases) and "all checks passed" in out
 
 
-@pytest.mark.parametrize("name", sorted(CHECKERS))
-def test_every_catalogued_mistake_is_named(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_mistakes_differ_from_reference_and_each_other_on_every_case(name):
     checker = CHECKERS[name]
-    for mistake in checker.mistakes:
-        result = checker.run(mistake.as_learner(), verbose=False)
-        assert not result.passed, f"{name}: {mistake.name!r} passes the checker"
-        assert mistake.name in result.diagnoses, (
-            f"{name}: {mistake.name!r} not named; diagnosed {result.diagnoses}"
-        )
+    assert len(set(checker.mistake_names)) == len(checker.mistakes)
+    for case in checker.cases:
+        expected = checker.reference(*case.inputs())
+        outs = [m.impl(*case.inputs()) for m in checker.mistakes]
+        for m, out in zip(checker.mistakes, outs):
+            assert not _same(out, expected, checker.rtol, checker.atol), (case.name, m.name)
+        for i in range(len(outs)):
+            for j in range(i):
+                assert not _same(outs[i], outs[j], checker.rtol, checker.atol), (
+                    case.name, checker.mistakes[i].name, checker.mistakes[j].name)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKERS))
-def test_stub_is_not_implemented(name):
-    result = CHECKERS[name].run(stub, verbose=False)
-    assert not result.implemented
+@pytest.mark.parametrize("name,mistake", MISTAKES, ids=[f"{n}:{m.name[:40]}" for n, m in MISTAKES])
+def test_each_mistake_is_diagnosed_by_name(name, mistake, capsys):
+    result = CHECKERS[name](mistake.as_learner())
+    out = capsys.readouterr().out
+    assert not result.passed and result.implemented
+    assert result.diagnoses == [mistake.name]
+    assert out.count(mistake.name) == len(CHECKERS[name].cases)
+    assert "0/" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_reports_not_implemented(name, capsys):
+    result = CHECKERS[name](stub)
+    assert not result.implemented and not result.passed
+    assert capsys.readouterr().out.strip() == f"{CHECKERS[name].title}: {NOT_IMPLEMENTED}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_raising_function_is_reported(name, capsys):
+    def broken(*args):
+        raise ValueError("boom")
+
+    result = CHECKERS[name](broken)
+    assert not result.passed and result.implemented
+    assert capsys.readouterr().out.count("raised ValueError: boom") == len(CHECKERS[name].cases)
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_wrong_shape_and_non_tensor_are_reported(name, capsys):
+    checker = CHECKERS[name]
+    assert not checker(lambda *args: torch.zeros(1, dtype=torch.float64)).passed
+    assert "returned shape (1,)" in capsys.readouterr().out
+    assert not checker(lambda *args: None).passed
+    assert "expected a torch.Tensor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_nan_is_reported(name, capsys):
+    checker = CHECKERS[name]
+    assert not checker(lambda *args: checker.reference(*args) * float("nan")).passed
+    assert capsys.readouterr().out.count("NaN") == len(checker.cases)
+
+
+@pytest.mark.parametrize("name", TENSOR_NAMES)
+def test_in_place_change_is_reported(name, capsys):
+    checker = CHECKERS[name]
+
+    def sneaky(*args):
+        out = checker.reference(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+        args[0].mul_(2)
+        return out
+
+    assert not checker(sneaky).passed
+    assert capsys.readouterr().out.count("changed its input in place") == len(checker.cases)
