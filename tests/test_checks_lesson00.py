@@ -55,3 +55,8 @@ def test_reference_meanings():
     assert a.shape == (2, 3, 4, 6)
     assert torch.allclose(a.sum(-1), torch.ones(2, 3, 4, dtype=torch.float64))
     assert torch.allclose(a, torch.softmax(q @ k.transpose(-1, -2) * 0.5, dim=-1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_checker_catalogues_three_or_more_mistakes(name):
+    assert len(CHECKERS[name].mistakes) >= 3
