@@ -304,16 +304,9 @@ def ref_cam(sd, x):
 
 
 def ref_eca(sd, x):
-    w = sd["conv.weight"][0, 0]
-    k, C = w.shape[0], x.shape[1]
-    y = x.mean(dim=(2, 3))
-    z = torch.zeros_like(y)
-    for c in range(C):
-        for i in range(k):
-            j = c + i - (k - 1) // 2
-            if 0 <= j < C:
-                z[:, c] += w[i] * y[:, j]
-    return x * torch.sigmoid(z)[:, :, None, None]
+    """ECA is ECA-NS with one kernel shared by every channel."""
+    w = sd["conv.weight"]                                           # 1×1×k
+    return ref_eca_ns({"conv.weight": w.expand(x.shape[1], 1, w.shape[-1])}, x)
 
 
 def ref_eca_ns(sd, x):
