@@ -8,7 +8,7 @@ Because we planted the structure, we know where the answer lies in each image, a
 check an attention map against it with a number rather than a picture:
 
 - :func:`object_on_texture` — one shape on a cluttered texture; the mask says where it is.
-  Checks BAM's claim that the spatial gate finds the object and suppresses the texture.
+  Checks BAM's claim that the spatial gate singles out the object against the texture.
 - :func:`multi_object_segmentation` — several shapes per image, a class and an instance id per
   pixel. Checks DANet's claims: a pixel attends to pixels of its own object (position attention),
   channels that respond to one class group together (channel attention).
@@ -273,8 +273,9 @@ def object_on_texture(n: int, size: int = 32, seed: int = 0, *, num_classes: int
     noise. Labels are balanced (each class ``n // num_classes`` or one more times).
 
     The claim it lets a learner verify: BAM's spatial gate, trained only on the class label,
-    puts more of its mass inside the object than the object's area share (``masks`` gives the
-    object, ``object_share`` its share, about 2–25 % of the image with the default radii).
+    departs from its typical value more inside the object than the object's area share would
+    give (:func:`~attn_tutorial.metrics.spatial_contrast_on_object`; ``masks`` gives the object,
+    ``object_share`` its share, about 2–25 % of the image with the default radii).
 
     Returns a classification :class:`Task` with ``labels`` (``B``), ``masks`` (``B×H×W``),
     ``scales`` (radii) and ``params`` ``centres`` (``B×2``, row then column, in pixels),
@@ -334,9 +335,11 @@ def multi_object_segmentation(n: int, size: int = 32, num_classes: int = 3, seed
     By default colour does not carry the class, so a pixel in the middle of a shape can only be
     classified from context — from the other pixels of its object.
 
-    The claims it lets a learner verify: position attention (PAM) from a pixel concentrates on
-    pixels with the same instance id (compare with that instance's area share), and channel
-    attention (CAM) groups channels whose responses follow one class. ``chance`` is the
+    The claims it lets a learner check: position attention (PAM) from a pixel concentrates on
+    pixels with the same instance id (compare with that instance's area share) — in the tiny
+    network of lesson 09 it does not: every pixel looks at the objects instead — and channel
+    attention (CAM) groups channels whose responses follow one class (the paper's softmax(E)
+    does; the released softmax(−E) does the opposite). ``chance`` is the
     background's pixel share (always answering background).
 
     Returns a segmentation :class:`Task` with ``labels`` (``B×H×W``, 0..num_classes),

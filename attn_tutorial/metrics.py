@@ -12,16 +12,21 @@ Masks are compared with a map of lower resolution h×w through the *area share* 
 ``m[b, i, j]`` = fraction of the cell's pixels inside the object (average pooling of the mask),
 which is exact when h and w divide the image size.
 
-=============================  ================================  ===============================
-metric                         mechanisms                        chance
-=============================  ================================  ===============================
-:func:`spatial_mass_on_object`  BAM, SCConv                       the object's area share
-:func:`token_mass_on_object`    EMSA                              the object's area share
-:func:`same_instance_mass`      PAM                               the instance's area share
-:func:`class_selectivity`       SE, ECA, PSA                      (K − 1)/(n − 1)
-:func:`same_class_channel_mass` CAM                               share of same-class channels
-:func:`slot_purity`             external attention                largest class share
-=============================  ================================  ===============================
+=================================  ========================  ====================================
+metric                             mechanisms                chance
+=================================  ========================  ====================================
+:func:`spatial_contrast_on_object` BAM, SCConv               the object's area share
+:func:`spatial_mass_on_object`     a learner's spatial gate  the object's area share
+:func:`token_mass_on_object`       EMSA, PAM                 the object's area share
+:func:`same_instance_mass`         PAM (DANet's own claim)   the instance's area share
+:func:`class_selectivity`          SE, ECA, PSA              (K − 1)/(n − 1)
+:func:`same_class_channel_mass`    CAM                       share of other same-class channels
+:func:`slot_purity`                external attention        largest class share
+=================================  ========================  ====================================
+
+PAM is registered with :func:`token_mass_on_object` (do the pixels look at the objects?), which
+the tiny network of lesson 09 learns; DANet's sharper claim, that a pixel looks at its *own*
+object, is :func:`same_instance_mass`, and lesson 09 shows that it does not hold there.
 
 :func:`attention_metric` picks the metric a mechanism is registered with and averages it over
 every plugged module of the model.
@@ -38,7 +43,8 @@ from einops import einsum, rearrange, reduce
 from attn_tutorial.data import Task
 
 __all__ = [
-    "Metric", "area_share", "spatial_mass_on_object", "token_mass_on_object",
+    "Metric", "area_share", "spatial_mass_on_object", "spatial_contrast_on_object",
+    "token_mass_on_object",
     "same_instance_mass", "class_selectivity", "same_class_channel_mass", "slot_purity",
     "pixel_classes", "attention_metric", "METRICS",
 ]
@@ -94,9 +100,40 @@ def spatial_mass_on_object(spatial: torch.Tensor, masks: torch.Tensor) -> Metric
     return Metric("spatial mass on object", mass.mean().item(), m.mean().item())
 
 
+def spatial_contrast_on_object(gate: torch.Tensor, masks: torch.Tensor) -> Metric:
+    """Share of a gate's spatial *contrast* that lies on the object (BAM, SCConv).
+
+    ``gate``: B×C×h×w (or B×h×w, one channel), any sign. A gate that multiplies features of
+    either sign, or whose branches are multiplied together (BAM's official ``Mc·Ms``), has no
+    fixed direction: a low value on the object singles it out as much as a high one. So each
+    map is read as its departure from its typical value — for every image and channel,
+
+        d[b, c, i, j] = | g[b, c, i, j] − median_ij g[b, c] |,   a = mean_c d
+
+    (the median as ``torch.median`` takes it: the lower middle value for an even count)
+    — and ``a`` is scored like :func:`spatial_mass_on_object`: the share of its mass on object
+    cells. Chance: a contrast unrelated to the object spreads like the area, so the chance
+    level is the object's area share. An image whose gate is flat (a = 0) counts at its area
+    share. Value in [0, 1].
+    """
+    if gate.dim() == 3:
+        gate = rearrange(gate, "b h w -> b 1 h w")
+    if gate.dim() != 4:
+        raise ValueError(f"gate must be B×C×h×w or B×h×w, got shape {tuple(gate.shape)}")
+    _check_batch("gate", gate, masks)
+    flat = rearrange(gate, "b c h w -> b c (h w)")
+    typical = rearrange(flat.median(dim=-1).values, "b c -> b c 1 1")
+    contrast = reduce((gate - typical).abs(), "b c h w -> b h w", "mean")
+    m = area_share(masks, tuple(gate.shape[2:]), gate.dtype)
+    total = reduce(contrast, "b h w -> b", "sum")
+    share = reduce(contrast * m, "b h w -> b", "sum") / total.clamp_min(1e-30)
+    mass = torch.where(total > 0, share, reduce(m, "b h w -> b", "mean"))
+    return Metric("gate contrast on object", mass.mean().item(), m.mean().item())
+
+
 def token_mass_on_object(attention: torch.Tensor, masks: torch.Tensor,
                          key_grid: tuple[int, int]) -> Metric:
-    """Attention mass that query tokens put on keys covering the object (EMSA).
+    """Attention mass that query tokens put on keys covering the object (EMSA; PAM as one head).
 
     ``attention``: B×heads×N×M, rows sum to 1 over the M keys, keys laid out row-major on
     ``key_grid`` (H''×W''). With ``m`` the object's area share of each key cell,
@@ -166,7 +203,7 @@ def class_selectivity(gates: torch.Tensor, labels: torch.Tensor) -> Metric:
 
     (between-class over total sum of squares; 0 = the class does not move the gate, 1 = the
     gate is a function of the class). The metric is the mean of η²_d over gates with non-zero
-    variance. Chance: gates independent of the class have expected η² = (K − 1)/(n − 1) with
+    variance (0 when no gate varies). Chance: gates independent of the class have expected η² = (K − 1)/(n − 1) with
     K classes and n images.
     """
     if gates.dim() != 2 or labels.dim() != 1:
@@ -179,26 +216,31 @@ def class_selectivity(gates: torch.Tensor, labels: torch.Tensor) -> Metric:
     total = (centred ** 2).sum(dim=0)
     between = sum((labels == k).sum() * centred[labels == k].mean(dim=0) ** 2 for k in classes)
     keep = total > 1e-12 * gates.shape[0]
-    eta2 = between[keep] / total[keep]
+    # gates that do not vary at all explain nothing: 0 when no gate varies
+    eta2 = (between[keep] / total[keep]).mean().item() if keep.any() else 0.0
     n, num = gates.shape[0], len(classes)
-    return Metric("gate class selectivity (eta^2)", eta2.mean().item(), (num - 1) / (n - 1))
+    return Metric("gate class selectivity (eta^2)", eta2, (num - 1) / (n - 1))
 
 
 def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
                             classes: torch.Tensor) -> Metric:
-    """Attention mass a channel puts on channels of its own preferred class (CAM).
+    """Share of a channel's attention to *other* channels that goes to its own class (CAM).
 
     ``attention``: B×C×C (rows sum to 1), ``features``: B×C×h×w (CAM's input),
     ``classes``: B×H×W pixel classes (0 = background). Each channel's *preferred class* is the
     object class k >= 1 on whose pixels its mean activation (over all images, cells weighted by
-    the class's area share) is highest. With ``same[c, c']`` = 1 when c and c' prefer the same
-    class,
+    the class's area share) is highest. With ``same[c, c']`` = 1 when c ≠ c' prefer the same
+    class (0 on the diagonal), for every image b and channel c
 
-        mass = mean_{b, c} Σ_{c'} A[b, c, c'] · same[c, c']
+        mass[b, c] = Σ_{c' ≠ c} A[b, c, c'] · same[c, c']  /  Σ_{c' ≠ c} A[b, c, c']
 
-    Chance: a uniform row gives ``mean_c (#channels sharing c's class) / C``. DANet's claim is
-    that CAM groups channels of one class; note that the official CAM softmaxes −E
-    (:class:`~attn_tutorial.danet.CAM`), which weights the *least* similar channels most.
+    and the metric is the mean over b and c. The diagonal is left out because an unscaled
+    softmax of the Gram matrix (the paper's form) puts much of each row on the channel itself,
+    which says nothing about grouping. A row with no mass off the diagonal (float underflow)
+    counts at its chance. Chance: a uniform row gives ``mean_c (#other channels sharing c's
+    class) / (C − 1)``. DANet's claim is that CAM groups channels of one class; the official
+    CAM softmaxes −E (:class:`~attn_tutorial.danet.CAM`), which weights the *least* similar
+    channels most, so it is expected to score *below* chance.
     """
     if attention.dim() != 3 or features.dim() != 4:
         raise ValueError(f"attention must be B×C×C and features B×C×h×w, got "
@@ -214,10 +256,18 @@ def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
         for k in range(1, num + 1)
     ])                                                                      # k c
     preferred = response.argmax(dim=0)                                       # c
-    same = (preferred[:, None] == preferred[None, :]).to(attention.dtype)    # c c'
-    mass = einsum(attention, same, "b c d, c d -> b c")
-    return Metric("channel mass on same-class channels", mass.mean().item(),
-                  same.mean().item())
+    channels = len(preferred)
+    if channels < 2:
+        raise ValueError("same_class_channel_mass needs at least 2 channels")
+    others = 1 - torch.eye(channels, dtype=torch.float64)                     # c c'
+    same = (preferred[:, None] == preferred[None, :]).double() * others       # c c'
+    row_chance = reduce(same, "c d -> c", "sum") / (channels - 1)
+    attention = attention.double()
+    off = einsum(attention, others, "b c d, c d -> b c")
+    share = einsum(attention, same, "b c d, c d -> b c") / off.clamp_min(1e-300)
+    mass = torch.where(off > 0, share, row_chance)
+    return Metric("channel mass on other same-class channels", mass.mean().item(),
+                  row_chance.mean().item())
 
 
 def pixel_classes(task: Task) -> torch.Tensor:
@@ -257,7 +307,8 @@ def slot_purity(attention: torch.Tensor, classes: torch.Tensor, grid: tuple[int,
 
 
 #: Metric name (as registered with a mechanism) -> the function.
-METRICS = {f.__name__: f for f in (spatial_mass_on_object, token_mass_on_object,
+METRICS = {f.__name__: f for f in (spatial_mass_on_object, spatial_contrast_on_object,
+                                   token_mass_on_object,
                                    same_instance_mass, class_selectivity,
                                    same_class_channel_mass, slot_purity)}
 
@@ -265,8 +316,13 @@ METRICS = {f.__name__: f for f in (spatial_mass_on_object, token_mass_on_object,
 def _score(metric: str, record: dict[str, torch.Tensor], task: Task) -> Metric:
     if metric == "spatial_mass_on_object":
         return spatial_mass_on_object(record["spatial"], task.masks)
+    if metric == "spatial_contrast_on_object":
+        return spatial_contrast_on_object(record["gate"], task.masks)
     if metric == "token_mass_on_object":
-        return token_mass_on_object(record["attention"], task.masks, record["key_grid"].tolist())
+        attention = record["attention"]
+        if attention.dim() == 3:  # one head (PAM): B×N×M
+            attention = rearrange(attention, "b n m -> b 1 n m")
+        return token_mass_on_object(attention, task.masks, record["key_grid"].tolist())
     if metric == "same_instance_mass":
         if task.instances is None:  # one object per image: its instance is the object mask
             instances = task.masks.long()

@@ -84,7 +84,7 @@ def test_segmentation_task_and_module_without_metric():
                                   **SMALL)
     finally:
         unregister_mechanism("plain_test")
-    assert result["pam"].metric == "attention mass on own instance"
+    assert result["pam"].metric == "attention mass on object"
     assert math.isnan(result["plain_test"].metric_trained)
 
 

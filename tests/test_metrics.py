@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attn_tutorial.data import object_on_texture
+from attn_tutorial.data import multi_object_segmentation, object_on_texture
 from attn_tutorial.metrics import (Metric, area_share, attention_metric, class_selectivity,
                                    pixel_classes, same_class_channel_mass, same_instance_mass,
-                                   slot_purity, spatial_mass_on_object, token_mass_on_object)
+                                   slot_purity, spatial_contrast_on_object, spatial_mass_on_object,
+                                   token_mass_on_object)
 from attn_tutorial.models import build_model
 from attn_tutorial.train import fit
 
@@ -48,6 +49,39 @@ def test_spatial_mass_loop_and_chance():
     assert abs(spatial_mass_on_object(mask.double() + 0.0, mask).value - 1) < 1e-9
     with pytest.raises(ValueError, match="non-negative"):
         spatial_mass_on_object(-a, mask)
+
+
+def lower_median(values):
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def test_spatial_contrast_loop_and_chance():
+    mask = torch.rand(3, 8, 8, generator=g) > 0.7
+    gate = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    vals, chance = [], []
+    for b in range(3):
+        medians = [lower_median(gate[b, c].flatten().tolist()) for c in range(2)]
+        contrast = [[sum(abs(gate[b, c, i, j].item() - medians[c]) for c in range(2)) / 2
+                     for j in range(4)] for i in range(4)]
+        num = sum(contrast[i][j] * cell_share(mask, b, i, j, 4, 4)
+                  for i in range(4) for j in range(4))
+        vals.append(num / sum(map(sum, contrast)))
+        chance.append(sum(cell_share(mask, b, i, j, 4, 4) for i in range(4) for j in range(4)) / 16)
+    got = spatial_contrast_on_object(gate, mask)
+    assert abs(got.value - sum(vals) / 3) < 1e-9 and abs(got.chance - sum(chance) / 3) < 1e-9
+    # the sign of the departure does not matter: a gate low on the object scores like a high one
+    low = torch.where(area_share(mask, (4, 4), torch.float64) > 0.5, -1.0, 0.0)
+    assert spatial_contrast_on_object(low, mask).value == \
+        pytest.approx(spatial_contrast_on_object(-low, mask).value)
+    assert spatial_contrast_on_object(low, mask).value > 1.5 * got.chance
+    # a flat gate counts at chance; B×h×w is one channel
+    flat = spatial_contrast_on_object(torch.full((3, 4, 4), 0.7), mask)
+    assert flat.value == pytest.approx(flat.chance)
+    assert spatial_contrast_on_object(gate[:, :1], mask).value == \
+        pytest.approx(spatial_contrast_on_object(gate[:, 0], mask).value)
+    with pytest.raises(ValueError, match="gate must be"):
+        spatial_contrast_on_object(gate[0, 0, 0], mask)
 
 
 def test_token_mass_loop_and_chance():
@@ -109,6 +143,8 @@ def test_class_selectivity_loop_and_chance():
     # a gate that is a function of the class scores 1
     assert class_selectivity(labels[:, None].double() * 1.0 + 0 * gates[:, :1], labels).value \
         == pytest.approx(1.0)
+    # gates that never vary explain nothing
+    assert class_selectivity(torch.ones(30, 4), labels).value == 0.0
     # class-blind gates average about chance
     many = [class_selectivity(torch.rand(60, 20, generator=g), torch.arange(60) % 4).value
             for _ in range(20)]
@@ -128,11 +164,21 @@ def test_same_class_channel_mass_loop():
     total, chance = 0.0, 0.0
     for b in range(2):
         for c in range(6):
-            total += sum(attn[b, c, d].item() for d in range(6) if pref[d] == pref[c])
+            others = [d for d in range(6) if d != c]
+            same = sum(attn[b, c, d].item() for d in others if pref[d] == pref[c])
+            total += same / sum(attn[b, c, d].item() for d in others)
     for c in range(6):
-        chance += sum(1 for d in range(6) if pref[d] == pref[c]) / 36
+        chance += sum(1 for d in range(6) if d != c and pref[d] == pref[c]) / 5 / 6
     got = same_class_channel_mass(attn, feats, classes)
     assert abs(got.value - total / 12) < 1e-9 and abs(got.chance - chance) < 1e-9
+    # the diagonal does not count: adding self-attention leaves the value unchanged
+    selfish = 0.5 * attn + 0.5 * torch.eye(6, dtype=torch.float64)
+    assert same_class_channel_mass(selfish, feats, classes).value == pytest.approx(got.value)
+    # a row that is all on the diagonal counts at its chance; uniform rows score chance
+    assert same_class_channel_mass(torch.eye(6).expand(2, 6, 6), feats, classes).value == \
+        pytest.approx(got.chance)
+    uniform = same_class_channel_mass(torch.full((2, 6, 6), 1 / 6), feats, classes)
+    assert uniform.value == pytest.approx(uniform.chance)
 
 
 def test_slot_purity_loop_and_chance():
@@ -167,31 +213,49 @@ def test_metric_lift_and_baseline():
 
 
 # ------------------------------------------------------------- trained beats untrained and chance
-# Fixed seed 0, 600 training images, 60 steps of batch 32 (a few seconds each on 2 cores). The
-# margins below were chosen from the values measured at this setting (see the report in
-# lesson 09): they hold with room at 1 and 2 threads. Mechanisms whose metric does NOT beat
-# chance after training in this tiny network (BAM, SCConv, PAM, CAM) are measured in lesson 09
-# and reported there; they are not asserted here.
-TRAINED = {  # mechanism: (trained must exceed max(untrained, chance) by this factor)
-    "eca": 3.0,       # measured: eta^2 0.019 untrained -> 0.13-0.14 trained (chance 0.015)
-    "se": 3.0,        # 0.019 -> 0.15-0.16
-    "emsa": 2.0,      # mass on object 0.10 (= chance) -> 0.30
-    "external": 1.08,  # slot purity 0.30 (= chance) -> 0.34-0.36
+# Fixed seed 0, 600 training images, 60 steps of batch 32 (one to three seconds each on 2 cores).
+# Each margin was chosen below the value measured at this setting (seed 0, identical at 1 and 2
+# threads); seeds 1 and 2 were also measured to see that the effects are not one seed's luck.
+# "by" is the factor by which the trained metric must exceed max(untrained metric, chance).
+TRAINED = {  # mechanism: (task, by)   measured at seed 0: untrained -> trained (chance)
+    "eca": ("object_on_texture", 3.0),     # eta^2 0.019 -> 0.13-0.14 (0.015)
+    "se": ("object_on_texture", 3.0),      # 0.019 -> 0.15-0.16 (0.015)
+    "psa": ("object_on_texture", 3.0),     # 0.011 -> 0.103 (0.015); seeds 1, 2: lift 6.4, 2.0
+    "bam": ("object_on_texture", 1.1),     # gate contrast 0.096 -> 0.122 (0.101); seeds 1, 2: lift 1.4, 1.3
+    "scconv": ("object_on_texture", 1.3),  # 0.095 -> 0.169 (0.101); seeds 1, 2: lift 1.6, 1.1
+    "emsa": ("object_on_texture", 2.0),    # mass on object 0.10 (= chance) -> 0.30
+    "external": ("object_on_texture", 1.08),  # slot purity 0.30 (= chance) -> 0.34-0.36
+    "pam": ("multi_object_segmentation", 2.5),  # mass on objects 0.21 -> 0.74; seeds 1, 2: 3.6, 3.8
+    "cam_paper": ("multi_object_segmentation", 1.2),  # same-class 0.34 -> 0.63-0.67 (0.43-0.45)
 }
 
 
 @pytest.fixture(scope="module")
-def small_task():
-    return object_on_texture(800, seed=0).split(600, 200)
+def small_tasks():
+    return {"object_on_texture": object_on_texture(800, seed=0).split(600, 200),
+            "multi_object_segmentation": multi_object_segmentation(800, seed=0).split(600, 200)}
+
+
+def train_small(name, task):
+    train, test = task
+    model = build_model(name, num_classes=train.num_classes, kind=train.kind, seed=0)
+    before = attention_metric(model, test)
+    fit(model, train, steps=60, batch_size=32, lr=3e-3, seed=0)
+    return before, attention_metric(model, test)
 
 
 @pytest.mark.parametrize("name", sorted(TRAINED))
-def test_trained_metric_beats_untrained_and_chance(name, small_task):
-    train, test = small_task
-    model = build_model(name, seed=0)
-    before = attention_metric(model, test)
-    fit(model, train, steps=60, batch_size=32, lr=3e-3, seed=0)
-    after = attention_metric(model, test)
-    bar = TRAINED[name] * max(before.value, before.chance)
+def test_trained_metric_beats_untrained_and_chance(name, small_tasks):
+    task, by = TRAINED[name]
+    before, after = train_small(name, small_tasks[task])
+    # CAM's chance depends on which class each channel prefers, read from the features
+    bar = by * max(before.value, before.chance, after.chance)
     assert after.value > bar, (name, before, after)
-    assert after.chance == pytest.approx(before.chance)
+
+
+def test_official_cam_falls_below_chance_as_softmax_of_minus_energy_predicts(small_tasks):
+    # the released CAM weights the least similar channels most (danet.CAM): the same training
+    # that lifts the paper's form above chance leaves the official form below it
+    # (measured at seed 0: 0.29 against chance 0.43; seeds 1, 2: 0.31 / 0.46, 0.16 / 0.39)
+    before, after = train_small("cam", small_tasks["multi_object_segmentation"])
+    assert after.value < 0.9 * after.chance, (before, after)

@@ -14,7 +14,7 @@ from attn_tutorial.models import (MECHANISMS, POSITIONS, SCSplitConv, TinyResNet
                                   build_model, register_mechanism, unregister_mechanism)
 from attn_tutorial.psa import PSA
 
-BUILTIN = ["se", "eca", "bam", "psa", "scconv", "pam", "cam", "emsa", "external"]
+BUILTIN = ["se", "eca", "bam", "psa", "scconv", "pam", "cam", "cam_paper", "emsa", "external"]
 WHERE = {  # mechanism -> (paths where it must sit, its class)
     "se": (["stage1.attn", "stage2.attn", "stage3.attn"], SE),
     "eca": (["stage1.attn", "stage2.attn", "stage3.attn"], ECA),
@@ -23,6 +23,7 @@ WHERE = {  # mechanism -> (paths where it must sit, its class)
     "scconv": (["stage1.conv2", "stage2.conv2", "stage3.conv2"], SCSplitConv),
     "pam": (["head_attn"], PAM),
     "cam": (["head_attn"], CAM),
+    "cam_paper": (["head_attn"], CAM),
     "emsa": (["last"], TokenMixer),
     "external": (["last"], ExternalAttention),
 }
@@ -68,8 +69,9 @@ def test_shapes_and_backward(name, kind):
 
 EXPECTED_RECORD = {
     "se": {"gate": (2, 16)}, "eca": {"gate": (2, 16)}, "psa": {"gate": (2, 16)},
-    "bam": {"spatial": (2, 16, 16)}, "scconv": {"spatial": (2, 16, 16)},
+    "bam": {"gate": (2, 16, 16, 16)}, "scconv": {"gate": (2, 8, 16, 16)},
     "pam": {"attention": (2, 64, 64)}, "cam": {"attention": (2, 32, 32)},
+    "cam_paper": {"attention": (2, 32, 32)},
     "emsa": {"attention": (2, 4, 64, 16)}, "external": {"attention": (2, 64, 16)},
 }
 
@@ -97,6 +99,18 @@ def test_recorded_maps_are_the_modules_own():
     record = model.record_attention(x)["head_attn"]
     assert torch.allclose(record["attention"], model.head_attn.attention_map(seen["x"]))
     assert torch.allclose(record["attention"].sum(-1), torch.ones(2, 64))
+
+
+def test_cam_entries_are_the_two_variants():
+    assert build_model("cam", kind="segmentation").head_attn.variant == "official"
+    assert build_model("cam_paper", kind="segmentation").head_attn.variant == "paper"
+
+
+def test_psa_in_the_tiny_network_is_dense():
+    # groups 1 at every scale (the grouped official form is 4x slower on a CPU at these widths)
+    for module in build_model("psa").attention_modules.values():
+        assert all(conv.groups == 1 for conv in module.modules() if isinstance(conv, nn.Conv2d))
+        assert [conv.kernel_size[0] for conv in module.branches] == [3, 5, 7, 9]
 
 
 def test_same_seed_same_weights():
