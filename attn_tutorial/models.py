@@ -201,9 +201,9 @@ class SCSplitConv(nn.Module):
 def _psa(channels: int) -> PSA:
     # The official kernels (3, 5, 7, 9) with dense convs (groups 1) and SE reduction 4. The
     # official groups (1, 4, 8, 16) need >= 64 channels per scale, and on a CPU a grouped conv
-    # at these widths is about 4× slower than the dense one with more FLOPs (measured on 2
-    # cores, forward + backward, batch 64 of 16×16×16: 107 ms grouped vs 28 ms dense), which
-    # would put PSA far over the lab's 20 s training budget.
+    # at these widths is about 4× slower than the dense one with more FLOPs (measured at one
+    # thread, forward + backward of one PSA, batch 64 of 16×16×16: 107 ms with the groups capped
+    # at the split width vs 28 ms dense), which put PSA over the lab's 20 s training budget.
     split = channels // 4
     return PSA(channels, channels, conv_groups=(1, 1, 1, 1), se_reduction=min(4, split))
 
