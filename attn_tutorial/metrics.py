@@ -43,7 +43,8 @@ from einops import einsum, rearrange, reduce
 from attn_tutorial.data import Task
 
 __all__ = [
-    "Metric", "area_share", "spatial_mass_on_object", "spatial_contrast_on_object",
+    "Metric", "area_share", "spatial_mass_on_object", "gate_contrast",
+    "spatial_contrast_on_object",
     "token_mass_on_object",
     "same_instance_mass", "class_selectivity", "same_class_channel_mass", "slot_purity",
     "pixel_classes", "attention_metric", "METRICS",
@@ -100,6 +101,22 @@ def spatial_mass_on_object(spatial: torch.Tensor, masks: torch.Tensor) -> Metric
     return Metric("spatial mass on object", mass.mean().item(), m.mean().item())
 
 
+def gate_contrast(gate: torch.Tensor) -> torch.Tensor:
+    """``B×h×w`` departure of a gate from its typical value: ``mean_c |g − median_ij g|``.
+
+    ``gate``: B×C×h×w (or B×h×w, one channel). The median is taken per image and channel over
+    the h·w positions, as ``torch.median`` takes it (the lower middle value for an even count).
+    This is the map that :func:`spatial_contrast_on_object` scores; lessons draw it.
+    """
+    if gate.dim() == 3:
+        gate = rearrange(gate, "b h w -> b 1 h w")
+    if gate.dim() != 4:
+        raise ValueError(f"gate must be B×C×h×w or B×h×w, got shape {tuple(gate.shape)}")
+    flat = rearrange(gate, "b c h w -> b c (h w)")
+    typical = rearrange(flat.median(dim=-1).values, "b c -> b c 1 1")
+    return reduce((gate - typical).abs(), "b c h w -> b h w", "mean")
+
+
 def spatial_contrast_on_object(gate: torch.Tensor, masks: torch.Tensor) -> Metric:
     """Share of a gate's spatial *contrast* that lies on the object (BAM, SCConv).
 
@@ -110,21 +127,14 @@ def spatial_contrast_on_object(gate: torch.Tensor, masks: torch.Tensor) -> Metri
 
         d[b, c, i, j] = | g[b, c, i, j] − median_ij g[b, c] |,   a = mean_c d
 
-    (the median as ``torch.median`` takes it: the lower middle value for an even count)
-    — and ``a`` is scored like :func:`spatial_mass_on_object`: the share of its mass on object
-    cells. Chance: a contrast unrelated to the object spreads like the area, so the chance
-    level is the object's area share. An image whose gate is flat (a = 0) counts at its area
-    share. Value in [0, 1].
+    (:func:`gate_contrast`) — and ``a`` is scored like :func:`spatial_mass_on_object`: the
+    share of its mass on object cells. Chance: a contrast unrelated to the object spreads like
+    the area, so the chance level is the object's area share. An image whose gate is flat
+    (a = 0) counts at its area share. Value in [0, 1].
     """
-    if gate.dim() == 3:
-        gate = rearrange(gate, "b h w -> b 1 h w")
-    if gate.dim() != 4:
-        raise ValueError(f"gate must be B×C×h×w or B×h×w, got shape {tuple(gate.shape)}")
-    _check_batch("gate", gate, masks)
-    flat = rearrange(gate, "b c h w -> b c (h w)")
-    typical = rearrange(flat.median(dim=-1).values, "b c -> b c 1 1")
-    contrast = reduce((gate - typical).abs(), "b c h w -> b h w", "mean")
-    m = area_share(masks, tuple(gate.shape[2:]), gate.dtype)
+    contrast = gate_contrast(gate)
+    _check_batch("gate", contrast, masks)
+    m = area_share(masks, tuple(contrast.shape[1:]), contrast.dtype)
     total = reduce(contrast, "b h w -> b", "sum")
     share = reduce(contrast * m, "b h w -> b", "sum") / total.clamp_min(1e-30)
     mass = torch.where(total > 0, share, reduce(m, "b h w -> b", "mean"))
@@ -203,8 +213,8 @@ def class_selectivity(gates: torch.Tensor, labels: torch.Tensor) -> Metric:
 
     (between-class over total sum of squares; 0 = the class does not move the gate, 1 = the
     gate is a function of the class). The metric is the mean of η²_d over gates with non-zero
-    variance (0 when no gate varies). Chance: gates independent of the class have expected η² = (K − 1)/(n − 1) with
-    K classes and n images.
+    variance (0 when no gate varies). Chance: gates independent of the class have expected
+    η² = (K − 1)/(n − 1) with K classes and n images.
     """
     if gates.dim() != 2 or labels.dim() != 1:
         raise ValueError(f"gates must be B×D and labels B, got {tuple(gates.shape)} and "

@@ -8,6 +8,7 @@ import torch
 
 from attn_tutorial.data import multi_object_segmentation, object_on_texture
 from attn_tutorial.metrics import (Metric, area_share, attention_metric, class_selectivity,
+                                   gate_contrast,
                                    pixel_classes, same_class_channel_mass, same_instance_mass,
                                    slot_purity, spatial_contrast_on_object, spatial_mass_on_object,
                                    token_mass_on_object)
@@ -64,6 +65,7 @@ def test_spatial_contrast_loop_and_chance():
         medians = [lower_median(gate[b, c].flatten().tolist()) for c in range(2)]
         contrast = [[sum(abs(gate[b, c, i, j].item() - medians[c]) for c in range(2)) / 2
                      for j in range(4)] for i in range(4)]
+        assert torch.allclose(gate_contrast(gate)[b], torch.tensor(contrast, dtype=torch.float64))
         num = sum(contrast[i][j] * cell_share(mask, b, i, j, 4, 4)
                   for i in range(4) for j in range(4))
         vals.append(num / sum(map(sum, contrast)))
