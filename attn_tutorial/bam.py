@@ -172,13 +172,16 @@ class BAM(nn.Module):
                 module.reset_parameters()
                 nn.init.zeros_(module.bias)
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The full attention ``1 + sigmoid(Mc ∘ Ms)``: B×C×H×W (for lessons and plots)."""
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention map ``M(F) = sigmoid(Mc ∘ Ms)``: B×C×H×W, values in (0, 1).
+
+        The block returns ``F + F ⊙ M(F)``, i.e. ``(1 + M(F)) ⊙ F``.
+        """
         check_feature_map(x, self.channels)
         mc, ms = self.channel_gate(x), self.spatial_gate(x)
         combined = mc * ms if self.fusion == "official" else mc + ms
-        return 1 + torch.sigmoid(combined)
+        return torch.sigmoid(combined)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> B×C×H×W."""
-        return self.attention(x) * x
+        return (1 + self.attention_map(x)) * x

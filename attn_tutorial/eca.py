@@ -94,14 +94,14 @@ class _ChannelGate(nn.Module):
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The channel weights: x B×C×H×W -> gate B×C, values in (0, 1)."""
         check_feature_map(x, self.channels)
         return torch.sigmoid(self.logits(reduce(x, "b c h w -> b c", "mean")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> B×C×H×W."""
-        return x * rearrange(self.gate(x), "b c -> b c 1 1")
+        return x * rearrange(self.attention_map(x), "b c -> b c 1 1")
 
 
 class ECA(_ChannelGate):
@@ -166,7 +166,7 @@ class ECA(_ChannelGate):
         return rearrange(self.conv(along_channels), "b 1 c -> b c")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B×C×H×W -> B×C×H×W; the same as ``x * gate(x)``, with the pooled channels laid out
+        """x: B×C×H×W -> B×C×H×W; the same as ``x * attention_map(x)``, with the pooled channels laid out
         as the conv's length from the start (two einops calls instead of four: the module is so
         cheap that a few microseconds of shape bookkeeping are visible next to the official)."""
         check_feature_map(x, self.channels)

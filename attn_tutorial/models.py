@@ -209,21 +209,20 @@ def _psa(channels: int) -> PSA:
 
 
 def _probe_gate(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"gate": module.gate(x)}                                        # B×C
+    return {"gate": module.attention_map(x)}                                        # B×C
 
 
 def _probe_bam(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    # BAM's attention is 1 + sigmoid(Mc∘Ms); the sigmoid part is the gate
-    return {"gate": module.attention(x) - 1}                              # B×C×H×W
+    return {"gate": module.attention_map(x)}                              # B×C×H×W
 
 
 def _probe_psa(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"gate": rearrange(module.scale_attention(x), "b s c -> b (s c)")}
+    return {"gate": rearrange(module.attention_map(x), "b s c -> b (s c)")}
 
 
 def _probe_scconv(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     _, calibrated = x.chunk(2, dim=1)
-    return {"gate": module.sc.calibration_gate(calibrated)}              # B×C/2×H×W
+    return {"gate": module.sc.attention_map(calibrated)}              # B×C/2×H×W
 
 
 def _probe_pam(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

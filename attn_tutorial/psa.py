@@ -61,7 +61,7 @@ class PSA(nn.Module):
     groups (1, 4, 8, 16) do not follow the paper's G = 2^((K−1)/2) rule (unverified); the
     README's "Large" models are not in the code.
 
-    ``scale_attention(x)`` returns the softmax weights B×S×Ps in natural order (k3 first).
+    ``attention_map(x)`` returns the softmax weights B×S×Ps in natural order (k3 first).
 
     Initialisation: official (conv weights normal(0, sqrt(2/(k·k·out))), SE conv biases
     default).
@@ -120,7 +120,7 @@ class PSA(nn.Module):
         scores = rearrange(scores, "(b scale) c 1 1 -> b scale c 1 1", scale=self.num_scales)
         return torch.softmax(scores, dim=1)  # dim 1 is the `scale` axis
 
-    def scale_attention(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax weights per scale: B×S×Ps, natural order (smallest kernel first)."""
         return rearrange(self._attention(self._scales(x)), "b scale c 1 1 -> b scale c")
 

@@ -166,9 +166,14 @@ class PA(nn.Module):
         self.gate = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=True)
         self.apply(init_official)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The pixel gate ``sigmoid(depthwise3×3(x))``: B×C×H×W, values in (0, 1)."""
         check_feature_map(x, self.dim)
-        return x * torch.sigmoid(self.gate(x))
+        return torch.sigmoid(self.gate(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×C×H×W -> B×C×H×W."""
+        return x * self.attention_map(x)
 
 
 class PatchEmbed(nn.Module):

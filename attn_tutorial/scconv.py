@@ -88,7 +88,7 @@ class SCConv(nn.Module):
         self.k4_bn = nn.BatchNorm2d(channels)
         _official_init_(self)
 
-    def calibration_gate(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """sigmoid(x + up(K2(x))): B×C×H×W (for lessons)."""
         check_feature_map(x, self.channels)
         check_min_size(x, self.pooling_r, "pooling_r")
@@ -101,7 +101,7 @@ class SCConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> B×C×H'×W'."""
-        gate = self.calibration_gate(x)
+        gate = self.attention_map(x)
         calibrated = self.k3_bn(self.k3_conv(x)) * gate
         return self.k4_bn(self.k4_conv(calibrated))
 

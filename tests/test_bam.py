@@ -95,8 +95,9 @@ def test_shapes_and_attention_range():
     x = torch.randn(2, 32, 5, 11, dtype=torch.float64)
     assert m.channel_gate(x).shape == (2, 32, 1, 1)
     assert m.spatial_gate(x).shape == (2, 1, 5, 11)
-    att = m.attention(x)
-    assert att.shape == x.shape and (att > 1).all() and (att < 2).all()
+    att = m.attention_map(x)
+    assert att.shape == x.shape and (att > 0).all() and (att < 1).all()
+    torch.testing.assert_close(m(x), x + x * att)  # F' = F + F ⊙ M(F)
 
 
 def test_fusion_variants_differ():

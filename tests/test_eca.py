@@ -167,8 +167,8 @@ def test_eca_matches_loop(shape, k, mode):
     x = randn(*shape)
     out_ref, gate_ref = eca_loop(x, m.conv.weight.detach())
     torch.testing.assert_close(m(x), out_ref, **TOL)
-    torch.testing.assert_close(m.gate(x), gate_ref, **TOL)
-    assert m.gate(x).shape == shape[:2]
+    torch.testing.assert_close(m.attention_map(x), gate_ref, **TOL)
+    assert m.attention_map(x).shape == shape[:2]
 
 
 def test_eca_kernel_longer_than_channel_axis():
@@ -216,7 +216,7 @@ def test_eca_equals_einsum_with_its_banded_matrix(k):
     x = randn(3, C, 5, 7)
     y = x.mean(dim=(2, 3))
     gate = torch.sigmoid(torch.einsum("cj,bj->bc", M, y))
-    torch.testing.assert_close(m.gate(x), gate, **TOL)
+    torch.testing.assert_close(m.attention_map(x), gate, **TOL)
 
 
 def test_banded_matrix_refuses_even_kernel():
@@ -227,7 +227,7 @@ def test_banded_matrix_refuses_even_kernel():
 def test_gate_is_in_unit_interval_and_forward_is_x_times_gate():
     m = ECA(16).double()
     x = randn(2, 16, 7, 9)
-    g = m.gate(x)
+    g = m.attention_map(x)
     assert ((g > 0) & (g < 1)).all()
     torch.testing.assert_close(m(x), x * g[:, :, None, None], **TOL)
 
@@ -239,7 +239,7 @@ def test_eca_conv_runs_over_channels_not_space():
     x = randn(2, 16, 7, 9)
     perm = torch.randperm(63)
     shuffled = x.flatten(2)[:, :, perm].reshape(2, 16, 7, 9)
-    torch.testing.assert_close(m.gate(shuffled), m.gate(x), **TOL)
+    torch.testing.assert_close(m.attention_map(shuffled), m.attention_map(x), **TOL)
 
 
 def test_eca_default_init_and_parameters():
@@ -278,7 +278,7 @@ def test_eca_ns_parameters_matrix_and_difference_from_eca():
             i = j - c + 1
             assert M[c, j].item() == (w[c, 0, i].item() if 0 <= i < k else 0.0)
     x = randn(2, C, 4, 6)
-    torch.testing.assert_close(m.gate(x), torch.sigmoid(x.mean((2, 3)) @ M.T), **TOL)
+    torch.testing.assert_close(m.attention_map(x), torch.sigmoid(x.mean((2, 3)) @ M.T), **TOL)
     # with every row set to the same taps it is ECA
     shared = ECA(C, k).double()
     with torch.no_grad():
@@ -335,7 +335,7 @@ def test_variant_channel_matrices_have_the_papers_structure_and_give_the_gate():
     for name, m in mods.items():
         M = m.channel_matrix().to(torch.float64)
         assert M.shape == (C, C), name
-        torch.testing.assert_close(m.gate(x), torch.sigmoid(y @ M.T), **TOL)
+        torch.testing.assert_close(m.attention_map(x), torch.sigmoid(y @ M.T), **TOL)
     idx = torch.arange(C)
     off_diag = idx[:, None] != idx[None, :]
     assert torch.equal(mods["var1"].channel_matrix(), torch.eye(C))

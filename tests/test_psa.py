@@ -75,7 +75,7 @@ def test_psa_matches_loop_reference(case, order):
     out = m(x)
     assert out.shape == (shape[0], planes, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)
     torch.testing.assert_close(out, expected, **TOL)
-    torch.testing.assert_close(m.scale_attention(x), expected_att, **TOL)
+    torch.testing.assert_close(m.attention_map(x), expected_att, **TOL)
     torch.testing.assert_close(m.eval()(x), expected, **TOL)  # no BN/dropout: eval is the same
 
 
@@ -84,7 +84,7 @@ def test_softmax_over_scales_and_concat_orders():
     natural = PSA(64, 64, concat_order="natural").double()
     natural.load_state_dict(official.state_dict())
     x = torch.randn(2, 64, 7, 9, dtype=F64)
-    att = official.scale_attention(x)
+    att = official.attention_map(x)
     assert att.shape == (2, 4, 16)
     torch.testing.assert_close(att.sum(1), torch.ones(2, 16, dtype=F64), **TOL)
     assert (att.sum(2) - 1).abs().max() > 1e-3

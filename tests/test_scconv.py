@@ -105,7 +105,7 @@ def _identity_context_scconv(upsample="nearest") -> SCConv:
 def test_nearest_index_rule_h9_r4_and_gate_uses_identity():
     m = _identity_context_scconv()
     x = torch.randn(2, 3, 9, 8, dtype=F64)
-    gate = m.calibration_gate(x)
+    gate = m.attention_map(x)
     up = torch.logit(gate) - x  # gate = sigmoid(x + up)
     pooled = ref_avgpool(x, 4)  # 2×2 map
     for row in range(9):
@@ -116,7 +116,7 @@ def test_nearest_index_rule_h9_r4_and_gate_uses_identity():
     # the identity matters: sigmoid(up) alone is a different gate
     assert (gate - torch.sigmoid(ref_nearest(pooled, 9, 8))).abs().max() > 1e-2
     # bilinear (paper) differs from nearest (official)
-    assert (_identity_context_scconv("bilinear").calibration_gate(x) - gate).abs().max() > 1e-2
+    assert (_identity_context_scconv("bilinear").attention_map(x) - gate).abs().max() > 1e-2
 
 
 def test_only_k4_is_strided():
@@ -124,7 +124,7 @@ def test_only_k4_is_strided():
     assert m.k2_conv.stride == (1, 1) and m.k3_conv.stride == (1, 1) and m.k4_conv.stride == (2, 2)
     assert all(c.bias is None for c in (m.k2_conv, m.k3_conv, m.k4_conv))
     x = torch.randn(2, 8, 9, 7)
-    assert m.calibration_gate(x).shape == x.shape and m(x).shape == (2, 8, 5, 4)
+    assert m.attention_map(x).shape == x.shape and m(x).shape == (2, 8, 5, 4)
 
 
 # --- bottleneck --------------------------------------------------------------------------------
