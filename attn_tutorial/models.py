@@ -235,8 +235,8 @@ def _probe_cam(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _probe_emsa(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    height, width, sr = x.shape[2], x.shape[3], module.attn.sr_ratio
-    keys = [(n + 2 * (sr // 2) - sr - 1) // sr + 1 if sr > 1 else n for n in (height, width)]
+    height, width = x.shape[2], x.shape[3]
+    keys = module.attn.key_grid(height, width)
     return {"attention": module.attention_map(x), "grid": torch.tensor([height, width]),
             "key_grid": torch.tensor(keys)}
 

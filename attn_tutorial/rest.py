@@ -119,6 +119,17 @@ class EMSA(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.apply(init_official)
 
+    def key_grid(self, H: int, W: int) -> tuple[int, int]:
+        """The grid of keys/values (H'', W'') for a query grid H×W.
+
+        With ``sr_ratio`` > 1 the reduction conv (kernel sr+1, stride sr, padding sr//2) gives
+        H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1 (likewise W''); with sr = 1 the keys are the queries.
+        """
+        sr = self.sr_ratio
+        if sr == 1:
+            return H, W
+        return tuple((n + 2 * (sr // 2) - sr - 1) // sr + 1 for n in (H, W))
+
     def _check(self, x: torch.Tensor, H: int, W: int) -> None:
         check_tokens(x, self.dim, (H, W))
         if self.sr_ratio > 1:

@@ -386,3 +386,14 @@ def test_official_init():
     assert abs(pe.pos.gate.weight.std().item() - 0.02) < 3e-3
     blk = Block(64, 2)
     assert (blk.mlp.fc1.bias == 0).all() and (blk.norm1.weight == 1).all()
+
+
+@pytest.mark.parametrize("sr", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("H, W", [(8, 8), (9, 6), (16, 1), (1, 16), (13, 7)])
+def test_emsa_key_grid_is_what_the_reduction_conv_produces(sr, H, W):
+    m = EMSA(8, num_heads=2, sr_ratio=sr)
+    conv = torch.nn.Conv2d(1, 1, kernel_size=sr + 1, stride=sr, padding=sr // 2)
+    if sr == 1:
+        assert m.key_grid(H, W) == (H, W)
+    elif min(H, W) + 2 * (sr // 2) >= sr + 1:  # the conv accepts the grid
+        assert m.key_grid(H, W) == tuple(conv(torch.zeros(1, 1, H, W)).shape[-2:])
