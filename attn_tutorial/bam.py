@@ -1,6 +1,6 @@
 """BAM: Bottleneck Attention Module.
 
-Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv 1807.06514).
+Paper: Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv 1807.06514).
 Official code: Jongchan/attention-module (``MODELS/bam.py``).
 
 A channel map Mc (B×C×1×1, from a global average and a bottleneck MLP) and a spatial map Ms
@@ -17,26 +17,31 @@ import torch
 import torch.nn as nn
 from einops.layers.torch import Rearrange, Reduce
 
-from ._validate import check_feature_map, check_positive_width
+from ._validate import (require_batch_statistics, require_choice, require_feature_map,
+                        require_int, require_positive_width)
 
 __all__ = ["BAMChannelGate", "BAMSpatialGate", "BAM"]
 
 
-def _check_not_single_sample_training(module: nn.Module, x: torch.Tensor) -> None:
-    """BatchNorm cannot compute batch statistics from one value per channel."""
-    if module.training and x.shape[0] == 1:
-        raise ValueError(
-            f"x has batch size 1 (shape {tuple(x.shape)}) but {type(module).__name__} is in train "
-            "mode: the channel gate's BatchNorm1d sees one value per channel and cannot compute "
-            "batch statistics (torch itself raises here). Use a batch of 2 or more, or call .eval()"
-        )
+def _bam_init(module: nn.Module) -> None:
+    """The official ResNet constructor's init: conv weights kaiming-normal (fan_out), BN weight 1,
+    every bias 0 (Linear biases included), Linear weights at PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
+            nn.init.zeros_(m.bias)
 
 
 class BAMChannelGate(nn.Module):
     """BAM channel branch: global average pool -> MLP with one hidden BN+ReLU layer.
 
-    Paper: BAM (BMVC 2018, arXiv 1807.06514). Official: Jongchan/attention-module,
-    class ``ChannelGate``.
+    Official: class ``ChannelGate``.
 
     ``GAP(x)`` (B×C) -> Linear(C -> C//r, bias) -> BatchNorm1d -> ReLU -> Linear(C//r -> C, bias),
     returned as B×C×1×1 (it broadcasts against B×C×H×W). No BN and no activation on the output.
@@ -57,7 +62,8 @@ class BAMChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction_ratio: int = 16) -> None:
         super().__init__()
-        hidden = check_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        require_int("channels", channels)
+        hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
         self.channels = channels
         self.pool = Reduce("b c h w -> b c", "mean")
         self.fc_reduce = nn.Linear(channels, hidden)
@@ -66,10 +72,17 @@ class BAMChannelGate(nn.Module):
         self.fc_expand = nn.Linear(hidden, channels)
         self.to_map = Rearrange("b c -> b c 1 1")
 
+    def reset_parameters(self) -> None:
+        """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
+        keeps PyTorch's default init until this is called)."""
+        _bam_init(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> Mc: B×C×1×1."""
-        check_feature_map(x, self.channels)
-        _check_not_single_sample_training(self, x)
+        require_feature_map(x, self.channels)
+        require_batch_statistics(self.training, x.shape[0],
+                                 "the channel gate's BatchNorm1d (after the global average)",
+                                 f"x has batch size 1 (shape {tuple(x.shape)})")
         hidden = self.relu(self.bn(self.fc_reduce(self.pool(x))))
         return self.to_map(self.fc_expand(hidden))
 
@@ -77,8 +90,7 @@ class BAMChannelGate(nn.Module):
 class BAMSpatialGate(nn.Module):
     """BAM spatial branch: 1×1 reduce -> dilated 3×3 convs -> 1×1 to a single map.
 
-    Paper: BAM (BMVC 2018, arXiv 1807.06514). Official: Jongchan/attention-module,
-    class ``SpatialGate``.
+    Official: class ``SpatialGate``.
 
     Conv1×1(C -> C//r, bias) + BN + ReLU, then ``num_dilated_convs`` times
     Conv3×3(C//r -> C//r, dilation d, padding d, bias) + BN + ReLU, then Conv1×1(C//r -> 1, bias).
@@ -90,11 +102,10 @@ class BAMSpatialGate(nn.Module):
     def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
                  num_dilated_convs: int = 2) -> None:
         super().__init__()
-        hidden = check_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
-        if dilation < 1:
-            raise ValueError(f"dilation={dilation} must be >= 1")
-        if num_dilated_convs < 0:
-            raise ValueError(f"num_dilated_convs={num_dilated_convs} must be >= 0")
+        require_int("channels", channels)
+        hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        require_int("dilation", dilation)
+        require_int("num_dilated_convs", num_dilated_convs, minimum=0)
         self.channels = channels
         self.reduce = nn.Conv2d(channels, hidden, kernel_size=1)
         self.reduce_bn = nn.BatchNorm2d(hidden)
@@ -106,9 +117,14 @@ class BAMSpatialGate(nn.Module):
         self.relu = nn.ReLU()
         self.project = nn.Conv2d(hidden, 1, kernel_size=1)
 
+    def reset_parameters(self) -> None:
+        """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
+        keeps PyTorch's default init until this is called)."""
+        _bam_init(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> Ms: B×1×H×W."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         h = self.relu(self.reduce_bn(self.reduce(x)))
         for conv, bn in zip(self.dilated, self.dilated_bn):
             h = self.relu(bn(conv(h)))
@@ -118,8 +134,7 @@ class BAMSpatialGate(nn.Module):
 class BAM(nn.Module):
     """Bottleneck Attention Module: ``y = x * (1 + sigmoid(Mc ∘ Ms))``.
 
-    Paper: Park et al., "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv 1807.06514).
-    Official code: Jongchan/attention-module (``MODELS/bam.py``; placed after ResNet stages 1-3).
+    Official: class ``BAM`` (placed after ResNet stages 1-3).
 
     Input x: B×C×H×W (any H, W); output: B×C×H×W.
 
@@ -151,8 +166,7 @@ class BAM(nn.Module):
                  num_dilated_convs: int = 2,
                  fusion: Literal["official", "paper"] = "official") -> None:
         super().__init__()
-        if fusion not in ("official", "paper"):
-            raise ValueError(f"fusion={fusion!r} must be 'official' (product) or 'paper' (sum)")
+        require_choice("fusion", fusion, {"official": "product Mc * Ms", "paper": "sum Mc + Ms"})
         self.channels = channels
         self.fusion = fusion
         self.channel_gate = BAMChannelGate(channels, reduction_ratio)
@@ -160,24 +174,15 @@ class BAM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisation (ResNet constructor of the official repository)."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                module.reset_parameters()
-                nn.init.zeros_(module.bias)
+        """The official initialisation (the ResNet constructor of the official repository)."""
+        _bam_init(self)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The attention map ``M(F) = sigmoid(Mc ∘ Ms)``: B×C×H×W, values in (0, 1).
 
         The block returns ``F + F ⊙ M(F)``, i.e. ``(1 + M(F)) ⊙ F``.
         """
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         mc, ms = self.channel_gate(x), self.spatial_gate(x)
         combined = mc * ms if self.fusion == "official" else mc + ms
         return torch.sigmoid(combined)

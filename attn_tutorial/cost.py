@@ -2,7 +2,7 @@
 
 Each function takes the sizes (B, C, H, W) and the mechanism's hyper-parameters, with the
 library's defaults (which are the official ones), and returns a :class:`Cost`. The formulas are
-written from the architectures (the spec of each official module), layer by layer, so a lesson
+written from the architectures (each official module's layers), layer by layer, so a lesson
 can *predict* a cost and then count it.
 
 Conventions:
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
+
+from .rest import overlapping_grid
 
 __all__ = ["Cost", "se", "eca", "bam", "pam", "cam", "scconv", "psa", "emsa",
            "external_attention", "external_attention_mh", "mhsa", "conv_out_size"]
@@ -166,7 +168,8 @@ def emsa(B: int, C: int, H: int, W: int, num_heads: int = 8, qkv_bias: bool = Fa
 
     q: Linear(C→C); kv: Linear(C→2C) on M tokens; proj: Linear(C→C, bias).
     sr > 1: depthwise conv kernel sr+1, stride sr, padding sr//2 (bias) + LayerNorm(C), so
-    M = H''·W'' with H'' = conv_out_size(H, sr+1, sr, sr//2); otherwise M = N.
+    M = H''·W'', the grid of ``rest.overlapping_grid`` (what ``EMSA.key_grid`` returns);
+    otherwise M = N.
     Attention: q·kᵀ and A·v, 2·B·N·M·C each; transform (h > 1): 1×1 conv h→h over the N×M map,
     2·B·h²·N·M.
     """
@@ -175,8 +178,7 @@ def emsa(B: int, C: int, H: int, W: int, num_heads: int = 8, qkv_bias: bool = Fa
     params = (C * C + bias) + (2 * C * C + 2 * bias) + (C * C + C)
     flops = 2 * B * n * C * C * 2  # q and proj
     if sr_ratio > 1:
-        hr = conv_out_size(H, sr_ratio + 1, sr_ratio, sr_ratio // 2)
-        wr = conv_out_size(W, sr_ratio + 1, sr_ratio, sr_ratio // 2)
+        hr, wr = overlapping_grid(H, W, sr_ratio)
         m = hr * wr
         params += C * (sr_ratio + 1) ** 2 + C + 2 * C
         flops += 2 * B * C * (sr_ratio + 1) ** 2 * m

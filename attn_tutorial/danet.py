@@ -1,7 +1,7 @@
 """DANet: Dual Attention Network — position (PAM) and channel (CAM) attention.
 
-Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019
-(arXiv 1809.02983). Official code: junfu1115/DANet (``encoding/nn/da_att.py`` for the modules,
+Paper: Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation",
+CVPR 2019 (arXiv 1809.02983). Official code: junfu1115/DANet (``encoding/nn/da_att.py`` for the modules,
 ``encoding/models/sseg/danet.py`` for the head).
 
 PAM lets every position attend to every other position (N×N attention, N = H·W); CAM lets every
@@ -18,7 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
-from ._validate import check_feature_map, check_positive_width
+from ._validate import (require_batch_statistics, require_choice, require_feature_map,
+                        require_int, require_optional_int, require_positive_width,
+                        require_probability)
 
 __all__ = ["PAM", "CAM", "DANetHead"]
 
@@ -26,8 +28,7 @@ __all__ = ["PAM", "CAM", "DANetHead"]
 class PAM(nn.Module):
     """Position attention module: ``y = gamma · (V Aᵀ) + x`` with ``A = softmax_j(q_i · k_j)``.
 
-    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
-    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``PAM_Module``.
+    Official: class ``PAM_Module``.
 
     Input x: B×C×H×W, output B×C×H×W; N = H·W tokens in row-major order ``(h w)``.
 
@@ -49,7 +50,8 @@ class PAM(nn.Module):
 
     def __init__(self, channels: int, use_sdpa: bool = False) -> None:
         super().__init__()
-        qk_channels = check_positive_width("channels", channels, 8, "the PAM query/key reduction")
+        require_int("channels", channels)
+        qk_channels = require_positive_width("channels", channels, 8, "the PAM query/key reduction")
         self.channels = channels
         self.use_sdpa = use_sdpa
         self.query = nn.Conv2d(channels, qk_channels, kernel_size=1)
@@ -57,16 +59,23 @@ class PAM(nn.Module):
         self.value = nn.Conv2d(channels, channels, kernel_size=1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    def reset_parameters(self) -> None:
+        """The authors' initialisation, which construction applies: PyTorch's default for the 1×1
+        convs (the official file sets none), gamma = 0."""
+        for conv in (self.query, self.key, self.value):
+            conv.reset_parameters()
+        nn.init.zeros_(self.gamma)
+
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """A: B×N×N, A[b, i, j] = weight of key position j for query position i (rows sum to 1)."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         q = rearrange(self.query(x), "b d h w -> b (h w) d")
         k = rearrange(self.key(x), "b d h w -> b d (h w)")
         return torch.softmax(torch.bmm(q, k), dim=-1)  # energy b i j, softmax over keys j
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> B×C×H×W."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         height = x.shape[2]
         if self.use_sdpa:
             q = rearrange(self.query(x), "b d h w -> b 1 (h w) d")
@@ -85,8 +94,7 @@ class PAM(nn.Module):
 class CAM(nn.Module):
     """Channel attention module: ``y = gamma · (A f) + x`` with A from the channel Gram matrix.
 
-    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
-    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``CAM_Module``.
+    Official: class ``CAM_Module``.
 
     Input x: B×C×H×W, output B×C×H×W. No convolutions; the only parameter is ``gamma`` (init 0).
 
@@ -106,16 +114,20 @@ class CAM(nn.Module):
     def __init__(self, channels: int | None = None,
                  variant: Literal["official", "paper"] = "official") -> None:
         super().__init__()
-        if variant not in ("official", "paper"):
-            raise ValueError(f"variant={variant!r} must be 'official' (softmax(max − E)) or "
-                             "'paper' (softmax(E))")
+        require_optional_int("channels", channels)
+        require_choice("variant", variant,
+                       {"official": "softmax(max − E)", "paper": "softmax(E)"})
         self.channels = channels
         self.variant = variant
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    def reset_parameters(self) -> None:
+        """The authors' initialisation, which construction applies: gamma = 0."""
+        nn.init.zeros_(self.gamma)
+
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """A: B×C×C, A[b, c, c'] = weight of channel c' for output channel c (rows sum to 1)."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         f = rearrange(x, "b c h w -> b c (h w)")
         energy = torch.bmm(f, f.transpose(1, 2))  # b c c'
         if self.variant == "official":
@@ -145,8 +157,7 @@ def _classifier(in_channels: int, num_classes: int, dropout: float) -> nn.Sequen
 class DANetHead(nn.Module):
     """The DANet segmentation head: a PAM branch and a CAM branch, summed.
 
-    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
-    (arXiv 1809.02983). Official code: junfu1115/DANet, class ``DANetHead``.
+    Official: class ``DANetHead``.
 
     Each branch: Conv3×3(in -> inter, no bias) + BN + ReLU -> PAM (or CAM) ->
     Conv3×3(inter -> inter, no bias) + BN + ReLU. The two branch outputs are summed; the sum,
@@ -172,8 +183,12 @@ class DANetHead(nn.Module):
                  cam_variant: Literal["official", "paper"] = "official", dropout: float = 0.1,
                  use_sdpa: bool = False) -> None:
         super().__init__()
+        require_int("in_channels", in_channels)
+        require_int("num_classes", num_classes)
+        require_optional_int("inter_channels", inter_channels)
+        require_probability("dropout", dropout)
         if inter_channels is None:
-            inter_channels = check_positive_width("in_channels", in_channels, 4,
+            inter_channels = require_positive_width("in_channels", in_channels, 4,
                                                   "the DANet head reduction")
         self.in_channels = in_channels
         self.pam_in = _conv3x3_bn_relu(in_channels, inter_channels)
@@ -186,9 +201,21 @@ class DANetHead(nn.Module):
         self.classifier_cam = _classifier(inter_channels, num_classes, dropout)
         self.classifier_sum = _classifier(inter_channels, num_classes, dropout)
 
+    def reset_parameters(self) -> None:
+        """The authors' initialisation, which construction applies: PyTorch's defaults (the
+        official file sets none) and gamma = 0 in both attention modules."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+                module.reset_parameters()
+        nn.init.zeros_(self.pam.gamma)
+        nn.init.zeros_(self.cam.gamma)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: B×in×H×W -> (sum, pam-only, cam-only) logits, each B×classes×H×W."""
-        check_feature_map(x, self.in_channels)
+        require_feature_map(x, self.in_channels)
+        B, _, H, W = x.shape
+        require_batch_statistics(self.training, B * H * W, "the branch BatchNorms",
+                                 f"x has batch size 1 and H×W = {H}×{W}")
         # Same call order as the official head, so train-mode dropout masks match for one seed.
         pam_feat = self.pam_out(self.pam(self.pam_in(x)))
         pam_logits = self.classifier_pam(pam_feat)

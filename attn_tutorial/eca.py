@@ -1,8 +1,11 @@
 """ECA: Efficient Channel Attention, with SE and the ECA paper's ablation variants beside it.
 
-Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural
-Networks", CVPR 2020 (arXiv 1910.03151). Official code: BangguWu/ECANet (``models/eca_module.py``,
-``models/eca_ns.py``).
+Paper: Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional
+Neural Networks", CVPR 2020 (arXiv 1910.03151). Official code: BangguWu/ECANet
+(``models/eca_module.py``, ``models/eca_ns.py``). The baseline SE: Hu, Shen, Sun,
+"Squeeze-and-Excitation Networks", CVPR 2018 (arXiv 1709.01507); official code hujie-frank/SENet
+(Caffe). The ablation variants SE-Var1/2/3 and SE-GC are the ECA paper's (Table 2), with no
+official code.
 
 Every module here is a *channel gate*: average each channel over space (GAP, B×C), map the C
 averages to C logits, squash them with a sigmoid, and rescale the input channel by channel. They
@@ -31,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, reduce, einsum
 
-from ._validate import check_divisible, check_feature_map, check_positive_width
+from ._validate import (require_divisible, require_feature_map, require_int, require_number,
+                        require_odd, require_optional_int, require_positive_width)
 
 __all__ = [
     "eca_kernel_size", "banded_matrix", "ECA", "ECANS",
@@ -46,22 +50,15 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     ties 4.0 and 6.0 round up). With γ = 2, b = 1: C = 16, 32, 64 -> 3; 128 ... 1024 -> 5;
     2048 -> 7. The official code has no such function: its modules take a fixed ``k_size``.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels={channels!r} must be a positive integer")
-    if gamma <= 0:
-        raise ValueError(f"gamma={gamma!r} must be > 0")
+    require_int("channels", channels)
+    require_number("gamma", gamma, positive=True)
+    require_number("b", b)
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 == 1 else t + 1
 
 
-def _check_k_size(k_size: int) -> int:
-    if isinstance(k_size, bool) or not isinstance(k_size, int) or k_size < 1 or k_size % 2 == 0:
-        raise ValueError(
-            f"k_size={k_size!r} must be a positive odd integer: the conv pads (k_size - 1) // 2 "
-            "zeros at each end of the channel axis, which keeps C outputs centred on their "
-            "channels only for odd k_size"
-        )
-    return k_size
+_ODD_K = ("the conv pads (k_size - 1) // 2 zeros at each end of the channel axis, which keeps C "
+          "outputs centred on their channels only for odd k_size")
 
 
 def banded_matrix(kernel: torch.Tensor, channels: int) -> torch.Tensor:
@@ -72,7 +69,7 @@ def banded_matrix(kernel: torch.Tensor, channels: int) -> torch.Tensor:
     ``kernel[.., j - c + (k - 1) // 2]`` when that index lies in 0..k-1, else 0.
     """
     k = kernel.shape[-1]
-    _check_k_size(k)
+    require_odd("k_size", k, _ODD_K)
     pad = (k - 1) // 2
     out = torch.arange(channels, device=kernel.device)
     src = torch.arange(channels, device=kernel.device)
@@ -94,9 +91,16 @@ class _ChannelGate(nn.Module):
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def reset_parameters(self) -> None:
+        """The authors' initialisation, which construction applies: PyTorch's default init of
+        every layer (the official models leave these gates at it)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The channel weights: x B×C×H×W -> gate B×C, values in (0, 1)."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         return torch.sigmoid(self.logits(reduce(x, "b c h w -> b c", "mean")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,9 +111,7 @@ class _ChannelGate(nn.Module):
 class ECA(_ChannelGate):
     """Efficient Channel Attention: a k-tap 1-D conv across the channel axis of the GAP.
 
-    Paper: Wang et al., "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural
-    Networks", CVPR 2020 (arXiv 1910.03151). Official code: BangguWu/ECANet, ``eca_layer`` in
-    ``models/eca_module.py``.
+    Official: ``eca_layer`` in ``models/eca_module.py``.
 
     ``y = GAP(x)`` (B×C); ``z = conv1d(y, w)`` with one k-tap kernel ``w`` shared by all
     channels, no bias, ``(k - 1) // 2`` zeros padded at both ends of the channel axis, so
@@ -152,11 +154,9 @@ class ECA(_ChannelGate):
             k_size = eca_kernel_size(channels, gamma, b)
         elif k_size is None:
             k_size = 3
-        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int)
-                                     or channels < 1):
-            raise ValueError(f"channels={channels!r} must be a positive integer or None")
+        require_optional_int("channels", channels)
         self.channels = channels
-        self.k_size = _check_k_size(k_size)
+        self.k_size = require_odd("k_size", k_size, _ODD_K)
         self.adaptive = adaptive
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
 
@@ -169,7 +169,7 @@ class ECA(_ChannelGate):
         """x: B×C×H×W -> B×C×H×W; the same as ``x * attention_map(x)``, with the pooled channels laid out
         as the conv's length from the start (two einops calls instead of four: the module is so
         cheap that a few microseconds of shape bookkeeping are visible next to the official)."""
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         logits = self.conv(reduce(x, "b c h w -> b 1 c", "mean"))  # b 1 c: C is the "length"
         return x * torch.sigmoid(rearrange(logits, "b 1 c -> b c 1 1"))
 
@@ -190,8 +190,7 @@ class ECA(_ChannelGate):
 class ECANS(_ChannelGate):
     """ECA-NS ("non-shared"), the ECA paper's ablation: a k-tap kernel of its own per channel.
 
-    Paper: ECA-Net, CVPR 2020 (arXiv 1910.03151), ablation of weight sharing. Official code:
-    BangguWu/ECANet, ``eca_layer`` in ``models/eca_ns.py``.
+    The paper's ablation of weight sharing. Official: ``eca_layer`` in ``models/eca_ns.py``.
 
     ``z[c] = sum_i w[c, i] y[c + i - (k-1)//2]`` with zeros outside 0..C-1: the channel axis of
     the GAP is cut into C overlapping windows of k neighbours, and each channel takes its own
@@ -206,10 +205,9 @@ class ECANS(_ChannelGate):
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels={channels!r} must be a positive integer")
+        require_int("channels", channels)
         self.channels = channels
-        self.k_size = _check_k_size(k_size)
+        self.k_size = require_odd("k_size", k_size, _ODD_K)
         self.conv = nn.Conv1d(channels, channels, kernel_size=k_size, groups=channels, bias=False)
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -229,8 +227,7 @@ class ECANS(_ChannelGate):
 class SE(_ChannelGate):
     """Squeeze-and-Excitation, the baseline that ECA simplifies.
 
-    Paper: Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018 (arXiv 1709.01507);
-    official code: hujie-frank/SENet (Caffe). Compared in ECA-Net (CVPR 2020, BangguWu/ECANet).
+    The SE paper's block (cited above), as compared in the ECA paper.
 
     ``y = GAP(x)`` (B×C) -> Linear(C -> C//r, bias) -> ReLU -> Linear(C//r -> C, bias) -> sigmoid
     -> ``out = x * gate``. B×C×H×W -> B×C×H×W. Parameters: 2·C·(C//r) + C//r + C.
@@ -244,7 +241,8 @@ class SE(_ChannelGate):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = check_positive_width("channels", channels, reduction, "reduction")
+        require_int("channels", channels)
+        hidden = require_positive_width("channels", channels, reduction, "reduction")
         self.channels = channels
         self.fc_reduce = nn.Linear(channels, hidden)
         self.relu = nn.ReLU()
@@ -265,15 +263,13 @@ class SE(_ChannelGate):
 class SEVar1(_ChannelGate):
     """SE-Var1 (ECA paper ablation): no parameters, ``gate = sigmoid(GAP(x))``.
 
-    Paper: ECA-Net, CVPR 2020 (arXiv 1910.03151), Table 2. No official code for the variants
-    (BangguWu/ECANet releases ECA and ECA-NS only). B×C×H×W -> B×C×H×W.
+    No official code for the variants (the ECA repository releases ECA and ECA-NS only).
+    B×C×H×W -> B×C×H×W.
     """
 
     def __init__(self, channels: int | None = None) -> None:
         super().__init__()
-        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int)
-                                     or channels < 1):
-            raise ValueError(f"channels={channels!r} must be a positive integer or None")
+        require_optional_int("channels", channels)
         self.channels = channels
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -290,17 +286,21 @@ class SEVar1(_ChannelGate):
 class SEVar2(_ChannelGate):
     """SE-Var2 (ECA paper ablation): one weight per channel, ``gate = sigmoid(w ⊙ GAP(x))``.
 
-    Paper: ECA-Net, CVPR 2020 (arXiv 1910.03151), Table 2; no official code. Channels never mix:
+    Channels never mix:
     the C×C matrix is diagonal. No bias (the paper writes the map as a matrix). The weight starts
     like a depthwise 1×1 conv's default init, U(-1, 1). B×C×H×W -> B×C×H×W. Parameters: C.
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels={channels!r} must be a positive integer")
+        require_int("channels", channels)
         self.channels = channels
-        self.weight = nn.Parameter(torch.empty(channels).uniform_(-1.0, 1.0))
+        self.weight = nn.Parameter(torch.empty(channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-1, 1), a depthwise 1×1 conv's default init (no official code)."""
+        nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
         return pooled * self.weight
@@ -313,15 +313,13 @@ class SEVar2(_ChannelGate):
 class SEVar3(_ChannelGate):
     """SE-Var3 (ECA paper ablation): one full C×C layer, ``gate = sigmoid(W GAP(x))``.
 
-    Paper: ECA-Net, CVPR 2020 (arXiv 1910.03151), Table 2; no official code. Every channel
-    interacts with every other, without dimensionality reduction. No bias (the paper writes the
+    Every channel interacts with every other, without dimensionality reduction. No bias (the paper writes the
     map as a matrix). B×C×H×W -> B×C×H×W. Parameters: C².
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels={channels!r} must be a positive integer")
+        require_int("channels", channels)
         self.channels = channels
         self.fc = nn.Linear(channels, channels, bias=False)
 
@@ -336,17 +334,15 @@ class SEVar3(_ChannelGate):
 class SEGC(_ChannelGate):
     """SE-GC (ECA paper ablation): a group convolution C -> C with G groups on the GAP.
 
-    Paper: ECA-Net, CVPR 2020 (arXiv 1910.03151), Table 2 (G = 2, 4, 8, …); no official code.
-    Channel c interacts only with the C/G channels of its own group: the C×C matrix is block
+    The paper tries G = 2, 4, 8, …. Channel c interacts only with the C/G channels of its own group: the C×C matrix is block
     diagonal with G blocks of (C/G)×(C/G). A 1×1 ``nn.Conv2d(C, C, 1, groups=G, bias=False)`` on
     the B×C×1×1 average, default init. B×C×H×W -> B×C×H×W. Parameters: C²/G.
     """
 
     def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels={channels!r} must be a positive integer")
-        check_divisible("channels", channels, "groups", groups)
+        require_int("channels", channels)
+        require_divisible("channels", channels, "groups", groups)
         self.channels = channels
         self.groups = groups
         self.conv = nn.Conv2d(channels, channels, kernel_size=1, groups=groups, bias=False)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_divisible, check_feature_map, check_tokens
+from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
+                        require_int, require_probability, require_tokens)
 
 __all__ = ["double_normalise", "external_attention", "ExternalAttention",
            "MultiHeadExternalAttention"]
@@ -55,8 +56,7 @@ class ExternalAttention(nn.Module):
     """The external-attention block of the EANet segmentation head (official
     ``External_attention(c)``).
 
-    Paper: "Beyond Self-attention: External Attention using Two Linear Layers for Visual Tasks",
-    arXiv 2105.02358; official code: MenghaoGuo/EANet (``model_torch.py``).
+    Official: ``External_attention`` in ``model_torch.py``.
 
     Input B×C×H×W, output B×C×H×W:
     ``relu(x + BN(conv_out(M_v · double_normalise(M_k · conv_in(x)))))`` with conv_in a 1×1
@@ -77,15 +77,16 @@ class ExternalAttention(nn.Module):
     normal(0, √(2/C)), so a tied memory ends with std √(2/C); untied M_v normal(0, √(2/C));
     BN weight 1, bias 0.
 
-    Errors: wrong rank, channels != ``channels``, ``memory_size`` < 1.
+    Errors: wrong rank, channels != ``channels``, ``memory_size`` < 1; in train mode, batch 1
+    with a 1×1 map (the BatchNorm has one value per channel).
     ``attention_map(x)`` returns the double-normalised weights B×N×S (tokens first; the
     official code holds them as B×S×N).
     """
 
     def __init__(self, channels: int, memory_size: int = 64, tie_memories: bool = True) -> None:
         super().__init__()
-        if memory_size < 1:
-            raise ValueError(f"memory_size={memory_size} must be >= 1")
+        require_int("channels", channels)
+        require_int("memory_size", memory_size)
         self.channels = channels
         self.memory_size = memory_size
         self.tie_memories = tie_memories
@@ -94,15 +95,20 @@ class ExternalAttention(nn.Module):
         self.memory_value = None if tie_memories else nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels, momentum=0.1)
+        self.reset_parameters()
 
-        std_c = math.sqrt(2.0 / channels)
+    def reset_parameters(self) -> None:
+        """The official initialisation (above): the conv_in bias is not redrawn."""
+        std_c = math.sqrt(2.0 / self.channels)
         for conv in (self.conv_in, self.conv_out):
             nn.init.normal_(conv.weight, 0.0, std_c)
-        if tie_memories:
+        if self.tie_memories:
             nn.init.normal_(self.memory_key.weight, 0.0, std_c)
         else:
-            nn.init.normal_(self.memory_key.weight, 0.0, math.sqrt(2.0 / memory_size))
+            nn.init.normal_(self.memory_key.weight, 0.0, math.sqrt(2.0 / self.memory_size))
             nn.init.normal_(self.memory_value.weight, 0.0, std_c)
+        nn.init.ones_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
 
     @property
     def memory_value_weight(self) -> torch.Tensor:
@@ -111,18 +117,23 @@ class ExternalAttention(nn.Module):
             return self.memory_key.weight.t()
         return self.memory_value.weight
 
-    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.channels)
+    def _pixel_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_in(x) as tokens B×N×C (N = H·W, row-major)."""
+        require_feature_map(x, self.channels)
+        B, _, H, W = x.shape
+        require_batch_statistics(self.training, B * H * W, "the output BatchNorm",
+                                 f"x has batch size 1 and H×W = {H}×{W}")
         # two steps so the tokens are a transposed view, not a copy
         flat = rearrange(self.conv_in(x), "b c h w -> b c (h w)")
         return rearrange(flat, "b c n -> b n c")
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The double-normalised weights B×N×S."""
-        return double_normalise(F.linear(self._tokens(x), self.memory_key.weight))
+        return double_normalise(F.linear(self._pixel_tokens(x), self.memory_key.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self._tokens(x)
+        """x: B×C×H×W -> B×C×H×W."""
+        tokens = self._pixel_tokens(x)
         out, _ = external_attention(tokens, self.memory_key.weight, self.memory_value_weight)
         out = rearrange(out, "b (h w) c -> b c h w", h=x.shape[2], w=x.shape[3])
         return F.relu(self.norm(self.conv_out(out)) + x)
@@ -131,9 +142,6 @@ class ExternalAttention(nn.Module):
 class MultiHeadExternalAttention(nn.Module):
     """Multi-head external attention of EAMLP (the official ``Attention`` in
     ``EAMLP/models/transformer_block.py``), a drop-in for self-attention in a ViT block.
-
-    Paper: "Beyond Self-attention: External Attention using Two Linear Layers for Visual Tasks",
-    arXiv 2105.02358; official code: MenghaoGuo/EANet (EAMLP).
 
     Input B×N×dim, output B×N×dim:
 
@@ -157,9 +165,13 @@ class MultiHeadExternalAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, memory_size: int = 64, expansion: int = 4) -> None:
         super().__init__()
-        check_divisible("dim", dim, "num_heads", num_heads)
-        if memory_size < 1 or expansion < 1:
-            raise ValueError(f"memory_size={memory_size} and expansion={expansion} must be >= 1")
+        require_int("dim", dim)
+        require_int("num_heads", num_heads)
+        require_divisible("dim", dim, "num_heads", num_heads)
+        require_int("memory_size", memory_size)
+        require_int("expansion", expansion)
+        require_probability("attn_drop", attn_drop)
+        require_probability("proj_drop", proj_drop)
         self.dim = dim
         self.heads = expansion * num_heads
         head_dim = dim // num_heads
@@ -169,12 +181,17 @@ class MultiHeadExternalAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(expansion * dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (T2T-ViT's): Linear weights truncated normal std 0.02,
+        biases 0."""
         for lin in (self.expand, self.memory_key, self.memory_value, self.proj):
             nn.init.trunc_normal_(lin.weight, std=0.02, a=-2.0, b=2.0)
             nn.init.zeros_(lin.bias)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        check_tokens(x, self.dim)
+        require_tokens(x, self.dim)
         return rearrange(self.expand(x), "b n (heads d) -> b heads n d", heads=self.heads)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,6 +199,7 @@ class MultiHeadExternalAttention(nn.Module):
         return double_normalise(self.memory_key(self._heads(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×N×dim -> B×N×dim."""
         out, _ = external_attention(self._heads(x), self.memory_key.weight,
                                     self.memory_value.weight, self.memory_key.bias,
                                     self.memory_value.bias, self.attn_drop)

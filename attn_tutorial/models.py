@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from attn_tutorial._validate import check_feature_map
+from attn_tutorial._validate import require_feature_map
 from attn_tutorial.bam import BAM
 from attn_tutorial.danet import CAM, PAM
 from attn_tutorial.eca import ECA, SE
@@ -159,7 +159,7 @@ class TokenMixer(nn.Module):
         self.attn = EMSA(channels, num_heads=num_heads, sr_ratio=sr_ratio, qkv_bias=True)
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         return self.norm(rearrange(x, "b c h w -> b (h w) c"))
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +191,7 @@ class SCSplitConv(nn.Module):
         self.sc = SCConv(half, pooling_r=pooling_r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.channels)
+        require_feature_map(x, self.channels)
         plain, calibrated = x.chunk(2, dim=1)
         return torch.cat([self.k1_bn(self.k1(plain)), self.sc(calibrated)], dim=1)
 
@@ -403,7 +403,7 @@ class TinyResNet(nn.Module):
         Returns ``{path: {name: tensor}}`` (``{}`` for the baseline or a module without probe).
         The model's train/eval mode is restored afterwards.
         """
-        check_feature_map(images, 3, "images")
+        require_feature_map(images, 3, "images")
         was_training = self.training
         self.eval()
         self._recording, self._records = True, {}
@@ -422,7 +422,7 @@ class TinyResNet(nn.Module):
         return self.last(self.stage3(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, 3, "x")
+        require_feature_map(x, 3, "x")
         if min(x.shape[2:]) < 8:
             raise ValueError(f"x has spatial size {tuple(x.shape[2:])}; H and W must be >= 8")
         h = self.head_attn(self.head_conv(self.features(x)))

@@ -327,8 +327,18 @@ OFFICIAL_KINDS: list[str] = list(_BUILDERS)
 # Strict loading
 # --------------------------------------------------------------------------------------------
 
+def _require_state_dict(state_dict: object) -> None:
+    """A state_dict is a mapping of key names to tensors, not a file name or a tensor."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            f"state_dict is a {type(state_dict).__name__}: expected a state_dict mapping; load "
+            "the file with torch.load first (e.g. from_official(kind, torch.load(path)))"
+        )
+
+
 def _build(kind: str, state_dict: Mapping[str, torch.Tensor], kwargs: dict
            ) -> tuple[nn.Module, list[Rule]]:
+    _require_state_dict(state_dict)
     if kind not in _BUILDERS:
         raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS}")
     if kind in _NEEDS_STATE_DICT:
@@ -339,7 +349,7 @@ def _build(kind: str, state_dict: Mapping[str, torch.Tensor], kwargs: dict
 def official_rules(kind: str, state_dict: Mapping[str, torch.Tensor] | None = None,
                    **kwargs) -> list[Rule]:
     """The renaming rules used for ``kind`` with these official constructor arguments."""
-    return _build(kind, state_dict or {}, kwargs)[1]
+    return _build(kind, {} if state_dict is None else state_dict, kwargs)[1]
 
 
 def _float_like(state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -355,7 +365,9 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
     without an official key, every shape must match; otherwise a ``ValueError`` names the
     official key. The module is moved to the dtype and device of the state_dict's floating
     tensors and returned in train mode (as a freshly built official module is); call ``.eval()``
-    as you would on the official one.
+    as you would on the official one. A state_dict without ``num_batches_tracked`` entries (saved
+    by PyTorch before 0.4.1) is accepted, as torch's strict loading accepts it: the counters
+    start at 0.
     """
     module, rules = _build(kind, state_dict, kwargs)
     like = _float_like(state_dict)
@@ -385,7 +397,9 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
         loaded[ours] = value[..., 0] if rule.kernel_axis else value
 
     for ours in expected:
-        if ours not in loaded:
+        # torch's strict loading accepts a BatchNorm without num_batches_tracked (what PyTorch
+        # before 0.4.1 saved) and keeps the module's counter (0 here); so does this
+        if ours not in loaded and not ours.endswith("num_batches_tracked"):
             official = next((r.official + ours[len(r.ours):] for r in rules
                              if r.ours is not None and ours.startswith(r.ours)
                              and (r.official.endswith(".") or ours == r.ours)), ours)

@@ -1,7 +1,7 @@
 """EPSANet: the Pyramid Split Attention (PSA) module and the EPSA bottleneck.
 
-Zhang, Zu, Lu, Zou, Meng, "EPSANet: An Efficient Pyramid Split Attention Block on Convolutional
-Neural Network", arXiv 2105.14447 (later versions: "Pyramid Squeeze Attention").
+Paper: Zhang, Zu, Lu, Zou, Meng, "EPSANet: An Efficient Pyramid Split Attention Block on
+Convolutional Neural Network", arXiv 2105.14447 (later versions: "Pyramid Squeeze Attention").
 Official code: murufeng/EPSANet (``models/epsanet.py``, ``models/SE_weight_module.py``).
 
 Several convolutions with growing kernels look at the same input; one shared SE block scores
@@ -18,12 +18,13 @@ import torch
 import torch.nn as nn
 from einops import rearrange, reduce
 
-from ._validate import check_divisible, check_feature_map, check_positive_width
+from ._validate import (require_all, require_choice, require_divisible, require_feature_map,
+                        require_int, require_positive_width)
 
 __all__ = ["PSA", "EPSABlock"]
 
 
-def _official_init_(module: nn.Module) -> None:
+def _epsanet_init(module: nn.Module) -> None:
     """EPSANet's init: Conv2d weight ~ normal(0, sqrt(2 / (k·k·out))); BN weight 1, bias 0.
     Conv biases (only the SE's 1×1 convs have them) keep PyTorch's default."""
     for m in module.modules():
@@ -38,9 +39,7 @@ def _official_init_(module: nn.Module) -> None:
 class PSA(nn.Module):
     """Pyramid split attention: multi-kernel convs, shared SE, softmax over scales.
 
-    Paper: Zhang et al., "EPSANet: An Efficient Pyramid Split Attention Block on Convolutional
-    Neural Network", arXiv 2105.14447. Official code: murufeng/EPSANet, class ``PSAModule``
-    (with ``SEWeightModule``).
+    Official: class ``PSAModule`` (with ``SEWeightModule``).
 
     Input x: B×in_channels×H×W. Output: B×planes×H'×W' (H' = ⌊(H − 1)/stride⌋ + 1).
     With S scales (``len(conv_kernels)``, 4 by default) and Ps = planes / S:
@@ -59,7 +58,12 @@ class PSA(nn.Module):
     Code vs paper: the shared SE and the reversed concatenation are code facts not visible in
     the paper's figure; the branch convs read the whole input, not a quarter of it; the code's
     groups (1, 4, 8, 16) do not follow the paper's G = 2^((K−1)/2) rule (unverified); the
-    README's "Large" models are not in the code.
+    "Large" models the official repository announces are not in its code.
+
+    Kernels: padding k // 2 keeps ⌊(H − 1)/stride⌋ + 1 rows for an odd k but gives
+    ⌊H/stride⌋ + 1 for an even k, so the scales can be stacked only when every kernel has the
+    same parity (the official code has no check and fails in ``forward``); mixed kernels are
+    refused at construction.
 
     ``attention_map(x)`` returns the softmax weights B×S×Ps in natural order (k3 first).
 
@@ -72,22 +76,31 @@ class PSA(nn.Module):
                  se_reduction: int = 16,
                  concat_order: Literal["official", "natural"] = "official") -> None:
         super().__init__()
-        conv_kernels, conv_groups = tuple(conv_kernels), tuple(conv_groups)
+        require_int("in_channels", in_channels)
+        require_int("planes", planes)
+        require_int("stride", stride)
+        conv_kernels = require_all("conv_kernels", conv_kernels)
+        conv_groups = require_all("conv_groups", conv_groups)
         if len(conv_kernels) != len(conv_groups) or not conv_kernels:
             raise ValueError(
                 f"conv_kernels={conv_kernels} and conv_groups={conv_groups} must be non-empty and "
                 "of the same length (one group count per kernel)"
             )
-        if concat_order not in ("official", "natural"):
-            raise ValueError(f"concat_order={concat_order!r} must be 'official' (reversed) or "
-                             "'natural'")
+        if len({k % 2 for k in conv_kernels}) > 1:
+            raise ValueError(
+                f"conv_kernels={conv_kernels} mixes odd and even kernels: with padding k // 2 an "
+                "odd kernel keeps ⌊(H − 1)/stride⌋ + 1 rows and an even one gives ⌊H/stride⌋ + 1, "
+                "so the scales cannot be stacked; use kernels of one parity (officially 3, 5, 7, 9)"
+            )
+        require_choice("concat_order", concat_order,
+                       {"official": "reversed, largest kernel first", "natural": "k3 first"})
         num_scales = len(conv_kernels)
-        check_divisible("planes", planes, "the number of kernels len(conv_kernels)", num_scales)
+        require_divisible("planes", planes, "the number of kernels len(conv_kernels)", num_scales)
         split = planes // num_scales
         for g in conv_groups:
-            check_divisible("in_channels", in_channels, "a conv_groups entry", g)
-            check_divisible("planes // len(conv_kernels)", split, "a conv_groups entry", g)
-        se_hidden = check_positive_width("planes // len(conv_kernels)", split, se_reduction,
+            require_divisible("in_channels", in_channels, "a conv_groups entry", g)
+            require_divisible("planes // len(conv_kernels)", split, "a conv_groups entry", g)
+        se_hidden = require_positive_width("planes // len(conv_kernels)", split, se_reduction,
                                          "se_reduction")
         self.in_channels = in_channels
         self.num_scales = num_scales
@@ -100,12 +113,16 @@ class PSA(nn.Module):
         self.se_reduce = nn.Conv2d(split, se_hidden, kernel_size=1)
         self.se_relu = nn.ReLU(inplace=True)
         self.se_expand = nn.Conv2d(se_hidden, split, kernel_size=1)
-        _official_init_(self)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (EPSANet's network constructor)."""
+        _epsanet_init(self)
 
     def _scales(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """The S branch outputs stacked on a ``scale`` axis: B×S×Ps×H'×W' (smallest kernel first,
         or largest first with ``reverse``)."""
-        check_feature_map(x, self.in_channels)
+        require_feature_map(x, self.in_channels)
         scales = [branch(x) for branch in self.branches]
         if reverse:
             scales.reverse()
@@ -137,8 +154,7 @@ class PSA(nn.Module):
 class EPSABlock(nn.Module):
     """EPSANet bottleneck: a ResNet bottleneck whose 3×3 conv is a :class:`PSA`.
 
-    Paper: Zhang et al., arXiv 2105.14447. Official code: murufeng/EPSANet, class ``EPSABlock``
-    (expansion 4).
+    Official: class ``EPSABlock`` (expansion 4).
 
     Conv1×1(inplanes -> planes, no bias) + BN + ReLU -> PSA(planes, planes, stride) + BN + ReLU
     -> Conv1×1(planes -> 4·planes, no bias) + BN -> + identity (or ``downsample(x)``) -> ReLU.
@@ -156,6 +172,9 @@ class EPSABlock(nn.Module):
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16,
                  concat_order: Literal["official", "natural"] = "official") -> None:
         super().__init__()
+        require_int("inplanes", inplanes)
+        require_int("planes", planes)
+        require_int("stride", stride)
         if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
             raise ValueError(
                 f"without a downsample module the residual needs stride=1 and inplanes = "
@@ -172,11 +191,15 @@ class EPSABlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        _official_init_(self)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (EPSANet's network constructor), ``downsample`` included."""
+        _epsanet_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×inplanes×H×W -> B×4·planes×H'×W'."""
-        check_feature_map(x, self.inplanes)
+        require_feature_map(x, self.inplanes)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.psa(out)))
         out = self.bn3(self.conv3(out))

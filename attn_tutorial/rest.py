@@ -10,18 +10,33 @@ released code computes.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_divisible, check_feature_map, check_min_size, check_tokens
+from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
+                        require_int, require_min_size, require_number, require_probability,
+                        require_tokens)
 
-__all__ = ["EMSA", "PA", "PatchEmbed", "BasicStem", "Mlp", "DropPath", "Block", "init_official"]
+__all__ = ["EMSA", "PA", "PatchEmbed", "BasicStem", "Mlp", "DropPath", "Block", "overlapping_grid"]
 
 
-def init_official(module: nn.Module) -> None:
-    """The official ResT initialisation, for one module (use with ``model.apply``).
+def overlapping_grid(H: int, W: int, stride: int) -> tuple[int, int]:
+    """The grid ResT's overlapping convs produce: kernel s+1, stride s, padding s//2.
+
+    H' = ⌊(H + 2⌊s/2⌋ − s − 1)/s⌋ + 1 (⌈H/s⌉ for even s), likewise W'. The one place this is
+    written: EMSA's reduced key grid (s = ``sr_ratio``), the patch embedding's output grid
+    (s = ``patch_size``) and ``cost.emsa`` use it. A result below 1 (odd s with a side of 1)
+    means the conv refuses the input.
+    """
+    return tuple((n + 2 * (stride // 2) - stride - 1) // stride + 1 for n in (H, W))
+
+
+def _rest_init(module: nn.Module) -> None:
+    """The official ResT initialisation, for one module (used with ``model.apply``).
 
     Conv2d and Linear weights: truncated normal, std 0.02 (cut at ±2, i.e. never in practice);
     Linear biases 0; Conv2d biases keep PyTorch's default; LayerNorm/BatchNorm weight 1, bias 0.
@@ -33,15 +48,6 @@ def init_official(module: nn.Module) -> None:
     elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-def _check_grid(H: int, W: int, minimum: int, what: str) -> None:
-    """Tokens carry no spatial shape, so the grid (H, W) is checked on its own."""
-    if H < minimum or W < minimum:
-        raise ValueError(
-            f"the token grid H×W = {H}×{W} is smaller than {what} = {minimum}; "
-            f"H and W must both be >= {minimum}"
-        )
 
 
 def _contiguous_grad(t: torch.Tensor) -> torch.Tensor:
@@ -60,9 +66,6 @@ def _contiguous_grad(t: torch.Tensor) -> torch.Tensor:
 class EMSA(nn.Module):
     """Efficient multi-head self-attention of ResT v1 (the official ``Attention`` class).
 
-    Paper: "ResT: An Efficient Transformer for Visual Recognition", NeurIPS 2021 (arXiv
-    2105.13677); official code: wofmanaf/ResT.
-
     Input ``x``: B×N×C with N = H·W, and the grid ``H, W``. Output: B×N×C.
 
     With ``h`` heads of width ``d = C / h`` (heads are the slow factor of C, einops ``(heads d)``):
@@ -70,8 +73,9 @@ class EMSA(nn.Module):
     1. q = Linear(C→C)(x).
     2. If ``sr_ratio > 1`` the keys and values come from a reduced grid: tokens → B×C×H×W, a
        depthwise Conv2d (kernel sr+1, stride sr, padding sr//2, with bias), tokens again, and
-       LayerNorm(C). The reduced grid has M = H''·W'' keys with
-       H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1 (⌈H/sr⌉ for even sr).
+       LayerNorm(C). The reduced grid (:meth:`key_grid`) has M = H''·W'' keys with
+       H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1 (⌈H/sr⌉ for even sr), ≥ 1 for every H ≥ 1 at even
+       sr (9×6 at sr = 8 gives 2×1 keys, 1×16 at sr = 4 gives 1×4).
     3. k, v from one Linear(C→2C) laid out ``(two heads d)``, k first.
     4. logits = q·kᵀ·scale (scale = ``qk_scale`` or d^−½), B×h×N×M.
     5. If ``apply_transform`` and h > 1: a 1×1 Conv2d(h→h, bias) mixing heads, softmax over the M
@@ -83,11 +87,13 @@ class EMSA(nn.Module):
     Code vs paper: no disagreement is known for the computation. Quirks kept from the code: with
     one head the transform is silently off; the reduction conv is overlapping (kernel sr+1), not
     PVT's kernel = stride conv. **Single-key quirk:** when the reduced grid is a single key
-    (H'' = W'' = 1, e.g. H, W <= sr for even sr) the softmax is 1, the InstanceNorm makes it 0,
-    and the transformed output collapses to the projection bias for every token.
+    (H'' = W'' = 1, e.g. H, W <= sr for even sr) the softmax is 1, so every token gets the same
+    output; with the transform the InstanceNorm makes the weight 0 and the output collapses to
+    the projection bias. A ``UserWarning`` says so.
 
-    Errors: ``dim`` not divisible by ``num_heads``; ``x`` not B×N×dim; N != H·W; H or W smaller
-    than ``sr_ratio`` (a grid smaller than one reduction stride is refused).
+    Errors: ``dim`` not divisible by ``num_heads``; ``x`` not B×N×dim; N != H·W; a grid the
+    reduction conv refuses (H'' or W'' < 1: odd sr with H or W = 1). Any grid the authors'
+    conv accepts is accepted.
 
     ``attention_map(x, H, W)`` returns the weights (B×h×N×M, before dropout) for lessons.
     """
@@ -96,9 +102,14 @@ class EMSA(nn.Module):
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  sr_ratio: int = 1, apply_transform: bool = False) -> None:
         super().__init__()
-        check_divisible("dim", dim, "num_heads", num_heads)
-        if sr_ratio < 1:
-            raise ValueError(f"sr_ratio={sr_ratio} must be >= 1")
+        require_int("dim", dim)
+        require_int("num_heads", num_heads)
+        require_divisible("dim", dim, "num_heads", num_heads)
+        require_int("sr_ratio", sr_ratio)
+        if qk_scale is not None:
+            require_number("qk_scale", qk_scale, positive=True)
+        require_probability("attn_drop", attn_drop)
+        require_probability("proj_drop", proj_drop)
         self.dim = dim
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
@@ -117,23 +128,42 @@ class EMSA(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.apply(init_official)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation (see :func:`_rest_init`)."""
+        self.apply(_rest_init)
 
     def key_grid(self, H: int, W: int) -> tuple[int, int]:
         """The grid of keys/values (H'', W'') for a query grid H×W.
 
         With ``sr_ratio`` > 1 the reduction conv (kernel sr+1, stride sr, padding sr//2) gives
-        H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1 (likewise W''); with sr = 1 the keys are the queries.
+        H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1 (likewise W''; :func:`overlapping_grid`); with
+        sr = 1 the keys are the queries.
         """
-        sr = self.sr_ratio
-        if sr == 1:
+        if self.sr_ratio == 1:
             return H, W
-        return tuple((n + 2 * (sr // 2) - sr - 1) // sr + 1 for n in (H, W))
+        return overlapping_grid(H, W, self.sr_ratio)
 
-    def _check(self, x: torch.Tensor, H: int, W: int) -> None:
-        check_tokens(x, self.dim, (H, W))
-        if self.sr_ratio > 1:
-            _check_grid(H, W, self.sr_ratio, "sr_ratio")
+    def _require_input(self, x: torch.Tensor, H: int, W: int) -> None:
+        require_tokens(x, self.dim, (H, W))
+        if self.sr_ratio == 1:
+            return
+        sr = self.sr_ratio
+        Hk, Wk = self.key_grid(H, W)
+        if Hk < 1 or Wk < 1:
+            raise ValueError(
+                f"the token grid H×W = {H}×{W} is too small for sr_ratio={sr}: the reduction conv "
+                f"(kernel {sr + 1}, stride {sr}, padding {sr // 2}) needs H, W >= "
+                f"{sr + 1 - 2 * (sr // 2)} and would give a {Hk}×{Wk} key grid"
+            )
+        if Hk * Wk == 1:
+            warnings.warn(
+                f"the token grid H×W = {H}×{W} reduces to a single key at sr_ratio={sr}: every "
+                "token attends to the same key and gets the same output"
+                + (" (with apply_transform, the projection bias)" if self.apply_transform else ""),
+                stacklevel=3,
+            )
 
     def _weights_and_values(self, x: torch.Tensor, H: int, W: int
                             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,12 +182,14 @@ class EMSA(nn.Module):
         return weights, v
 
     def attention_map(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """The attention weights B×heads×N×M (after the transform, before dropout)."""
-        self._check(x, H, W)
+        """The attention weights B×heads×N×M (N = H·W queries, M = H''·W'' keys of
+        :meth:`key_grid`; after the transform, before dropout)."""
+        self._require_input(x, H, W)
         return self._weights_and_values(x, H, W)[0]
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        self._check(x, H, W)
+        """x: B×N×C with N = H·W -> B×N×C."""
+        self._require_input(x, H, W)
         weights, v = self._weights_and_values(x, H, W)
         out = rearrange(self.attn_drop(weights) @ v, "b heads n d -> b n (heads d)")
         return self.proj_drop(self.proj(out))
@@ -166,20 +198,25 @@ class EMSA(nn.Module):
 class PA(nn.Module):
     """Pixel attention of ResT v1: ``x ⊙ sigmoid(depthwise3×3(x))``.
 
-    Paper: "ResT: An Efficient Transformer for Visual Recognition", NeurIPS 2021 (arXiv
-    2105.13677); official code: wofmanaf/ResT. Input and output B×C×H×W. The gate is a
-    depthwise 3×3 conv (padding 1, with bias). Code and paper agree.
+    Official: class ``PA``. Input and output B×C×H×W. The gate is a depthwise 3×3 conv
+    (padding 1, with bias). Code and paper agree. ``attention_map(x)`` returns the gate,
+    B×C×H×W.
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
+        require_int("dim", dim)
         self.dim = dim
         self.gate = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=True)
-        self.apply(init_official)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation (see :func:`_rest_init`)."""
+        self.apply(_rest_init)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The pixel gate ``sigmoid(depthwise3×3(x))``: B×C×H×W, values in (0, 1)."""
-        check_feature_map(x, self.dim)
+        require_feature_map(x, self.dim)
         return torch.sigmoid(self.gate(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,35 +227,51 @@ class PA(nn.Module):
 class PatchEmbed(nn.Module):
     """Overlapping patch embedding of ResT v1: conv → BN → (PA) → tokens.
 
-    Paper: "ResT: An Efficient Transformer for Visual Recognition", NeurIPS 2021 (arXiv
-    2105.13677); official code: wofmanaf/ResT.
+    Official: class ``PatchEmbed``.
 
     Input B×in_ch×H×W. Conv2d(in_ch→out_ch, kernel p+1, stride p, padding p//2, bias), BatchNorm2d,
     PA if ``with_pos``, then tokens. Returns ``(tokens, (H', W'))`` with tokens B×(H'·W')×out_ch
-    and the TRUE output grid H' = ⌊(H + 2⌊p/2⌋ − p − 1)/p⌋ + 1 (⌈H/p⌉ for even p).
+    and the TRUE output grid H' = ⌊(H + 2⌊p/2⌋ − p − 1)/p⌋ + 1 (⌈H/p⌉ for even p;
+    :func:`overlapping_grid`).
 
     Code vs this module: the official code reports ``(H // p, W // p)``, which is wrong for odd
     sizes (a 7×9 input at p = 2 gives a 4×5 grid, 20 tokens, reported as 3×4); this module returns
     the grid the conv really produced. The gradient reaching the BatchNorm is made contiguous (a
     layout-only change) to dodge the PyTorch CPU batch-1 BatchNorm gradient bug.
 
-    Errors: wrong rank, channels != in_ch, H or W smaller than ``patch_size``.
+    Errors: wrong rank, channels != in_ch, H or W smaller than ``patch_size``; in train mode,
+    batch 1 with a 1×1 output grid (H, W <= patch_size for even p), where the BatchNorm has
+    one value per channel.
     """
 
     def __init__(self, patch_size: int = 16, in_ch: int = 3, out_ch: int = 768,
                  with_pos: bool = False) -> None:
         super().__init__()
+        require_int("patch_size", patch_size)
+        require_int("in_ch", in_ch)
+        require_int("out_ch", out_ch)
         self.patch_size = patch_size
         self.in_ch = in_ch
         self.proj = nn.Conv2d(in_ch, out_ch, kernel_size=patch_size + 1, stride=patch_size,
                               padding=patch_size // 2, bias=True)
         self.norm = nn.BatchNorm2d(out_ch)
         self.pos = PA(out_ch) if with_pos else None
-        self.apply(init_official)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation (see :func:`_rest_init`), the PA included."""
+        self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        check_feature_map(x, self.in_ch)
-        check_min_size(x, self.patch_size, "patch_size")
+        """x: B×in_ch×H×W -> (tokens B×(H'·W')×out_ch, (H', W'))."""
+        require_feature_map(x, self.in_ch)
+        require_min_size(x, self.patch_size, "patch_size")
+        B, _, H, W = x.shape
+        Ho, Wo = overlapping_grid(H, W, self.patch_size)
+        require_batch_statistics(
+            self.training, B * Ho * Wo, "the patch embedding's BatchNorm",
+            f"x has batch size 1 and H×W = {H}×{W}, which patch_size={self.patch_size} embeds "
+            "as a 1×1 grid")
         x = self.norm(self.proj(x))
         x = _contiguous_grad(x)
         if self.pos is not None:
@@ -230,18 +283,20 @@ class PatchEmbed(nn.Module):
 class BasicStem(nn.Module):
     """The ResT v1 stem: three 3×3 convs (strides 2, 1, 2), then PA if ``with_pos``.
 
-    Paper: "ResT: An Efficient Transformer for Visual Recognition", NeurIPS 2021 (arXiv
-    2105.13677); official code: wofmanaf/ResT (``BasicStem``).
+    Official: class ``BasicStem``.
 
     Input B×in_ch×H×W, output B×out_ch×H'×W' (a feature map, about H/4 × W/4). Layers:
     conv 3×3/2 to out_ch//2 (no bias) + BN + ReLU; conv 3×3/1 (no bias) + BN + ReLU; conv 3×3/2
     to out_ch (no bias) with NO BatchNorm; PA. The ResT model builds it with ``with_pos=True``.
 
-    Errors: wrong rank, channels != in_ch, ``out_ch`` < 2 (hidden width 0).
+    Errors: wrong rank, channels != in_ch, ``out_ch`` < 2 (hidden width 0); in train mode,
+    batch 1 with H, W <= 2 (the first BatchNorm sees a 1×1 map).
     """
 
     def __init__(self, in_ch: int = 3, out_ch: int = 64, with_pos: bool = False) -> None:
         super().__init__()
+        require_int("in_ch", in_ch)
+        require_int("out_ch", out_ch)
         if out_ch // 2 < 1:
             raise ValueError(f"out_ch={out_ch} is too small: the hidden width out_ch // 2 would "
                              f"be {out_ch // 2}; use out_ch >= 2")
@@ -253,10 +308,20 @@ class BasicStem(nn.Module):
         self.norm2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, out_ch, kernel_size=3, stride=2, padding=1, bias=False)
         self.pos = PA(out_ch) if with_pos else None
-        self.apply(init_official)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation (see :func:`_rest_init`), the PA included."""
+        self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.in_ch)
+        """x: B×in_ch×H×W -> B×out_ch×H'×W' (H' = ⌊(H − 1)/4⌋ + 1)."""
+        require_feature_map(x, self.in_ch)
+        B, _, H, W = x.shape
+        first = ((H - 1) // 2 + 1) * ((W - 1) // 2 + 1)  # the map after the stride-2 conv1
+        require_batch_statistics(
+            self.training, B * first, "the stem's first BatchNorm",
+            f"x has batch size 1 and H×W = {H}×{W}, which the stride-2 first conv takes to 1×1")
         x = F.relu(self.norm1(self.conv1(x)))
         x = F.relu(self.norm2(self.conv2(x)))
         x = self.conv3(x)
@@ -266,17 +331,27 @@ class BasicStem(nn.Module):
 class Mlp(nn.Module):
     """The transformer MLP: Linear(C→hidden), GELU, dropout, Linear(hidden→C), dropout.
 
-    Input and output B×N×C. As in wofmanaf/ResT (``Mlp``, taken from timm).
+    Input and output B×N×C. Official: class ``Mlp`` (taken from timm).
     """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
+        require_int("dim", dim)
+        require_int("hidden", hidden)
+        require_probability("drop", drop)
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
+    def reset_parameters(self) -> None:
+        """PyTorch's default init, which construction applies (a :class:`Block` applies ResT's
+        official init to its MLP)."""
+        self.fc1.reset_parameters()
+        self.fc2.reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ...×C -> ...×C."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -287,8 +362,9 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop_path={p} must be in [0, 1)")
+        ok = isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0
+        if not ok:
+            raise ValueError(f"drop_path={p!r} must be a probability in [0, 1)")
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,8 +378,7 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """The ResT v1 transformer block (pre-norm).
 
-    Paper: "ResT: An Efficient Transformer for Visual Recognition", NeurIPS 2021 (arXiv
-    2105.13677); official code: wofmanaf/ResT (``Block``).
+    Official: class ``Block``.
 
     ``x ← x + DropPath(EMSA(LN(x), H, W))``, then ``x ← x + DropPath(MLP(LN(x)))`` with the MLP
     Linear(C→mlp_ratio·C), GELU, Linear(→C). Input B×N×C with the grid ``H, W``; output B×N×C.
@@ -315,6 +390,9 @@ class Block(nn.Module):
                  qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, sr_ratio: int = 1, apply_transform: bool = False) -> None:
         super().__init__()
+        require_int("dim", dim)
+        require_number("mlp_ratio", mlp_ratio, positive=True)
+        self.dim = dim
         self.norm1 = nn.LayerNorm(dim)
         self.attn = EMSA(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
                          attn_drop=attn_drop, proj_drop=drop, sr_ratio=sr_ratio,
@@ -322,9 +400,14 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.apply(init_official)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation (see :func:`_rest_init`), attention and MLP included."""
+        self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        check_tokens(x, self.norm1.normalized_shape[0], (H, W))
+        """x: B×N×C with N = H·W -> B×N×C."""
+        require_tokens(x, self.dim, (H, W))
         x = x + self.drop_path(self.attn(self.norm1(x), H, W))
         return x + self.drop_path(self.mlp(self.norm2(x)))

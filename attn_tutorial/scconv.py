@@ -1,6 +1,6 @@
 """SCNet: self-calibrated convolutions.
 
-Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated
+Paper: Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated
 Convolutions", CVPR 2020. Official code: backseason/SCNet (``scnet.py``).
 
 A self-calibrated convolution gates an ordinary 3×3 convolution with a sigmoid map computed
@@ -15,12 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import check_divisible, check_feature_map, check_min_size
+from ._validate import (require_batch_statistics, require_choice, require_divisible,
+                        require_feature_map, require_int, require_min_size)
 
 __all__ = ["SCConv", "SCBottleneck"]
 
 
-def _official_init_(module: nn.Module) -> None:
+def _scnet_init(module: nn.Module) -> None:
     """SCNet's init: every Conv2d kaiming-normal (fan_out, relu), every BN weight 1 / bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -33,8 +34,7 @@ def _official_init_(module: nn.Module) -> None:
 class SCConv(nn.Module):
     """Self-calibrated convolution: ``out = BN(K4(BN(K3(x)) · sigmoid(x + up(BN(K2(pool_r(x)))))))``.
 
-    Paper: Liu et al., "Improving Convolutional Networks with Self-Calibrated Convolutions",
-    CVPR 2020. Official code: backseason/SCNet, class ``SCConv``.
+    Official: class ``SCConv``.
 
     Input x: B×C×H×W (H, W >= pooling_r). Output: B×C×H'×W' with H' = ⌊(H − 1)/stride⌋ + 1
     (3×3 convs with padding = dilation), i.e. only K4 changes the size.
@@ -54,25 +54,34 @@ class SCConv(nn.Module):
     official code comment calls the pooled path "K3"; it is the paper's K2, named so here.
 
     Initialisation: official (kaiming-normal fan_out/relu convs, BN 1/0).
+
+    ``attention_map(x)`` returns the calibration gate ``sigmoid(x + up(K2(x)))``, B×C×H×W.
+
+    Errors: H or W smaller than ``pooling_r``; in train mode, a BatchNorm left with one value per
+    channel (batch 1 with a 1×1 pooled map, i.e. pooling_r <= H, W < 2·pooling_r, or a 1×1
+    strided output).
     """
 
     def __init__(self, channels: int, stride: int = 1, padding: int = 1, dilation: int = 1,
                  groups: int = 1, pooling_r: int = 4,
                  upsample: Literal["nearest", "bilinear"] = "nearest") -> None:
         super().__init__()
-        check_divisible("channels", channels, "groups", groups)
+        require_int("channels", channels)
+        require_int("stride", stride)
+        require_int("dilation", dilation)
+        require_int("pooling_r", pooling_r)
+        require_divisible("channels", channels, "groups", groups)
         if padding != dilation:
             raise ValueError(
                 f"padding={padding} must equal dilation={dilation}: a 3×3 conv keeps H×W only then, "
                 "and K3(x) is multiplied by a gate of the input's size"
             )
-        if pooling_r < 1 or stride < 1:
-            raise ValueError(f"pooling_r={pooling_r} and stride={stride} must be >= 1")
-        if upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"upsample={upsample!r} must be 'nearest' (official) or 'bilinear' "
-                             "(paper)")
+        require_choice("upsample", upsample,
+                       {"nearest": "official, legacy nearest", "bilinear": "paper"})
         self.channels = channels
         self.pooling_r = pooling_r
+        self.stride = stride
+        self.dilation = dilation
         self.upsample = upsample
 
         def conv3x3(conv_stride: int) -> nn.Conv2d:
@@ -86,12 +95,28 @@ class SCConv(nn.Module):
         self.k3_bn = nn.BatchNorm2d(channels)
         self.k4_conv = conv3x3(stride)
         self.k4_bn = nn.BatchNorm2d(channels)
-        _official_init_(self)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (SCNet's network constructor)."""
+        _scnet_init(self)
+
+    def _require_input(self, x: torch.Tensor) -> None:
+        require_feature_map(x, self.channels)
+        require_min_size(x, self.pooling_r, "pooling_r")
+        B, _, H, W = x.shape
+        r = self.pooling_r
+        require_batch_statistics(
+            self.training, B * (H // r) * (W // r), "the K2 BatchNorm",
+            f"x has batch size 1 and H×W = {H}×{W}, which pooling_r={r} pools to a 1×1 map")
+        Ho, Wo = ((n - 1) // self.stride + 1 for n in (H, W))  # 3×3, padding = dilation
+        require_batch_statistics(
+            self.training, B * Ho * Wo, "the K4 BatchNorm",
+            f"x has batch size 1 and H×W = {H}×{W}, which stride={self.stride} takes to 1×1")
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """sigmoid(x + up(K2(x))): B×C×H×W (for lessons)."""
-        check_feature_map(x, self.channels)
-        check_min_size(x, self.pooling_r, "pooling_r")
+        """The calibration gate sigmoid(x + up(K2(x))): B×C×H×W, values in (0, 1)."""
+        self._require_input(x)
         context = self.k2_bn(self.k2_conv(self.pool(x)))
         if self.upsample == "nearest":
             up = F.interpolate(context, size=x.shape[-2:], mode="nearest")
@@ -109,8 +134,7 @@ class SCConv(nn.Module):
 class SCBottleneck(nn.Module):
     """SCNet bottleneck: a plain 3×3 branch and an SCConv branch side by side.
 
-    Paper: Liu et al., "Improving Convolutional Networks with Self-Calibrated Convolutions",
-    CVPR 2020. Official code: backseason/SCNet, class ``SCBottleneck`` (expansion 4).
+    Official: class ``SCBottleneck`` (expansion 4).
 
     With g = int(planes · bottleneck_width / 64) · cardinality (planes / 2 by default):
 
@@ -141,6 +165,11 @@ class SCBottleneck(nn.Module):
                  is_first: bool = False, pooling_r: int = 4,
                  upsample: Literal["nearest", "bilinear"] = "nearest") -> None:
         super().__init__()
+        require_int("inplanes", inplanes)
+        require_int("planes", planes)
+        require_int("stride", stride)
+        require_int("cardinality", cardinality)
+        require_int("bottleneck_width", bottleneck_width)
         group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
         if group_width < 1:
             raise ValueError(
@@ -174,11 +203,15 @@ class SCBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        _official_init_(self)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation (SCNet's network constructor), ``downsample`` included."""
+        _scnet_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×inplanes×H×W -> B×4·planes×H'×W'."""
-        check_feature_map(x, self.inplanes)
+        require_feature_map(x, self.inplanes)
         out_a = self.relu(self.bn1_a(self.conv1_a(x)))
         out_b = self.relu(self.bn1_b(self.conv1_b(x)))
         out_a = self.relu(self.k1_bn(self.k1_conv(out_a)))

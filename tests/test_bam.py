@@ -1,4 +1,4 @@
-"""BAM against an index-by-index reference written from the equations (spec §1)."""
+"""BAM against an index-by-index reference written from the equations of the authors' code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DANet PAM / CAM / head against index-by-index references written from the equations (spec §2)."""
+"""DANet PAM / CAM / head against index-by-index references written from the equations of the authors' code."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """External attention (EANet block and EAMLP multi-head form) against loop references written
-from the equations of the official code (spec §7), in float64."""
+from the equations of the official code, in float64."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_swapping_normalisation_axes_changes_output():
     """Softmax over memory then l1 over tokens (the 'natural' guess) is NOT what the code does."""
     m = randomise(ExternalAttention(6, memory_size=5).to(DT)).eval()
     x = torch.randn(2, 6, 4, 5, dtype=DT)
-    tokens = m._tokens(x)
+    tokens = m._pixel_tokens(x)
     logits = torch.einsum("bnc,sc->bns", tokens, m.memory_key.weight)
     swapped = logits.softmax(dim=-1)
     swapped = swapped / (1e-9 + swapped.sum(dim=-2, keepdim=True))

@@ -1,4 +1,4 @@
-"""PSA / EPSABlock against index-by-index references written from the equations (spec §5)."""
+"""PSA / EPSABlock against index-by-index references written from the equations of the authors' code."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_softmax_over_scales_and_concat_orders():
 
 
 def test_structure_matches_official_parameter_count():
-    m = PSA(64, 64)  # spec §5: the official PSAModule(64, 64) has 27121 parameters
+    m = PSA(64, 64)  # the official PSAModule(64, 64) has 27121 parameters
     assert sum(p.numel() for p in m.parameters()) == 27121
     assert [c.in_channels for c in m.branches] == [64] * 4  # every branch reads the full input
     assert [c.groups for c in m.branches] == [1, 4, 8, 16]

@@ -1,9 +1,10 @@
 """ResT v1 (EMSA, PA, PatchEmbed, BasicStem, Block) against loop references written from the
-equations of the official code (spec §6), in float64."""
+equations of the official code, in float64."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 
 import pytest
@@ -206,11 +207,14 @@ def test_emsa_heads_are_slow_factor_of_channels():
 
 
 def test_emsa_single_key_collapses_to_proj_bias():
-    """Spec quirk: a 1×1 reduced grid gives softmax = 1, IN -> 0, output = proj bias."""
+    """The authors' quirk: a 1×1 reduced grid gives softmax = 1, IN -> 0, output = proj bias."""
     m = randomise(EMSA(8, 2, sr_ratio=4, apply_transform=True).to(DT))
     x = torch.randn(2, 16, 8, dtype=DT)
-    assert m.attention_map(x, 4, 4).shape[-1] == 1
-    torch.testing.assert_close(m(x, 4, 4), m.proj.bias.expand(2, 16, 8), rtol=0, atol=TOL)
+    with pytest.warns(UserWarning, match="single key"):
+        assert m.attention_map(x, 4, 4).shape[-1] == 1
+    with pytest.warns(UserWarning, match="projection bias"):
+        y = m(x, 4, 4)
+    torch.testing.assert_close(y, m.proj.bias.expand(2, 16, 8), rtol=0, atol=TOL)
 
 
 def test_emsa_gradcheck():
@@ -232,10 +236,42 @@ def test_emsa_errors():
         m(torch.randn(2, 16, 6), 4, 4)
     with pytest.raises(ValueError, match="N=16 tokens but H=3, W=5"):
         m(torch.randn(2, 16, 8), 3, 5)
-    with pytest.raises(ValueError, match="smaller than sr_ratio = 4"):
-        m(torch.randn(2, 18, 8), 3, 6)
-    with pytest.raises(ValueError, match="smaller than sr_ratio = 4"):
-        m.attention_map(torch.randn(2, 18, 8), 6, 3)
+    # odd sr with a side of 1: the reduction conv (kernel 4, stride 3, padding 1) refuses it
+    odd = EMSA(8, 2, sr_ratio=3)
+    with pytest.raises(ValueError, match=r"H×W = 1×6 is too small for sr_ratio=3.*0×2 key grid"):
+        odd(torch.randn(2, 6, 8), 1, 6)
+    with pytest.raises(ValueError, match=r"H×W = 7×1 is too small for sr_ratio=3"):
+        odd.attention_map(torch.randn(2, 7, 8), 7, 1)
+    with pytest.raises(RuntimeError):  # ... as torch's conv does
+        torch.nn.Conv2d(1, 1, 4, stride=3, padding=1)(torch.zeros(1, 1, 1, 6))
+
+
+@pytest.mark.parametrize("H, W, sr, keys", [(9, 6, 8, (2, 1)), (1, 16, 4, (1, 4)),
+                                            (3, 6, 4, (1, 2)), (2, 5, 3, (1, 2))])
+@pytest.mark.parametrize("transform", [False, True])
+def test_emsa_accepts_every_grid_the_reduction_conv_accepts(H, W, sr, keys, transform):
+    """Grids smaller than sr are what the authors' code computes: the key grid from the formula
+    H'' = ⌊(H + 2⌊sr/2⌋ − sr − 1)/sr⌋ + 1, and the output equal to the loop reference."""
+    formula = tuple((n + 2 * (sr // 2) - sr - 1) // sr + 1 for n in (H, W))
+    assert formula == keys
+    m = randomise(EMSA(6, 2, qkv_bias=True, sr_ratio=sr, apply_transform=transform).to(DT))
+    assert m.key_grid(H, W) == keys
+    x = torch.randn(2, H * W, 6, dtype=DT)
+    assert m.attention_map(x, H, W).shape == (2, 2, H * W, keys[0] * keys[1])
+    torch.testing.assert_close(m(x, H, W), emsa_loop(m, x, H, W), rtol=0, atol=TOL)
+
+
+def test_emsa_warns_on_a_single_key():
+    m = randomise(EMSA(6, 2, sr_ratio=4).to(DT))
+    x = torch.randn(2, 12, 6, dtype=DT)
+    with pytest.warns(UserWarning, match="H×W = 3×4 reduces to a single key at sr_ratio=4"):
+        y = m(x, 3, 4)
+    # without the transform every token gets the same output: the value of the one key
+    torch.testing.assert_close(y, y[:, :1].expand_as(y), rtol=0, atol=TOL)
+    torch.testing.assert_close(y, emsa_loop(m, x, 3, 4), rtol=0, atol=TOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m(torch.randn(2, 20, 6, dtype=DT), 4, 5)  # 2×2 keys: no warning
 
 
 # ----------------------------------------------------------------------------- PA, PatchEmbed, stem
@@ -276,7 +312,7 @@ def test_patch_embed_true_grid_on_odd_input():
 
 @pytest.mark.parametrize("train", [False, True])
 def test_patch_embed_batch1_gradient_finite_differences(train):
-    """The CPU batch-1 BatchNorm gradient bug (spec §0) would fail this at 7×9."""
+    """The CPU batch-1 BatchNorm gradient bug would fail this at 7×9."""
     pe = randomise(PatchEmbed(2, 3, 4, with_pos=True).to(DT)).train(train)
     x = torch.randn(1, 3, 7, 9, dtype=DT, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: pe(t)[0], (x,))

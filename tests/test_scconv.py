@@ -1,4 +1,4 @@
-"""SCConv / SCBottleneck against index-by-index references written from the equations (spec §4)."""
+"""SCConv / SCBottleneck against index-by-index references written from the equations of the authors' code."""
 
 from __future__ import annotations
 
