@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._init import reset_torch_layers
 from ._validate import (require_divisible, require_feature_map, require_int, require_probability,
                         require_tokens)
 
@@ -55,8 +56,7 @@ class MultiHeadSelfAttention(nn.Module):
     def reset_parameters(self) -> None:
         """PyTorch's default init of the four Linear layers, which construction applies (the
         textbook form has no initialisation of its own)."""
-        for lin in (self.q, self.k, self.v, self.proj):
-            lin.reset_parameters()
+        reset_torch_layers(self)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         require_tokens(x, self.dim)

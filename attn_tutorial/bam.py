@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from einops.layers.torch import Rearrange, Reduce
 
+from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_choice, require_feature_map,
                         require_int, require_positive_width)
 
@@ -75,6 +76,7 @@ class BAMChannelGate(nn.Module):
     def reset_parameters(self) -> None:
         """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
         keeps PyTorch's default init until this is called)."""
+        reset_torch_layers(self)
         _bam_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,6 +122,7 @@ class BAMSpatialGate(nn.Module):
     def reset_parameters(self) -> None:
         """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
         keeps PyTorch's default init until this is called)."""
+        reset_torch_layers(self)
         _bam_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,10 +174,12 @@ class BAM(nn.Module):
         self.fusion = fusion
         self.channel_gate = BAMChannelGate(channels, reduction_ratio)
         self.spatial_gate = BAMSpatialGate(channels, reduction_ratio, dilation, num_dilated_convs)
-        self.reset_parameters()
+        _bam_init(self)
 
     def reset_parameters(self) -> None:
-        """The official initialisation (the ResNet constructor of the official repository)."""
+        """The official initialisation (the ResNet constructor of the official repository), which
+        construction applies: PyTorch's defaults, then :func:`_bam_init`."""
+        reset_torch_layers(self)
         _bam_init(self)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:

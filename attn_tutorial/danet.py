@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
+from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_choice, require_feature_map,
                         require_int, require_optional_int, require_positive_width,
                         require_probability)
@@ -62,8 +63,7 @@ class PAM(nn.Module):
     def reset_parameters(self) -> None:
         """The authors' initialisation, which construction applies: PyTorch's default for the 1×1
         convs (the official file sets none), gamma = 0."""
-        for conv in (self.query, self.key, self.value):
-            conv.reset_parameters()
+        reset_torch_layers(self)
         nn.init.zeros_(self.gamma)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,9 +204,7 @@ class DANetHead(nn.Module):
     def reset_parameters(self) -> None:
         """The authors' initialisation, which construction applies: PyTorch's defaults (the
         official file sets none) and gamma = 0 in both attention modules."""
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
-                module.reset_parameters()
+        reset_torch_layers(self)
         nn.init.zeros_(self.pam.gamma)
         nn.init.zeros_(self.cam.gamma)
 

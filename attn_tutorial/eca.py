@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, reduce, einsum
 
+from ._init import reset_torch_layers
 from ._validate import (require_divisible, require_feature_map, require_int, require_number,
                         require_odd, require_optional_int, require_positive_width)
 
@@ -94,9 +95,7 @@ class _ChannelGate(nn.Module):
     def reset_parameters(self) -> None:
         """The authors' initialisation, which construction applies: PyTorch's default init of
         every layer (the official models leave these gates at it)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reset_torch_layers(self)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The channel weights: x B×C×H×W -> gate B×C, values in (0, 1)."""

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
                         require_int, require_probability, require_tokens)
 
@@ -95,10 +96,15 @@ class ExternalAttention(nn.Module):
         self.memory_value = None if tie_memories else nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels, momentum=0.1)
-        self.reset_parameters()
+        self._official_weights()
 
     def reset_parameters(self) -> None:
-        """The official initialisation (above): the conv_in bias is not redrawn."""
+        """The official initialisation (above), which construction applies: PyTorch's defaults
+        (the conv_in bias keeps its), then the official weights."""
+        reset_torch_layers(self)
+        self._official_weights()
+
+    def _official_weights(self) -> None:
         std_c = math.sqrt(2.0 / self.channels)
         for conv in (self.conv_in, self.conv_out):
             nn.init.normal_(conv.weight, 0.0, std_c)
@@ -107,8 +113,6 @@ class ExternalAttention(nn.Module):
         else:
             nn.init.normal_(self.memory_key.weight, 0.0, math.sqrt(2.0 / self.memory_size))
             nn.init.normal_(self.memory_value.weight, 0.0, std_c)
-        nn.init.ones_(self.norm.weight)
-        nn.init.zeros_(self.norm.bias)
 
     @property
     def memory_value_weight(self) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange, reduce
 
+from ._init import reset_torch_layers
 from ._validate import (require_all, require_choice, require_divisible, require_feature_map,
                         require_int, require_positive_width)
 
@@ -113,10 +114,12 @@ class PSA(nn.Module):
         self.se_reduce = nn.Conv2d(split, se_hidden, kernel_size=1)
         self.se_relu = nn.ReLU(inplace=True)
         self.se_expand = nn.Conv2d(se_hidden, split, kernel_size=1)
-        self.reset_parameters()
+        _epsanet_init(self)
 
     def reset_parameters(self) -> None:
-        """The official initialisation (EPSANet's network constructor)."""
+        """The official initialisation (EPSANet's network constructor), which construction
+        applies: PyTorch's defaults, then :func:`_epsanet_init`."""
+        reset_torch_layers(self)
         _epsanet_init(self)
 
     def _scales(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -191,10 +194,12 @@ class EPSABlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.reset_parameters()
+        _epsanet_init(self)
 
     def reset_parameters(self) -> None:
-        """The official initialisation (EPSANet's network constructor), ``downsample`` included."""
+        """The official initialisation (EPSANet's network constructor), ``downsample`` included,
+        which construction applies: PyTorch's defaults, then :func:`_epsanet_init`."""
+        reset_torch_layers(self)
         _epsanet_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

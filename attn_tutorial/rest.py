@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
                         require_int, require_min_size, require_number, require_probability,
                         require_tokens)
@@ -128,10 +129,12 @@ class EMSA(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.reset_parameters()
+        self.apply(_rest_init)
 
     def reset_parameters(self) -> None:
-        """The official ResT initialisation (see :func:`_rest_init`)."""
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init`."""
+        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def key_grid(self, H: int, W: int) -> tuple[int, int]:
@@ -208,10 +211,12 @@ class PA(nn.Module):
         require_int("dim", dim)
         self.dim = dim
         self.gate = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=True)
-        self.reset_parameters()
+        self.apply(_rest_init)
 
     def reset_parameters(self) -> None:
-        """The official ResT initialisation (see :func:`_rest_init`)."""
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init`."""
+        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,10 +261,12 @@ class PatchEmbed(nn.Module):
                               padding=patch_size // 2, bias=True)
         self.norm = nn.BatchNorm2d(out_ch)
         self.pos = PA(out_ch) if with_pos else None
-        self.reset_parameters()
+        self.apply(_rest_init)
 
     def reset_parameters(self) -> None:
-        """The official ResT initialisation (see :func:`_rest_init`), the PA included."""
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init`, the PA included."""
+        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -308,10 +315,12 @@ class BasicStem(nn.Module):
         self.norm2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, out_ch, kernel_size=3, stride=2, padding=1, bias=False)
         self.pos = PA(out_ch) if with_pos else None
-        self.reset_parameters()
+        self.apply(_rest_init)
 
     def reset_parameters(self) -> None:
-        """The official ResT initialisation (see :func:`_rest_init`), the PA included."""
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init`, the PA included."""
+        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,8 +356,7 @@ class Mlp(nn.Module):
     def reset_parameters(self) -> None:
         """PyTorch's default init, which construction applies (a :class:`Block` applies ResT's
         official init to its MLP)."""
-        self.fc1.reset_parameters()
-        self.fc2.reset_parameters()
+        reset_torch_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ...×C -> ...×C."""
@@ -400,10 +408,12 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.reset_parameters()
+        self.apply(_rest_init)
 
     def reset_parameters(self) -> None:
-        """The official ResT initialisation (see :func:`_rest_init`), attention and MLP included."""
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init`, attention and MLP included."""
+        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_choice, require_divisible,
                         require_feature_map, require_int, require_min_size)
 
@@ -95,10 +96,12 @@ class SCConv(nn.Module):
         self.k3_bn = nn.BatchNorm2d(channels)
         self.k4_conv = conv3x3(stride)
         self.k4_bn = nn.BatchNorm2d(channels)
-        self.reset_parameters()
+        _scnet_init(self)
 
     def reset_parameters(self) -> None:
-        """The official initialisation (SCNet's network constructor)."""
+        """The official initialisation (SCNet's network constructor), which construction applies:
+        PyTorch's defaults, then :func:`_scnet_init`."""
+        reset_torch_layers(self)
         _scnet_init(self)
 
     def _require_input(self, x: torch.Tensor) -> None:
@@ -203,10 +206,12 @@ class SCBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.reset_parameters()
+        _scnet_init(self)
 
     def reset_parameters(self) -> None:
-        """The official initialisation (SCNet's network constructor), ``downsample`` included."""
+        """The official initialisation (SCNet's network constructor), ``downsample`` included,
+        which construction applies: PyTorch's defaults, then :func:`_scnet_init`."""
+        reset_torch_layers(self)
         _scnet_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

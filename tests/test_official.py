@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn_tutorial.official import OFFICIAL_KINDS, from_official, memories_are_tied
+from attn_tutorial.official import (OFFICIAL_KINDS, from_official, memories_are_tied,
+                                    official_rules)
 
 DT = torch.float64
 TOL = 1e-9
@@ -675,3 +676,35 @@ def test_memory_without_its_kernel_axis_is_a_shape_error():
     with pytest.raises(ValueError, match=r"state_dict\['linear_0.weight'\] has shape \(64, 7\), "
                                          r"expected \(64, 7, 1\)"):
         from_official("external_attention", sd, c=7)
+
+
+@pytest.mark.parametrize("bad", [None, "bam_checkpoint.pth", [("a", torch.zeros(1))],
+                                 torch.zeros(3)], ids=["None", "path", "list", "tensor"])
+def test_a_state_dict_that_is_not_a_mapping_says_load_it_first(bad):
+    with pytest.raises(ValueError, match="expected a state_dict mapping; load the file with "
+                                         "torch.load first"):
+        from_official("bam", bad, gate_channel=32)
+    if bad is not None:  # official_rules takes state_dict=None to mean "no weights"
+        with pytest.raises(ValueError, match="expected a state_dict mapping"):
+            official_rules("pam", bad, in_dim=16)
+
+
+def test_torch_strict_loading_accepts_a_batchnorm_without_num_batches_tracked():
+    """The rule from_official follows, shown on torch itself (PyTorch < 0.4.1 saved no counter)."""
+    bn = nn.BatchNorm2d(3)
+    old = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+    nn.BatchNorm2d(3).load_state_dict(old, strict=True)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if any(k.endswith("num_batches_tracked")
+                                                          for k in CASES[n][1])])
+def test_state_dict_without_num_batches_tracked_is_accepted(name):
+    kind, sd, kwargs, args, ref = CASES[name]
+    old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    module = from_official(kind, old, **kwargs).eval()
+    counters = [b for k, b in module.named_buffers() if k.endswith("num_batches_tracked")]
+    assert counters and all(int(c) == 0 for c in counters)
+    with torch.no_grad():
+        got, want = module(*args), ref(sd, *args)
+    got, want = (got[0], want[0]) if kind == "rest_patch_embed" else (got, want)
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
