@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import pytest
@@ -151,21 +150,6 @@ def test_identity_at_init():
     assert PAM(16).gamma.item() == 0 and CAM().gamma.item() == 0
 
 
-def test_gradcheck():
-    x = torch.randn(2, 8, 2, 3, dtype=F64, requires_grad=True)
-    for use_sdpa in (False, True):
-        m = randomize_(PAM(8, use_sdpa=use_sdpa).double(), seed=9)
-        assert torch.autograd.gradcheck(m, (x,))
-    for variant in ("official", "paper"):
-        m = CAM(8, variant=variant).double()
-        with torch.no_grad():
-            m.gamma.fill_(0.9)
-        assert torch.autograd.gradcheck(m, (x * 0.3,))
-    head = randomize_(DANetHead(32, 3, dropout=0.0).double(), seed=3)
-    xh = (torch.randn(2, 32, 2, 3, dtype=F64) * 0.3).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: head(t), (xh,), fast_mode=True)
-
-
 # --- head --------------------------------------------------------------------------------------
 
 def ref_cbr(x, seq, train):
@@ -209,22 +193,15 @@ def test_head_dropout_is_channelwise_in_train_mode():
 
 
 def test_errors():
+    # wrong rank / channels / integer inputs, gradcheck and batch 1: tests/test_contracts.py
     with pytest.raises(ValueError, match="channels=7"):
         PAM(7)
     with pytest.raises(ValueError, match="variant"):
         CAM(8, variant="neg")
-    with pytest.raises(ValueError, match="channels=16"):
-        PAM(16)(torch.randn(2, 8, 4, 4))
-    with pytest.raises(ValueError, match="channels=16"):
-        CAM(16)(torch.randn(2, 8, 4, 4))
-    with pytest.raises(ValueError, match="4-D"):
-        PAM(16)(torch.randn(2, 16, 4))
-    with pytest.raises(ValueError, match="4-D"):
+    with pytest.raises(ValueError, match="4-D"):  # built without channels: rank still checked
         CAM()(torch.randn(16, 4, 4))
     with pytest.raises(ValueError, match="channels=7"):
         DANetHead(28, 3)  # inter 7 < 8 for the PAM
     with pytest.raises(ValueError, match="in_channels=3"):
         DANetHead(3, 3)
-    with pytest.raises(ValueError, match="channels=64"):
-        DANetHead(64, 3)(torch.randn(2, 32, 4, 4))
-    assert math.isfinite(DANetHead(32, 3).eval()(torch.randn(1, 32, 3, 3))[0].sum().item())
+

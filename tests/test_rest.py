@@ -217,23 +217,13 @@ def test_emsa_single_key_collapses_to_proj_bias():
     torch.testing.assert_close(y, m.proj.bias.expand(2, 16, 8), rtol=0, atol=TOL)
 
 
-def test_emsa_gradcheck():
-    torch.manual_seed(0)
-    m = randomise(EMSA(4, 2, qkv_bias=True, sr_ratio=2, apply_transform=True).to(DT))
-    x = torch.randn(1, 15, 4, dtype=DT, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: m(t, 3, 5), (x,))
-
-
 def test_emsa_errors():
+    # wrong rank / channels / integer inputs, gradcheck and batch 1: tests/test_contracts.py
     with pytest.raises(ValueError, match="dim=10 must be divisible by num_heads=4"):
         EMSA(10, 4)
     with pytest.raises(ValueError, match="sr_ratio"):
         EMSA(8, 2, sr_ratio=0)
     m = EMSA(8, 2, sr_ratio=4)
-    with pytest.raises(ValueError, match="3-D tokens"):
-        m(torch.randn(2, 8, 4, 4), 4, 4)
-    with pytest.raises(ValueError, match="dim=8"):
-        m(torch.randn(2, 16, 6), 4, 4)
     with pytest.raises(ValueError, match="N=16 tokens but H=3, W=5"):
         m(torch.randn(2, 16, 8), 3, 5)
     # odd sr with a side of 1: the reduction conv (kernel 4, stride 3, padding 1) refuses it
@@ -320,10 +310,6 @@ def test_patch_embed_batch1_gradient_finite_differences(train):
 
 def test_patch_embed_errors():
     pe = PatchEmbed(4, 3, 8)
-    with pytest.raises(ValueError, match="4-D feature map"):
-        pe(torch.randn(3, 8, 8))
-    with pytest.raises(ValueError, match="channels=3"):
-        pe(torch.randn(1, 2, 8, 8))
     with pytest.raises(ValueError, match="smaller than patch_size = 4"):
         pe(torch.randn(1, 3, 3, 8))
 
@@ -345,8 +331,6 @@ def test_basic_stem_matches_loop(B, cin, cout, H, W, pos, train):
 def test_basic_stem_errors():
     with pytest.raises(ValueError, match="out_ch=1"):
         BasicStem(3, 1)
-    with pytest.raises(ValueError, match="channels=3"):
-        BasicStem(3, 8)(torch.randn(1, 4, 8, 8))
 
 
 # ----------------------------------------------------------------------------- Block, DropPath
@@ -361,16 +345,8 @@ def test_block_matches_loop(B, H, W, C, heads, sr, train):
     torch.testing.assert_close(blk(x, H, W), block_loop(blk, x, H, W), rtol=0, atol=TOL)
 
 
-def test_block_gradcheck():
-    blk = randomise(Block(4, 2, mlp_ratio=1.0, sr_ratio=2, apply_transform=True).to(DT))
-    x = torch.randn(1, 12, 4, dtype=DT, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: blk(t, 3, 4), (x,))
-
-
 def test_block_errors():
     blk = Block(8, 2, sr_ratio=2)
-    with pytest.raises(ValueError, match="dim=8"):
-        blk(torch.randn(1, 12, 6), 3, 4)
     with pytest.raises(ValueError, match="N=12 tokens but H=4, W=4"):
         blk(torch.randn(1, 12, 8), 4, 4)
 
