@@ -109,34 +109,30 @@ def _require_float_tensor(x: object, name: str) -> None:
         )
 
 
+def _require_layout(x: object, name: str, layout: str, channel_axis: int, where: str,
+                    argument: str, expected: int | None) -> None:
+    """A floating-point tensor of ``layout`` (its rank first), with ``expected`` channels."""
+    _require_float_tensor(x, name)
+    rank = int(layout[0])
+    if x.dim() != rank:
+        raise ValueError(f"{name} must be {layout}, got {x.dim()}-D shape {tuple(x.shape)}")
+    if expected is not None and x.shape[channel_axis] != expected:
+        raise ValueError(
+            f"{name} has {x.shape[channel_axis]} channels{where} (shape {tuple(x.shape)}) but the "
+            f"module was built for {argument}={expected}"
+        )
+
+
 def require_feature_map(x: torch.Tensor, channels: int | None = None, name: str = "x") -> None:
     """A floating-point feature map B×C×H×W; when ``channels`` is given, C must equal it."""
-    _require_float_tensor(x, name)
-    if x.dim() != 4:
-        raise ValueError(
-            f"{name} must be a 4-D feature map B×C×H×W, got {x.dim()}-D shape {tuple(x.shape)}"
-        )
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(
-            f"{name} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the module was built "
-            f"for channels={channels}"
-        )
+    _require_layout(x, name, "4-D feature map B×C×H×W", 1, "", "channels", channels)
 
 
 def require_tokens(x: torch.Tensor, dim: int | None = None, hw: tuple[int, int] | None = None,
                    name: str = "x") -> None:
     """Floating-point tokens B×N×C; when ``dim`` is given C must equal it, when ``hw`` is given
     N = H·W (H and W positive integers)."""
-    _require_float_tensor(x, name)
-    if x.dim() != 3:
-        raise ValueError(
-            f"{name} must be 3-D tokens B×N×C, got {x.dim()}-D shape {tuple(x.shape)}"
-        )
-    if dim is not None and x.shape[2] != dim:
-        raise ValueError(
-            f"{name} has {x.shape[2]} channels in its last axis (shape {tuple(x.shape)}) but the "
-            f"module was built for dim={dim}"
-        )
+    _require_layout(x, name, "3-D tokens B×N×C", 2, " in its last axis", "dim", dim)
     if hw is not None:
         h, w = hw
         require_int("H", h)

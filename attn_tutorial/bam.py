@@ -39,7 +39,17 @@ def _bam_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class BAMChannelGate(nn.Module):
+class _BAMBranch(nn.Module):
+    """What the two branches share: BAM's official initialisation."""
+
+    def reset_parameters(self) -> None:
+        """BAM's official initialisation of this branch (see :class:`BAM`; a branch built on its
+        own keeps PyTorch's default init until this is called)."""
+        reset_torch_layers(self)
+        _bam_init(self)
+
+
+class BAMChannelGate(_BAMBranch):
     """BAM channel branch: global average pool -> MLP with one hidden BN+ReLU layer.
 
     Official: class ``ChannelGate``.
@@ -73,12 +83,6 @@ class BAMChannelGate(nn.Module):
         self.fc_expand = nn.Linear(hidden, channels)
         self.to_map = Rearrange("b c -> b c 1 1")
 
-    def reset_parameters(self) -> None:
-        """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
-        keeps PyTorch's default init until this is called)."""
-        reset_torch_layers(self)
-        _bam_init(self)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> Mc: B×C×1×1."""
         require_feature_map(x, self.channels)
@@ -89,7 +93,7 @@ class BAMChannelGate(nn.Module):
         return self.to_map(self.fc_expand(hidden))
 
 
-class BAMSpatialGate(nn.Module):
+class BAMSpatialGate(_BAMBranch):
     """BAM spatial branch: 1×1 reduce -> dilated 3×3 convs -> 1×1 to a single map.
 
     Official: class ``SpatialGate``.
@@ -118,12 +122,6 @@ class BAMSpatialGate(nn.Module):
         self.dilated_bn = nn.ModuleList(nn.BatchNorm2d(hidden) for _ in range(num_dilated_convs))
         self.relu = nn.ReLU()
         self.project = nn.Conv2d(hidden, 1, kernel_size=1)
-
-    def reset_parameters(self) -> None:
-        """BAM's official initialisation of this branch (see :class:`BAM`; a gate built on its own
-        keeps PyTorch's default init until this is called)."""
-        reset_torch_layers(self)
-        _bam_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> Ms: B×1×H×W."""

@@ -64,7 +64,17 @@ def _contiguous_grad(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class EMSA(nn.Module):
+class _ResTModule(nn.Module):
+    """What every ResT module shares: the official initialisation."""
+
+    def reset_parameters(self) -> None:
+        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
+        :func:`_rest_init` on every layer (sub-modules included)."""
+        reset_torch_layers(self)
+        self.apply(_rest_init)
+
+
+class EMSA(_ResTModule):
     """Efficient multi-head self-attention of ResT v1 (the official ``Attention`` class).
 
     Input ``x``: B×N×C with N = H·W, and the grid ``H, W``. Output: B×N×C.
@@ -131,12 +141,6 @@ class EMSA(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.apply(_rest_init)
 
-    def reset_parameters(self) -> None:
-        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
-        :func:`_rest_init`."""
-        reset_torch_layers(self)
-        self.apply(_rest_init)
-
     def key_grid(self, H: int, W: int) -> tuple[int, int]:
         """The grid of keys/values (H'', W'') for a query grid H×W.
 
@@ -198,7 +202,7 @@ class EMSA(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class PA(nn.Module):
+class PA(_ResTModule):
     """Pixel attention of ResT v1: ``x ⊙ sigmoid(depthwise3×3(x))``.
 
     Official: class ``PA``. Input and output B×C×H×W. The gate is a depthwise 3×3 conv
@@ -213,12 +217,6 @@ class PA(nn.Module):
         self.gate = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=True)
         self.apply(_rest_init)
 
-    def reset_parameters(self) -> None:
-        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
-        :func:`_rest_init`."""
-        reset_torch_layers(self)
-        self.apply(_rest_init)
-
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The pixel gate ``sigmoid(depthwise3×3(x))``: B×C×H×W, values in (0, 1)."""
         require_feature_map(x, self.dim)
@@ -229,7 +227,7 @@ class PA(nn.Module):
         return x * self.attention_map(x)
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(_ResTModule):
     """Overlapping patch embedding of ResT v1: conv → BN → (PA) → tokens.
 
     Official: class ``PatchEmbed``.
@@ -263,12 +261,6 @@ class PatchEmbed(nn.Module):
         self.pos = PA(out_ch) if with_pos else None
         self.apply(_rest_init)
 
-    def reset_parameters(self) -> None:
-        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
-        :func:`_rest_init`, the PA included."""
-        reset_torch_layers(self)
-        self.apply(_rest_init)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """x: B×in_ch×H×W -> (tokens B×(H'·W')×out_ch, (H', W'))."""
         require_feature_map(x, self.in_ch)
@@ -287,7 +279,7 @@ class PatchEmbed(nn.Module):
         return rearrange(x, "b c h w -> b (h w) c"), (H, W)
 
 
-class BasicStem(nn.Module):
+class BasicStem(_ResTModule):
     """The ResT v1 stem: three 3×3 convs (strides 2, 1, 2), then PA if ``with_pos``.
 
     Official: class ``BasicStem``.
@@ -315,12 +307,6 @@ class BasicStem(nn.Module):
         self.norm2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, out_ch, kernel_size=3, stride=2, padding=1, bias=False)
         self.pos = PA(out_ch) if with_pos else None
-        self.apply(_rest_init)
-
-    def reset_parameters(self) -> None:
-        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
-        :func:`_rest_init`, the PA included."""
-        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -383,7 +369,7 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
-class Block(nn.Module):
+class Block(_ResTModule):
     """The ResT v1 transformer block (pre-norm).
 
     Official: class ``Block``.
@@ -408,12 +394,6 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.apply(_rest_init)
-
-    def reset_parameters(self) -> None:
-        """The official ResT initialisation, which construction applies: PyTorch's defaults, then
-        :func:`_rest_init`, attention and MLP included."""
-        reset_torch_layers(self)
         self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
