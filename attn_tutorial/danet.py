@@ -1,8 +1,8 @@
 """DANet: Dual Attention Network — position (PAM) and channel (CAM) attention.
 
 Paper: Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation",
-CVPR 2019 (arXiv 1809.02983). Official code: junfu1115/DANet (``encoding/nn/da_att.py`` for the modules,
-``encoding/models/sseg/danet.py`` for the head).
+CVPR 2019 (arXiv 1809.02983). Official code: junfu1115/DANet (``encoding/nn/da_att.py`` for
+the modules, ``encoding/models/sseg/danet.py`` for the head).
 
 PAM lets every position attend to every other position (N×N attention, N = H·W); CAM lets every
 channel attend to every other channel (C×C attention). Both add their result to the input through

@@ -312,8 +312,8 @@ class SEVar2(_ChannelGate):
 class SEVar3(_ChannelGate):
     """SE-Var3 (ECA paper ablation): one full C×C layer, ``gate = sigmoid(W GAP(x))``.
 
-    Every channel interacts with every other, without dimensionality reduction. No bias (the paper writes the
-    map as a matrix). B×C×H×W -> B×C×H×W. Parameters: C².
+    Every channel interacts with every other, without dimensionality reduction. No bias (the
+    paper writes the map as a matrix). B×C×H×W -> B×C×H×W. Parameters: C².
     """
 
     def __init__(self, channels: int) -> None:
@@ -333,9 +333,10 @@ class SEVar3(_ChannelGate):
 class SEGC(_ChannelGate):
     """SE-GC (ECA paper ablation): a group convolution C -> C with G groups on the GAP.
 
-    The paper tries G = 2, 4, 8, …. Channel c interacts only with the C/G channels of its own group: the C×C matrix is block
-    diagonal with G blocks of (C/G)×(C/G). A 1×1 ``nn.Conv2d(C, C, 1, groups=G, bias=False)`` on
-    the B×C×1×1 average, default init. B×C×H×W -> B×C×H×W. Parameters: C²/G.
+    The paper tries G = 2, 4, 8, …. Channel c interacts only with the C/G channels of its own
+    group: the C×C matrix is block diagonal with G blocks of (C/G)×(C/G). A 1×1
+    ``nn.Conv2d(C, C, 1, groups=G, bias=False)`` on the B×C×1×1 average, default init.
+    B×C×H×W -> B×C×H×W. Parameters: C²/G.
     """
 
     def __init__(self, channels: int, groups: int) -> None:
