@@ -330,7 +330,11 @@ OFFICIAL_KINDS: list[str] = list(_BUILDERS)
 def _build(kind: str, state_dict: Mapping[str, torch.Tensor], kwargs: dict
            ) -> tuple[nn.Module, list[Rule]]:
     if kind not in _BUILDERS:
-        raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS}")
+        from .networks import OFFICIAL_NETWORKS  # whole networks: their kinds live there
+        if kind in OFFICIAL_NETWORKS:
+            return OFFICIAL_NETWORKS[kind](state_dict=state_dict, **kwargs)
+        raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS} or the whole networks "
+                         f"{list(OFFICIAL_NETWORKS)}")
     if kind in _NEEDS_STATE_DICT:
         return _BUILDERS[kind](state_dict=state_dict, **kwargs)
     return _BUILDERS[kind](**kwargs)
