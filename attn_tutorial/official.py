@@ -36,6 +36,10 @@ kind                       official class (repository)                          
 ``external_attention_mh``  EAMLP ``Attention`` (MenghaoGuo/EANet)               ``MultiHead...``
 =========================  ===================================================  ================
 
+Whole networks (``attn_tutorial.networks.OFFICIAL_NETWORKS``: ``eca_resnet18`` ... ``eca_resnet152``,
+``bam_resnet50``, ``scnet50``, ``scnet101``, ``epsanet50``, ``epsanet101``, ``rest_lite`` ...
+``rest_large``) load the same way, from the authors' full-network state_dict.
+
 Where the official code is broken, the loaded module does the right thing instead:
 
 * ``bam``: the official channel gate pools an H×H window (a global average only for square

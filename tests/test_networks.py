@@ -319,8 +319,8 @@ def test_whole_network_loads_the_authors_key_layout_strictly(kind, keys, size):
     assert sum(v.numel() for k, v in ours.items() if "num_batches" not in k) == \
         sum(t.numel() for k, t in sd.items() if "num_batches" not in k)
     # every official tensor is somewhere in ours, unchanged (multiset of tensors by checksum)
-    checks = sorted(round(float(t.double().sum()), 6) for t in sd.values())
-    assert checks == sorted(round(float(t.double().sum()), 6) for t in ours.values())
+    assert sorted(float(t.sum()) for t in sd.values()) == \
+        sorted(float(t.sum()) for t in ours.values())
     # and the network runs: a real forward at a small size (SCNet needs >= 128, see scnet())
     with torch.no_grad():
         y = model(torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
