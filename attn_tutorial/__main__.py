@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,bench} ...``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,bench,networks} ...``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     be.add_argument("--out", default=None, help="folder for the cards (default: the package's "
                                                 "attn_tutorial/cards/)")
 
+    sub.add_parser("networks", help="the papers' ImageNet networks: our parameters and FLOPs "
+                                    "next to the authors' published table")
+
     args = parser.parse_args(argv)
+    if args.command == "networks":
+        from attn_tutorial import networks
+
+        return networks.main()
     if args.command == "bench":
         from attn_tutorial import benchmarks
 

@@ -36,6 +36,10 @@ kind                       official class (repository)                          
 ``external_attention_mh``  EAMLP ``Attention`` (MenghaoGuo/EANet)               ``MultiHead...``
 =========================  ===================================================  ================
 
+Whole networks (``attn_tutorial.networks.OFFICIAL_NETWORKS``: ``eca_resnet18`` ... ``eca_resnet152``,
+``bam_resnet50``, ``scnet50``, ``scnet101``, ``epsanet50``, ``epsanet101``, ``rest_lite`` ...
+``rest_large``) load the same way, from the authors' full-network state_dict.
+
 Where the official code is broken, the loaded module does the right thing instead:
 
 * ``bam``: the official channel gate pools an H×H window (a global average only for square
@@ -340,7 +344,11 @@ def _build(kind: str, state_dict: Mapping[str, torch.Tensor], kwargs: dict
            ) -> tuple[nn.Module, list[Rule]]:
     _require_state_dict(state_dict)
     if kind not in _BUILDERS:
-        raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS}")
+        from .networks import OFFICIAL_NETWORKS  # whole networks: their kinds live there
+        if kind in OFFICIAL_NETWORKS:
+            return OFFICIAL_NETWORKS[kind](state_dict=state_dict, **kwargs)
+        raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS} or the whole networks "
+                         f"{list(OFFICIAL_NETWORKS)}")
     if kind in _NEEDS_STATE_DICT:
         return _BUILDERS[kind](state_dict=state_dict, **kwargs)
     return _BUILDERS[kind](**kwargs)
