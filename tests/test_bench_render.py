@@ -168,12 +168,15 @@ def _lesson_card_cells():
     return setup, tagged
 
 
-def test_lesson_08_card_cells_run_on_gpu_cards(gpu_cards, monkeypatch):
-    # The notebook's own cells, with the committed CPU cards plus the synthetic GPU cards.
+def test_lesson_08_card_cells_run_on_gpu_cards(gpu_cards, monkeypatch, tmp_path):
+    # The notebook's own cells, with the committed CPU cards plus the synthetic GPU cards,
+    # both read from disk as the lesson reads them.
     setup, cells = _lesson_card_cells()
     assert len(cells) >= 8, "lesson 08 tags every cell that renders cards with 'cards'"
-    cpu_cards = K.load_cards()
-    monkeypatch.setattr(K, "load_cards", lambda directory=None: cpu_cards + gpu_cards)
+    for card in gpu_cards:
+        K.write_card(card, tmp_path)
+    both = K.load_cards() + K.load_cards(tmp_path)
+    monkeypatch.setattr(K, "load_cards", lambda directory=None: both)
     monkeypatch.setattr(plt, "show", lambda *a, **k: plt.close("all"))
     namespace: dict = {}
     exec(compile(setup, "lesson08-setup", "exec"), namespace)  # noqa: S102

@@ -39,8 +39,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attn_tutorial.bench import timing
 from attn_tutorial.bench.matrix import MatrixRow
 
-__all__ = ["DTYPES", "measure_machine", "provenance", "measure_row", "row_input", "row_runner",
-           "sdpa_backend", "peak_bytes_dispatch", "count_ops"]
+__all__ = ["DTYPES", "measure_machine", "provenance", "measure_row", "empty_record", "row_input",
+           "row_runner", "sdpa_backend", "peak_bytes_dispatch", "count_ops", "map_passes",
+           "leaf_times"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -319,3 +320,73 @@ def _max_abs_err(module: nn.Module, row: MatrixRow, x: torch.Tensor) -> float:
         y = row_runner(module, row)(x1).to(torch.float64)
         y64 = row_runner(ref, row)(x1.to(torch.float64))
     return float((y - y64).abs().max())
+
+
+class _MapPasses(TorchDispatchMode):
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.reads, self.writes = numel, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        flat = list(args) + list((kwargs or {}).values())
+        returns = func._schema.returns
+        if func._schema.is_mutable or any(r.alias_info is not None for r in returns):
+            return out  # views and in-place operators: not a fresh pass over memory
+        if any(isinstance(a, torch.Tensor) and a.numel() == self.numel for a in flat):
+            self.reads += 1
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        self.writes += sum(isinstance(t, torch.Tensor) and t.numel() == self.numel for t in outs)
+        return out
+
+
+def map_passes(fn: Callable[..., Any], x: torch.Tensor) -> tuple[int, int]:
+    """How many operators of ``fn(x)`` read a tensor of ``x``'s size, and how many write one.
+
+    Views are not passes over memory and are not counted. For an eager SE or ECA gate on a
+    feature map this is (2, 1): the average pool reads the map, the product with the gate reads
+    it again and writes the output.
+    """
+    with torch.no_grad(), _MapPasses(x.numel()) as mode:
+        fn(x)
+    return mode.reads, mode.writes
+
+
+def leaf_times(module: nn.Module, fn: Callable[[torch.Tensor], Any], x: torch.Tensor,
+               calls: int = 20) -> dict[str, float]:
+    """Seconds per call spent inside each leaf submodule of ``module`` while ``fn(x)`` runs.
+
+    Forward hooks read ``time.perf_counter`` around every leaf (CPU only: on a GPU the clock
+    would see kernel launches, not kernels). ``"total"`` is the whole call and ``"outside the
+    submodules"`` the rest: the functional code between them (attention products, softmax,
+    reshapes). The median over ``calls`` calls, after two warm-up calls.
+    """
+    import statistics
+    import time
+
+    leaves = {name: m for name, m in module.named_modules() if not list(m.children()) and name}
+    samples: dict[str, list[float]] = {name: [] for name in leaves}
+    starts: dict[str, float] = {}
+    handles = []
+    for name, leaf in leaves.items():
+        handles.append(leaf.register_forward_pre_hook(
+            lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
+        handles.append(leaf.register_forward_hook(
+            lambda m, a, out, name=name: samples[name].append(time.perf_counter() - starts[name])))
+    totals = []
+    try:
+        with torch.no_grad():
+            for i in range(calls + 2):
+                start = time.perf_counter()
+                fn(x)
+                if i >= 2:
+                    totals.append(time.perf_counter() - start)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {f"{name} ({type(leaves[name]).__name__})": statistics.median(v[2:])
+           for name, v in samples.items() if len(v) > 2}
+    out["total"] = statistics.median(totals)
+    out["outside the submodules"] = out["total"] - sum(
+        v for k, v in out.items() if k != "total")
+    return out

@@ -179,9 +179,9 @@ def run(groups: Iterable[str] | None = None, device: str | torch.device | None =
         out = check_writable(out)  # before any measuring
     start = time.monotonic()
     machine = machine or measure_machine(device, quick)
-    if budget_s is not None:
-        budget_s = max(budget_s - (time.monotonic() - start), 1e-9)
     runner = _Runner(groups, device, quick, machine, budget_s, progress)
+    if budget_s is not None:  # the budget counts from the start, the roofs included
+        runner.deadline = start + budget_s
     level = None
     for priority, group, i, row in runner.order():
         if out is not None and budget_s is not None and level is not None and priority != level:
