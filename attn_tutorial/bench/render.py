@@ -81,7 +81,8 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
     Columns: shape, row name, dtype, pass, SDPA backend, median and 20th–80th percentile (µs),
     ratio to the baseline, cost-model MFLOP, achieved GFLOP/s and GB/s, their shares of the
     machine's matmul rate and copy bandwidth (``!`` marks a share above 100 %), peak MB, max
-    error against float64. Cold-L2 rows are marked; OOM and skipped rows say so.
+    error against float64. Cold-L2 rows say ``cold`` in the L2 column; OOM and skipped rows say
+    so.
     """
     prov = card["provenance"]
     load = prov.get("load_average")
@@ -89,9 +90,9 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
         f"{prov['device']}, TF32 matmul {prov['tf32_matmul']} / cuDNN {prov['tf32_cudnn']}")
     lines = [f"{card['title']} — {card['mode']} — {device}, torch {prov['torch']}"
              + ("" if load is None else f", load average {load:.2f} when recorded")]
-    head = (f"{'shape':<15}{'row':<30}{'dtype':<9}{'pass':<5}{'sdpa':<6}{'us':>7}"
-            f"{'p20-p80':>12}{'ratio':>6}{'MFLOP':>8}{'GFLOP/s':>8}{'GB/s':>7}{'%mm':>7}"
-            f"{'%bw':>7}{'peakMB':>7}{'err':>7}")
+    head = (f"{'shape':<15}{'row':<30}{'dtype':<9}{'pass':<5}{'L2':<5}{'sdpa':<6}{'us':>8}"
+            f"{'p20-p80':>14}{'ratio':>7}{'MFLOP':>8}{'GFLOP/s':>9}{'GB/s':>8}{'%mm':>8}"
+            f"{'%bw':>8}{'peakMB':>8}{'err':>7}")
     lines += [head, "-" * len(head)]
     for r in card["rows"]:
         if pass_ is not None and r["pass"] != pass_:
@@ -101,24 +102,27 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
         s = r["shape"]
         shape = f"{s['B']}x{s['C']}x{s['H']}x{s['W']}"
         short_pass = "fwd" if r["pass"] == "forward" else "f+b"
-        name = r["name"] + ("" if r["l2"] == "warm" else " [cold L2]")
+        name = r["name"]
+        l2 = "" if r["l2"] == "warm" else "cold"
         backend = {"math": "math", "flash_attention": "flash", "efficient_attention": "eff",
                    "cudnn_attention": "cudnn"}.get(r["sdpa_backend"], r["sdpa_backend"] or "")
-        start = f"{shape:<15}{name[:29]:<30}{r['dtype']:<9}{short_pass:<5}{backend:<6}"
+        start = f"{shape:<15}{name[:29]:<30}{r['dtype']:<9}{short_pass:<5}{l2:<5}{backend:<6}"
         if r["status"] != "ok":
-            lines.append(f"{start}{r['status'].upper():>7}  {r['error'][:40]}")
+            lines.append(f"{start}{r['status'].upper():>8}  {r['error'][:60]}")
             continue
         peak = None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20
         mm = None if r["share_matmul"] is None else 100 * r["share_matmul"]
         bw = 100 * r["share_copy_bw"]
         spread = f"{_sig(r['p20_s'] * 1e6, digits)}-{_sig(r['p80_s'] * 1e6, digits)}"
         err = f"{r['max_abs_err']:.0e}" if r["max_abs_err"] else "0"
-        lines.append(
-            f"{start}{_sig(r['median_s'] * 1e6, digits):>7}{spread:>12}"
-            f"{_sig(r['ratio_to_baseline'], digits):>6}{_sig(r['flops'] / 1e6, digits):>8}"
-            f"{_sig(r['achieved_tflops'] * 1e3, digits):>8}{_sig(r['achieved_gbps'], digits):>7}"
-            f"{_sig(mm, digits) + ('!' if mm is not None and mm > 100 else ''):>7}"
-            f"{_sig(bw, digits) + ('!' if bw > 100 else ''):>7}{_sig(peak, digits):>7}{err:>7}")
+        cells = [(_sig(r["median_s"] * 1e6, digits), 8), (spread, 14),
+                 (_sig(r["ratio_to_baseline"], digits), 7), (_sig(r["flops"] / 1e6, digits), 8),
+                 (_sig(r["achieved_tflops"] * 1e3, digits), 9),
+                 (_sig(r["achieved_gbps"], digits), 8),
+                 (_sig(mm, digits) + ("!" if mm is not None and mm > 100 else ""), 8),
+                 (_sig(bw, digits) + ("!" if bw > 100 else ""), 8), (_sig(peak, digits), 8),
+                 (err, 7)]
+        lines.append(start + "".join(" " + text.rjust(width - 1) for text, width in cells))
     return "\n".join(lines)
 
 
@@ -135,10 +139,13 @@ def card_notes(card: dict[str, Any]) -> list[str]:
                      "workspaces (tens of ms); every row and the roofs are timed after warm-up "
                      "calls, so start-up is in none of them.")
         if any(r["l2"] == "cold" for r in card["rows"]):
-            notes.append("[cold L2] rows overwrite a buffer twice the L2 size before each "
+            notes.append("L2 'cold' rows overwrite a buffer twice the L2 size before each "
                          "repetition; warm rows repeat on data the previous call left in L2.")
-    for v in roof_violations(card):
-        notes.append(f"MEASUREMENT PROBLEM, above a roof: {v}")
+    above = roof_violations(card)
+    if above:
+        shown = "; ".join(above[:3]) + ("; ..." if len(above) > 3 else "")
+        notes.append(f"MEASUREMENT PROBLEM: {len(above)} rows above a measured roof (marked !): "
+                     f"{shown}")
     bad = [r for r in card["rows"] if r["status"] in ("oom", "error")]
     if bad:
         notes.append(f"{len(bad)} rows did not run (OOM or error); their cells show the status.")
@@ -241,8 +248,7 @@ def plot_scaling(card: dict[str, Any], ax_time: Any, ax_mem: Any) -> list[str]:
             ax_mem.loglog(n, [r["peak_bytes"] / 2**20 for r in pts], "o-", label=name)
     ax_time.set(xlabel="N = H·W tokens", ylabel="median time (µs)",
                 title="time (dashed: cost-model FLOPs)")
-    what = ("dispatch estimate: bytes of the tensors operators return" if method == "dispatch"
-            else "torch.cuda.max_memory_allocated")
+    what = "dispatch estimate" if method == "dispatch" else "cuda.max_memory_allocated"
     ax_mem.set(xlabel="N = H·W tokens", ylabel="peak memory (MiB)",
                title=f"peak memory ({what})")
     ax_time.legend(fontsize=7)
