@@ -254,3 +254,16 @@ def test_cli_checks_out_is_writable_before_measuring(tmp_path, capsys):
     assert "not allowed with" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli(["bench", "--quick", "--budget-s", "-1"])
+
+
+def test_cli_record_writes_into_the_package_cards_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run, "CARDS_DIR", tmp_path / "package-cards")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(["bench", "--device", "cpu", "--quick", "--only", "conv", "--record"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert [p.name for p in (tmp_path / "package-cards").iterdir()] == ["cpu-quick-conv.json"]
+    assert not (tmp_path / "bench_out").exists()
