@@ -26,8 +26,11 @@ tensor an operator returns, not the allocator's caching or a kernel's private sc
 from __future__ import annotations
 
 import copy
+import os
 import platform
+import statistics
 import subprocess
+import time
 import warnings
 import weakref
 from typing import Any, Callable
@@ -87,7 +90,6 @@ def measure_machine(device: torch.device | str = "cpu", quick: bool = True) -> d
 
 def _load_average() -> float | None:
     try:
-        import os
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):  # not on every platform
         return None
@@ -361,9 +363,6 @@ def leaf_times(module: nn.Module, fn: Callable[[torch.Tensor], Any], x: torch.Te
     submodules"`` the rest: the functional code between them (attention products, softmax,
     reshapes). The median over ``calls`` calls, after two warm-up calls.
     """
-    import statistics
-    import time
-
     leaves = {name: m for name, m in module.named_modules() if not list(m.children()) and name}
     samples: dict[str, list[float]] = {name: [] for name in leaves}
     starts: dict[str, float] = {}

@@ -143,9 +143,11 @@ class _Runner:
         if self.quick:
             skipped.append({"what": "torch.compile and bfloat16 rows",
                             "reason": "quick mode runs eager float32 only"})
-        n_skip = sum(r["status"] == "skipped" for r in records)
-        if n_skip:
-            skipped.append({"what": f"{n_skip} rows", "reason": "time budget spent"})
+        for prefix, reason in (("time budget", "time budget spent"),
+                               ("not reached", "not reached yet: the run was stopped")):
+            n = sum(r["status"] == "skipped" and r["error"].startswith(prefix) for r in records)
+            if n:
+                skipped.append({"what": f"{n} rows", "reason": reason})
         return _card(group, self.quick, self.device, self.prov, self.machine, records, skipped)
 
 
