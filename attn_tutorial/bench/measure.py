@@ -355,13 +355,15 @@ def map_passes(fn: Callable[..., Any], x: torch.Tensor) -> tuple[int, int]:
 
 
 def leaf_times(module: nn.Module, fn: Callable[[torch.Tensor], Any], x: torch.Tensor,
-               calls: int = 20) -> dict[str, float]:
+               calls: int = 20,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds per call spent inside each leaf submodule of ``module`` while ``fn(x)`` runs.
 
-    Forward hooks read ``time.perf_counter`` around every leaf (CPU only: on a GPU the clock
-    would see kernel launches, not kernels). ``"total"`` is the whole call and ``"outside the
-    submodules"`` the rest: the functional code between them (attention products, softmax,
-    reshapes). The median over ``calls`` calls, after two warm-up calls.
+    Forward hooks read ``clock`` around every leaf (CPU only: on a GPU the clock would see
+    kernel launches, not kernels; ``time.thread_time`` is right at one thread and ignores other
+    processes). ``"total"`` is the whole call and ``"outside the submodules"`` the rest: the
+    functional code between them (attention products, softmax, reshapes). The median over
+    ``calls`` calls, after two warm-up calls.
     """
     leaves = {name: m for name, m in module.named_modules() if not list(m.children()) and name}
     samples: dict[str, list[float]] = {name: [] for name in leaves}
@@ -369,17 +371,17 @@ def leaf_times(module: nn.Module, fn: Callable[[torch.Tensor], Any], x: torch.Te
     handles = []
     for name, leaf in leaves.items():
         handles.append(leaf.register_forward_pre_hook(
-            lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
+            lambda m, a, name=name: starts.__setitem__(name, clock())))
         handles.append(leaf.register_forward_hook(
-            lambda m, a, out, name=name: samples[name].append(time.perf_counter() - starts[name])))
+            lambda m, a, out, name=name: samples[name].append(clock() - starts[name])))
     totals = []
     try:
         with torch.no_grad():
             for i in range(calls + 2):
-                start = time.perf_counter()
+                start = clock()
                 fn(x)
                 if i >= 2:
-                    totals.append(time.perf_counter() - start)
+                    totals.append(clock() - start)
     finally:
         for h in handles:
             h.remove()
