@@ -25,8 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     be.add_argument("--only", action="append", metavar="NAME",
                     help="run only this group (repeatable): channel, conv, danet, external, "
                          "emsa, scaling")
-    be.add_argument("--out", default=None, help="folder for the cards (default: the package's "
-                                                "attn_tutorial/cards/)")
+    where = be.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None,
+                       help="folder for the cards (default: bench_out/, a scratch folder)")
+    where.add_argument("--record", action="store_true",
+                       help="write the cards into the package (attn_tutorial/cards/), "
+                            "replacing the recorded ones")
+    be.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                    help="run rows in priority order and record those not reached in this "
+                         "time as skipped")
 
     sub.add_parser("networks", help="the papers' ImageNet networks: our parameters and FLOPs "
                                     "next to the authors' published table")
@@ -37,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return networks.main()
     if args.command == "bench":
-        from attn_tutorial import benchmarks
+        from attn_tutorial.bench import matrix, run
 
         for name in args.only or ():
-            if name not in benchmarks.GROUPS:
-                parser.error(f"--only {name!r}: choose from {', '.join(benchmarks.GROUPS)}")
-        return benchmarks.main(args.only, args.device, args.quick, args.out)
+            if name not in matrix.GROUPS:
+                parser.error(f"--only {name!r}: choose from {', '.join(matrix.GROUPS)}")
+        if args.budget_s is not None and not args.budget_s > 0:
+            parser.error(f"--budget-s {args.budget_s:g}: must be a positive number of seconds")
+        try:
+            return run.main(args.only, args.device, args.quick, args.out, args.record,
+                            args.budget_s)
+        except ValueError as err:  # e.g. an --out that cannot be written
+            parser.error(str(err))
 
     from attn_tutorial import course
 

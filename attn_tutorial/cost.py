@@ -65,6 +65,9 @@ def se(B: int, C: int, H: int, W: int, reduction: int = 16, dtype_bytes: int = 4
     """Squeeze-and-excitation: GAP, Linear(C→C/r, bias), ReLU, Linear(C/r→C, bias), gate.
 
     params = 2·C·(C/r) + C/r + C;  FLOPs = 2·B·C·(C/r) · 2 (the two Linear layers).
+    ``min_bytes`` counts the map read once and written once, the least any implementation
+    moves; the eager module reads it twice (the pool, then the product with the gate), which
+    ``attn_tutorial.bench.measure.map_passes`` counts. The same holds for :func:`eca`.
     """
     hidden = C // reduction
     params = 2 * C * hidden + hidden + C

@@ -1,5 +1,5 @@
-"""The timing core: same inputs for every callable, FLOPs that match a stated formula, sane
-statistics, a table and a chart."""
+"""The timing core (``attn_tutorial.bench``, re-exported from ``bench.timing``): same inputs for
+every callable, FLOPs that match a stated formula, sane statistics, a table and a chart."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from attn_tutorial import bench
+from attn_tutorial.bench import timing
 
 matplotlib.use("Agg")
 
@@ -83,8 +84,8 @@ def test_table_and_plot():
 
 
 def test_percentile_is_linear_interpolation():
-    assert bench._percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
-    assert bench._percentile([0.0, 10.0], 0.2) == pytest.approx(2.0)
+    assert timing._percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
+    assert timing._percentile([0.0, 10.0], 0.2) == pytest.approx(2.0)
 
 
 def test_block_timer_gives_a_spread_even_for_slow_calls():

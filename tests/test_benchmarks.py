@@ -1,4 +1,4 @@
-"""The benchmark matrix, its JSON cards and the card schema (no speed assertions)."""
+"""The benchmark matrix, measuring a row, the JSON cards and their schema (no speed assertions)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from attn_tutorial import benchmarks as B
 from attn_tutorial import cost
+from attn_tutorial.bench import cards as K
+from attn_tutorial.bench import matrix, measure, render, run, timing
 from attn_tutorial.__main__ import main as cli
 
 
@@ -22,7 +23,7 @@ def quick_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cards = B.run(device="cpu", quick=True, out=out)
+        cards = run.run(device="cpu", quick=True, out=out)
     finally:
         torch.set_num_threads(threads)
     return out, cards
@@ -30,15 +31,15 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_one_valid_card_per_group(quick_run):
     out, cards = quick_run
-    assert [c["group"] for c in cards] == list(B.GROUPS)
+    assert [c["group"] for c in cards] == list(matrix.GROUPS)
     files = sorted(p.name for p in out.glob("*.json"))
-    assert files == sorted(f"cpu-quick-{g}.json" for g in B.GROUPS)
+    assert files == sorted(f"cpu-quick-{g}.json" for g in matrix.GROUPS)
     for path in out.glob("*.json"):
-        B.validate_card(json.loads(path.read_text()))  # what is on disk, not only in memory
+        K.validate_card(json.loads(path.read_text()))  # what is on disk, not only in memory
     for card in cards:
         assert card["mode"] == "quick"
         assert all(r["status"] == "ok" for r in card["rows"]), card["group"]
-        assert {r["pass"] for r in card["rows"]} <= set(B.bench.PASSES)
+        assert {r["pass"] for r in card["rows"]} <= set(timing.PASSES)
 
 
 def test_cpu_provenance_nulls_what_does_not_apply(quick_run):
@@ -97,7 +98,7 @@ def test_cli_bench_only_one_group(tmp_path, capsys):
     assert captured.out.strip() == "cpu-quick-conv.json"
     assert "1 cards" in captured.err  # the summary (and the progress bar) go to stderr
     card = json.loads((tmp_path / "cpu-quick-conv.json").read_text())
-    B.validate_card(card)
+    K.validate_card(card)
     assert {r["name"] for r in card["rows"]} == {"conv3x3", "SCConv", "PSA"}
 
 
@@ -106,7 +107,7 @@ def test_cli_rejects_an_unknown_group(capsys):
         cli(["bench", "--quick", "--only", "nope"])
     assert "nope" in capsys.readouterr().err
     with pytest.raises(ValueError, match="nope"):
-        B.run(["nope"], device="cpu", quick=True)
+        run.run(["nope"], device="cpu", quick=True)
 
 
 def _machine():
@@ -115,8 +116,8 @@ def _machine():
 
 
 def test_bfloat16_row_has_a_larger_error_than_float32():
-    row = next(r for r in B.build_rows("channel", quick=True) if r.name == "SE")
-    recs = {d: B.measure_row(B._replace(row, dtype=d), torch.device("cpu"), _machine(), True)
+    row = next(r for r in matrix.build_rows("channel", quick=True) if r.name == "SE")
+    recs = {d: measure.measure_row(row.replace(dtype=d), torch.device("cpu"), _machine(), True)
             for d in ("float32", "bfloat16")}
     assert all(r["status"] == "ok" for r in recs.values())
     assert recs["bfloat16"]["min_bytes"] * 2 == recs["float32"]["min_bytes"]  # 2 bytes, not 4
@@ -133,15 +134,19 @@ class _Broken(nn.Module):
         raise RuntimeError("something else")
 
 
-def test_out_of_memory_and_errors_are_recorded_not_raised():
-    row = next(r for r in B.build_rows("danet", quick=True) if r.name == "PAM (materialised)")
-    oom = B.measure_row(B._replace(row, build=_Exhausted), torch.device("cpu"), _machine(), True)
+def test_out_of_memory_and_errors_are_recorded_not_raised(monkeypatch):
+    row = next(r for r in matrix.build_rows("danet", quick=True) if r.name == "PAM (materialised)")
+    pam = matrix.SUBJECTS["PAM"]
+    for name, module in (("Exhausted", _Exhausted), ("Broken", _Broken)):
+        monkeypatch.setitem(matrix.SUBJECTS, name,
+                            matrix.Subject(lambda C, h, m=module: m(), pam.cost))
+    cpu = torch.device("cpu")
+    oom = measure.measure_row(row.replace(mechanism="Exhausted"), cpu, _machine(), True)
     assert oom["status"] == "oom" and "out of memory" in oom["error"]
     assert oom["median_s"] is None and oom["flops"] == row.cost(4).flops
-    bad = B.measure_row(B._replace(row, build=_Broken), torch.device("cpu"), _machine(), True)
+    bad = measure.measure_row(row.replace(mechanism="Broken"), cpu, _machine(), True)
     assert bad["status"] == "error" and "something else" in bad["error"]
-    card = {"rows": [oom, bad]}
-    B._ratios(card["rows"])
+    K.add_ratios([oom, bad])
     assert oom["ratio_to_baseline"] is None
 
 
@@ -154,14 +159,14 @@ def test_dispatch_peak_counts_what_a_call_allocates():
         del a
         return b.add_(1)   # in place: no new bytes
 
-    assert B._peak_bytes_dispatch(step) == 8000
+    assert measure.peak_bytes_dispatch(step) == 8000
 
 
 def test_fit_slope_recovers_a_power_law():
     xs = [16, 64, 256, 1024]
-    assert B.fit_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
-    assert B.fit_slope(xs, [5 * x for x in xs]) == pytest.approx(1.0)
-    assert B.fit_slope([4], [1]) is None
+    assert K.fit_slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert K.fit_slope(xs, [5 * x for x in xs]) == pytest.approx(1.0)
+    assert K.fit_slope([4], [1]) is None
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +198,8 @@ def test_validate_card_rejects_ill_typed_fields(good_card, path, value, message)
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    with pytest.raises(B.CardError, match=message):
-        B.validate_card(card)
+    with pytest.raises(K.CardError, match=message):
+        K.validate_card(card)
 
 
 @pytest.mark.parametrize("path", [("group",), ("provenance", "l2_bytes"),
@@ -206,37 +211,37 @@ def test_validate_card_names_a_missing_field(good_card, path):
     for key in path[:-1]:
         target = target[key]
     del target[path[-1]]
-    with pytest.raises(B.CardError, match=repr(path[-1])):
-        B.validate_card(card)
+    with pytest.raises(K.CardError, match=repr(path[-1])):
+        K.validate_card(card)
 
 
 def test_an_oom_row_needs_its_reason(good_card):
     card = copy.deepcopy(good_card)
     row = card["rows"][0]
     row.update(status="oom", median_s=None, error=None)
-    with pytest.raises(B.CardError, match="error"):
-        B.validate_card(card)
+    with pytest.raises(K.CardError, match="error"):
+        K.validate_card(card)
     row["error"] = "OutOfMemoryError: ..."
-    B.validate_card(card)
+    K.validate_card(card)
 
 
 def test_committed_cards_are_valid():
-    cards = B.load_cards()
+    cards = K.load_cards()
     assert cards, "attn_tutorial/cards/ holds the recorded cards"
-    assert {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"} == set(B.GROUPS)
+    assert {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"} == set(matrix.GROUPS)
     for card in cards:
-        assert card["_file"] == B.card_filename(card)
-        assert B.format_card(card).count("\n") >= 3
+        assert card["_file"] == K.card_filename(card)
+        assert render.format_card(card).count("\n") >= 3
 
 
 def test_every_full_mode_row_builds_and_runs_at_its_shape_on_meta():
     # The GPU matrix cannot run here; its shapes and hyper-parameters are checked on the meta
     # device (shapes only, no arithmetic), with the cost model and the byte count of each row.
     seen = 0
-    for group in B.GROUPS:
-        rows = B.build_rows(group, quick=False)
+    for group in matrix.GROUPS:
+        rows = matrix.build_rows(group, quick=False)
         assert {r.pass_ for r in rows} == (
-            {"forward"} if group == "scaling" else set(B.bench.PASSES))
+            {"forward"} if group == "scaling" else set(timing.PASSES))
         for row in rows:
             if row.dtype != "float32" or row.pass_ != "forward" or row.compile != "none":
                 continue
@@ -245,14 +250,45 @@ def test_every_full_mode_row_builds_and_runs_at_its_shape_on_meta():
             shape = ((s["B"], s["H"] * s["W"], s["C"]) if row.tokens
                      else (s["B"], s["C"], s["H"], s["W"]))
             with torch.no_grad():
-                y = B._call(module, row)(torch.empty(shape, device="meta"))
+                y = measure.row_runner(module, row)(torch.empty(shape, device="meta"))
             assert y.shape[0] == s["B"]
-            assert row.cost(4).flops > 0 and B._counted_bytes(row, module, 2) > 0
+            assert row.cost(4).flops > 0 and measure._counted_bytes(row, module, 2) > 0
+            # one hyper dict feeds both: the cost model's parameter count is the module's
+            assert row.cost(4).params == sum(p.numel() for p in module.parameters()), row
             seen += 1
     assert seen > 40
-    channel = B.build_rows("channel", quick=False)
+    channel = matrix.build_rows("channel", quick=False)
     assert {r.compile for r in channel} == {"none", "default"}
     assert {r.dtype for r in channel} == {"float32", "bfloat16"}
     assert {(r.shape["C"], r.shape["H"]) for r in channel} == {
         (256, 56), (512, 28), (1024, 14), (2048, 7)}
-    assert max(r.shape["H"] for r in B.build_rows("scaling", quick=False)) == 192
+    assert max(r.shape["H"] for r in matrix.build_rows("scaling", quick=False)) == 192
+
+
+def test_one_hyper_dict_builds_the_module_and_prices_it():
+    # Changing a hyper-parameter in the row changes the module and the cost model together.
+    row = next(r for r in matrix.build_rows("channel", quick=True) if r.name == "ECA")
+    for k in (3, 5, 7):
+        changed = row.replace(hyper={"k_size": k})
+        module = changed.build()
+        assert module.conv.kernel_size == (k,)
+        assert changed.cost(4).params == k == sum(p.numel() for p in module.parameters())
+    se = next(r for r in matrix.build_rows("channel", quick=True) if r.name == "SE")
+    for reduction in (4, 8):
+        changed = se.replace(hyper={"reduction": reduction})
+        n = sum(p.numel() for p in changed.build().parameters())
+        assert changed.cost(4).params == n
+        C = se.shape["C"]
+        assert n == 2 * C * (C // reduction) + C // reduction + C  # the formula, written out
+
+
+def test_quick_rows_flops_match_flopcounter():
+    # The cost model of every quick eager row against FlopCounterMode on the built module
+    # (fused SDPA kernels are invisible to the counter on the CPU, so those rows are skipped).
+    for group in matrix.GROUPS:
+        for row in matrix.build_rows(group, quick=True):
+            if row.pass_ != "forward" or row.sdpa:
+                continue
+            module = row.build().eval()
+            x = measure.row_input(row)
+            assert timing.count_flops(measure.row_runner(module, row), x) == row.cost(4).flops, row

@@ -1,4 +1,4 @@
-"""Timing core: compare several callables on the same inputs, honestly.
+"""Timing: compare several callables on the same inputs, honestly.
 
 * CPU: ``torch.utils.benchmark.Timer`` with ``num_threads=torch.get_num_threads()`` and
   ``blocked_autorange`` — median and interquartile range (IQR) over many blocks.

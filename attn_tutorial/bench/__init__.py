@@ -1,0 +1,24 @@
+"""Benchmarking: honest timing, the benchmark matrix, measuring, result cards, rendering.
+
+One job per module:
+
+* :mod:`~attn_tutorial.bench.timing`  — compare callables on the same inputs (``compare``,
+  ``count_flops``, ``format_table``, ``plot_bars``, the CPU and CUDA timers);
+* :mod:`~attn_tutorial.bench.matrix`  — what the matrix times (``MatrixRow``, ``build_rows``),
+  each row built from one ``hyper`` dict that feeds both the module and the cost model;
+* :mod:`~attn_tutorial.bench.measure` — the machine's roofs, provenance, timing one row;
+* :mod:`~attn_tutorial.bench.cards`   — the card schema, validation, reading and writing, the
+  derived ratios and slopes;
+* :mod:`~attn_tutorial.bench.render`  — tables, notes, crossover, roofline and scaling plots;
+* :mod:`~attn_tutorial.bench.run`     — running the matrix (``python -m attn_tutorial bench``).
+
+The timing API is re-exported here, so ``from attn_tutorial import bench; bench.compare(...)``
+works as before.
+"""
+
+from attn_tutorial.bench.timing import (PASSES, Timing, compare, count_flops, device_name,
+                                        format_table, make_step, plot_bars, time_cpu,
+                                        time_cpu_blocks, time_cuda)
+
+__all__ = ["PASSES", "Timing", "compare", "count_flops", "device_name", "format_table",
+           "make_step", "plot_bars", "time_cpu", "time_cpu_blocks", "time_cuda"]
