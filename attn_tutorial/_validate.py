@@ -155,16 +155,18 @@ def require_min_size(x: torch.Tensor, minimum: int, what: str, name: str = "x") 
 
 
 def require_batch_statistics(training: bool, values_per_channel: int, where: str,
-                             cause: str) -> None:
+                             cause: str, spatial: bool = True) -> None:
     """A BatchNorm in train mode needs more than one value per channel (batch × H × W > 1).
 
-    ``where`` names the BatchNorm, ``cause`` says which sizes and arguments leave it one value.
+    ``where`` names the BatchNorm, ``cause`` says which sizes and arguments leave it one value;
+    ``spatial=False`` when a larger H×W would not help (a BatchNorm after a global average).
     """
     if training and values_per_channel == 1:
+        larger = ", a larger H×W" if spatial else ""
         raise ValueError(
             f"{cause}, so {where} sees one value per channel in train mode and cannot compute "
-            "batch statistics (torch itself raises here). Use a batch of 2 or more, a larger "
-            "input, or call .eval()"
+            f"batch statistics (torch itself raises here). Use a batch of 2 or more{larger}, or "
+            "call .eval()"
         )
 
 

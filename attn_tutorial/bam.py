@@ -88,7 +88,7 @@ class BAMChannelGate(_BAMBranch):
         require_feature_map(x, self.channels)
         require_batch_statistics(self.training, x.shape[0],
                                  "the channel gate's BatchNorm1d (after the global average)",
-                                 f"x has batch size 1 (shape {tuple(x.shape)})")
+                                 f"x has batch size 1 (shape {tuple(x.shape)})", spatial=False)
         hidden = self.relu(self.bn(self.fc_reduce(self.pool(x))))
         return self.to_map(self.fc_expand(hidden))
 
