@@ -17,18 +17,24 @@ so that counting a ResNet-152 costs no memory. ``count(name)`` returns parameter
 the authors' input size, ``table(names)`` the comparison with the authors' published numbers,
 and ``python -m attn_tutorial networks`` prints it.
 
-Counting conventions (the reason published numbers look different):
+Counting conventions (the reason published numbers look different; ``CONVENTIONS`` has one
+line each, and every row of the table names its own):
 
 * **FLOPs** here are ``torch.utils.flop_counter.FlopCounterMode`` FLOPs: 2 per multiply-add of
   every convolution and matrix product (BN, activations and pooling are not counted). **MACs** are
   half of that. Most papers' "FLOPs" are MACs.
 * **ECA-Net** counted with ``thop`` (``paras_flops.py``) and printed with its own
-  ``clever_format``, which divides by **1024² and 1024³**: "24.37M" is 25,557,112 / 2²⁰. The
-  ``thop`` of the time (Aug–Sep 2019) also counts 4 ops per BN input element, (2·in − 1) per
-  Linear output, (k + 1) per pooled output, and nothing for ReLU, max-pool and sigmoid:
-  :func:`count_thop_2019` repeats those rules.
-* **SCNet** prints "MAdds" (multiply-adds) and "FLOPs" = 2 × MAdds.
-* **BAM**, **EPSANet**, **ResT**: MACs at 224², decimal M/G.
+  ``clever_format``, which divides by **1024² and 1024³**: "24.37M" is 25,557,112 / 2²⁰; no module
+  is skipped. The ``thop`` of the time (Aug 2019) also counts 4 ops per BN input element,
+  (2·in − 1) per Linear output, (window + 1) per pooled output and nothing for ReLU, max-pool and
+  sigmoid: :func:`count_thop` repeats those rules (``version="2019"``).
+* **SCNet** (tool not named): "MAdds" are those thop-2019 ops, "FLOPs" count each multiply-add
+  as 2 plus the same BN and pooling ops.
+* **EPSANet** (tool not named): thop's May-2021 rules (MACs + 2 ops per BN element + pools).
+* **BAM** (paper): MACs of the network with the stride on the first 1×1 conv of a strided block,
+  as in the original Caffe ResNet whose ResNet-50 is the papers' 3.86 G baseline.
+* **ResT**: parameters match; the README's FLOPs are below our MACs (which equal the repository's
+  ``get_flops.py`` rule) and are not reproduced.
 """
 
 from __future__ import annotations
@@ -427,18 +433,19 @@ class _FirstOutput(nn.Module):
 
 @dataclass(frozen=True)
 class Published:
-    """One row of an authors' table as printed: parameters (M) and compute (G), the counting
+    """One row of an authors' table as printed (strings, so that "1.70" keeps its precision):
+    parameters (M) and compute (G), the counting
     convention (a key of ``CONVENTIONS``), the unit base (10: decimal M/G; 2: 2²⁰/2³⁰, as the
     ECA script's ``clever_format`` prints), where it is printed, an optional second compute
     number (SCNet's "MAdds"), and ``tolerance``: how many units of the last printed digit ours may
     differ by (0 unless the authors' own tool on their own code does not give their digit)."""
 
-    params_m: float
-    compute_g: float
+    params_m: str
+    compute_g: str
     convention: str
     unit: int
     source: str
-    madds_g: float | None = None
+    madds_g: str | None = None
     tolerance: int = 0
     note: str = ""
 
@@ -466,23 +473,23 @@ NETWORKS: dict[str, _Entry] = {
         lambda d=d: eca_resnet(d), (3, 224, 224), (3, 64, 64),
         Published(p, g, "thop2019", 2, _ECA_SRC, tolerance=0 if own is None else 1,
                   note="" if own is None else _ECA_OWN_TOOL.format(d=d, own=own)))
-       for d, p, g, own in ((18, 11.15, 1.70, None), (34, 20.79, 3.43, None),
-                            (50, 24.37, 3.86, None), (101, 42.49, 7.35, "7.34G"),
-                            (152, 57.41, 10.83, "57.40M/10.82G"))},
+       for d, p, g, own in ((18, "11.15", "1.70", None), (34, "20.79", "3.43", None),
+                            (50, "24.37", "3.86", None), (101, "42.49", "7.35", "7.34G"),
+                            (152, "57.41", "10.83", "57.40M/10.82G"))},
     "bam_resnet50": _Entry(lambda: bam_resnet(50), (3, 224, 224), (3, 64, 64),
-                           Published(25.92, 3.94, "mac_caffe", 10, _BAM_SRC)),
+                           Published("25.92", "3.94", "mac_caffe", 10, _BAM_SRC)),
     "scnet50": _Entry(lambda: scnet(50), (3, 224, 224), (3, 128, 128),
-                      Published(25.56, 7.9, "scnet", 10, _SC_SRC, madds_g=4.0)),
+                      Published("25.56", "7.9", "scnet", 10, _SC_SRC, madds_g="4.0")),
     "scnet101": _Entry(lambda: scnet(101), (3, 224, 224), (3, 128, 128),
-                       Published(44.57, 14.4, "scnet", 10, _SC_SRC, madds_g=7.2)),
+                       Published("44.57", "14.4", "scnet", 10, _SC_SRC, madds_g="7.2")),
     "epsanet50": _Entry(lambda: epsanet(50), (3, 224, 224), (3, 64, 64),
-                        Published(22.56, 3.62, "thop2021", 10, _EPSA_SRC)),
+                        Published("22.56", "3.62", "thop2021", 10, _EPSA_SRC)),
     "epsanet101": _Entry(lambda: epsanet(101), (3, 224, 224), (3, 64, 64),
-                         Published(38.90, 6.82, "thop2021", 10, _EPSA_SRC)),
+                         Published("38.90", "6.82", "thop2021", 10, _EPSA_SRC)),
     **{f"rest_{v}": _Entry(lambda v=v: rest(v), (3, 224, 224), (3, 64, 64),
                            Published(p, g, "rest", 10, _REST_SRC))
-       for v, p, g in (("lite", 11, 1.4), ("small", 14, 1.9), ("base", 30, 4.3),
-                       ("large", 52, 7.9))},
+       for v, p, g in (("lite", "11", "1.4"), ("small", "14", "1.9"), ("base", "30", "4.3"),
+                       ("large", "52", "7.9"))},
     "danet_head": _Entry(lambda: _FirstOutput(DANetHead(2048, 19)), (2048, 96, 96),
                          (2048, 12, 12), None),
     "eanet_head": _Entry(lambda: EANetHead(2048, 19), (2048, 96, 96), (2048, 12, 12), None),
@@ -494,7 +501,7 @@ CONVENTIONS = {
     "scnet": "MAdds = thop 2019 ops; 'FLOPs' = 2 x MACs + thop's BN/pool ops",
     "thop2021": "thop (May 2021): conv/fc MACs + 2/BN elem + pools",
     "mac_caffe": "MACs with the stride on the first 1x1 conv (Caffe ResNet), not on the 3x3",
-    "rest": "params only: their G is below our MACs (= their get_flops rule); not reproduced",
+    "rest": "params only: our MACs (= their get_flops rule) are 6-10% above their G: not reproduced",
 }
 
 _UNITS = {10: (1e6, 1e9), 2: (2.0 ** 20, 2.0 ** 30)}
@@ -646,22 +653,17 @@ class Row:
         return bool(self.params_match and self.compute_match)
 
 
-def _digits(value: float) -> int:
-    """Decimals printed: 24.37 -> 2, 7.9 -> 1, 11 -> 0 (a float that was printed as ``1.70``
-    is written ``1.70`` in ``NETWORKS`` too, and reads 2 only through ``_PRINTED``)."""
-    text = _PRINTED.get(value, repr(float(value)))
-    return 0 if text.endswith(".0") else len(text.split(".")[1])
+def _digits(printed: str) -> int:
+    """Decimals the authors print: "24.37" -> 2, "7.9" -> 1, "11" -> 0."""
+    return len(printed.split(".")[1]) if "." in printed else 0
 
 
-_PRINTED = {1.70: "1.70", 38.90: "38.90"}  # trailing zeros the authors print
-
-
-def _agrees(ours: float, theirs: float, tolerance: int) -> bool:
+def _agrees(ours: float, printed: str, tolerance: int) -> bool:
     """``ours`` rounded to the authors' printed precision is their number (± ``tolerance`` units
     of the last digit)."""
-    digits = _digits(theirs)
+    digits = _digits(printed)
     step = 10.0 ** -digits
-    return abs(round(ours, digits) - theirs) <= tolerance * step + step * 1e-6
+    return abs(round(ours, digits) - float(printed)) <= tolerance * step + step * 1e-6
 
 
 def _caffe_macs(model: ResNet, macs: int, size: int = 224) -> int:
@@ -729,8 +731,9 @@ def format_table(rows: Sequence[Row]) -> str:
             continue
         dp, dc = max(_digits(p.params_m), 2), max(_digits(p.compute_g), 2)
         ours = f"{r.ours_params:.{dp}f}/{r.ours_compute:.{dc}f}"
-        theirs = f"{_PRINTED.get(p.params_m, p.params_m)}/{_PRINTED.get(p.compute_g, p.compute_g)}"
-        ratio = f"{r.ours_params / p.params_m:.3f}/{r.ours_compute / p.compute_g:.3f}"
+        theirs = f"{p.params_m}/{p.compute_g}"
+        ratio = (f"{r.ours_params / float(p.params_m):.3f}/"
+                 f"{r.ours_compute / float(p.compute_g):.3f}")
         ok = "ok" if r.matches else ("p " if r.params_match else "NO")
         extra = [] if r.ours_madds is None else [f"MAdds ours {r.ours_madds:.2f} vs {p.madds_g}"]
         extra += [p.note] if p.note else []
