@@ -511,3 +511,17 @@ def test_the_registry_has_no_import_cycle():
     code = "import attn_tutorial.checks.lesson01 as m; print(len(m.__all__))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+
+
+def test_the_readme_quotes_diagnoses_the_checkers_give():
+    import re
+
+    from attn_tutorial.course import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Exercises and checkers"):text.index("## Running the tests")]
+    quotes = re.findall(r'\("([^"]+)", "([^"]+)"\)', section)
+    assert quotes, "the README quotes no diagnosis"
+    names = [m.name for c in CHECKERS.values() for m in c.mistakes]
+    for quote in quotes[0]:
+        assert any(quote in n for n in names), quote
