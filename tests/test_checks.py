@@ -519,9 +519,40 @@ def test_the_readme_quotes_diagnoses_the_checkers_give():
     from attn_tutorial.course import ROOT
 
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Exercises and checkers"):text.index("## Running the tests")]
+    section = " ".join(
+        text[text.index("## Exercises and checkers"):text.index("## Running the tests")].split())
     quotes = re.findall(r'\("([^"]+)", "([^"]+)"\)', section)
     assert quotes, "the README quotes no diagnosis"
     names = [m.name for c in CHECKERS.values() for m in c.mistakes]
     for quote in quotes[0]:
         assert any(quote in n for n in names), quote
+
+
+def test_in_a_jupyter_kernel_the_time_limit_and_the_single_verdict_hold():
+    """In a real kernel (where the learner's code runs): an endless loop and a long sleep are
+    stopped, sys.exit does not kill the kernel, and the verdict is shown once (no repr after it)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import sys, time\nfrom attn_tutorial.checks import check_global_avg_pool as chk\n"
+            "chk.time_limit = 0.5"),
+        nbformat.v4.new_code_cell("def f(x):\n    while True:\n        pass\nchk(f)"),
+        nbformat.v4.new_code_cell("def f(x):\n    time.sleep(30)\nchk(f)"),
+        nbformat.v4.new_code_cell("def f(x):\n    sys.exit()\nchk(f)"),
+        nbformat.v4.new_code_cell("chk(lambda x: x.mean(dim=(2, 3)))"),
+    ]
+    start = time.monotonic()
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    took = time.monotonic() - start
+    texts = []
+    for cell in nb.cells[1:]:
+        assert all(o.output_type == "stream" for o in cell.outputs), cell.outputs
+        texts.append("".join(o.text for o in cell.outputs))
+    assert "still running after 0.5 s: stopped" in texts[0]
+    assert "still running after 0.5 s: stopped" in texts[1]
+    assert "called sys.exit()" in texts[2]
+    assert texts[3].count("all checks passed") == 1
+    assert took < 30, took
