@@ -4,7 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
+# Where torch comes from. On Linux the package index's default torch wheel is the CUDA build
+# (~3 GB of CUDA libraries); the PyTorch CPU index has torch 2.13.0+cpu, which pip prefers over
+# the index's 2.13.0 (a local version label sorts higher). Another build:
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# Where that index cannot be reached (an offline mirror, as on CI) pip warns and installs the
+# pinned torch from the configured index instead.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
 
 .PHONY: lab test exercises execute clean-venv
 
@@ -12,8 +21,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[lab,test]"
+	$(PIP) --extra-index-url $(TORCH_INDEX) --retries 1 --timeout 15 $(TORCH)
+	$(PIP) -e ".[lab,test]"
+	@$(PY) -c "import torch; print('installed torch', torch.__version__, '| CUDA', torch.version.cuda or 'none')"
 	touch $(STAMP)
 
 # JupyterLab keeps its normal token authentication; root (e.g. inside a container) needs --allow-root.
@@ -23,13 +33,13 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/00_einops.ipynb
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 exercises: $(STAMP)
 	$(PY) -m attn_tutorial exercises
 
 execute: $(STAMP)
-	$(PY) -m attn_tutorial execute notebooks/*.ipynb solutions/*.ipynb
+	$(PY) -m attn_tutorial execute --time notebooks/*.ipynb solutions/*.ipynb
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,8 @@ notebook's file only where its outputs changed.
 ``raise NotImplementedError()`` at the region's indentation, outputs are cleared, and the
 notebook's metadata records a fingerprint of what was generated. A later run leaves alone any
 exercise whose code a learner has changed since (unless ``--force``), and ``--check`` only
-reports whether ``exercises/`` is up to date.
+reports whether ``exercises/`` is up to date: it compares cell sources, so opening, running or
+saving an exercise in JupyterLab never makes it stale.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,9 +29,29 @@ STUB = "raise NotImplementedError()"
 META_KEY = "attn_tutorial"
 
 
+# ------------------------------------------------------------------ notebook metadata
+# What JupyterLab writes into a notebook it opens with the course's kernel (kernelspec from the
+# server's kernelspec list, language_info from the kernel's info reply). Notebooks written by the
+# course carry exactly this, so opening and saving one in the lab changes nothing in it
+# (tests/test_exercises.py proves it with a real Jupyter server).
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def language_info() -> dict:
+    from ipykernel.ipkernel import IPythonKernel
+
+    return dict(IPythonKernel.language_info)
+
+
+def _lab_metadata(nb: nbformat.NotebookNode) -> None:
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = language_info()
+
+
 # ----------------------------------------------------------------------------- execute
-def execute_notebook(path: str | Path, timeout: int = 600) -> None:
-    """Restart & Run All ``path`` in place; no timing metadata is written."""
+def execute_notebook(path: str | Path, timeout: int = 600) -> float:
+    """Restart & Run All ``path`` in place; no timing metadata is written. Returns the seconds
+    the run took."""
     from nbclient import NotebookClient
 
     path = Path(path)
@@ -39,7 +61,7 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> None:
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    _lab_metadata(nb)
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -48,14 +70,17 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> None:
         allow_errors=False,
         resources={"metadata": {"path": str(path.parent)}},
     )
+    start = time.perf_counter()
     try:
         client.execute()
     except Exception:
         # Keep what ran so the error output shows where it failed, then re-raise.
         nbformat.write(nb, path)
         raise
-    nb.metadata.get("language_info", {}).pop("version", None)  # avoid churn across patch releases
+    took = time.perf_counter() - start
+    _lab_metadata(nb)  # the kernel's reply may differ in detail; write what the lab writes
     nbformat.write(nb, path)
+    return took
 
 
 # --------------------------------------------------------------------------- exercises
@@ -82,19 +107,36 @@ def strip_solutions(source: str) -> str:
     return "\n".join(out)
 
 
+def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """What a learner edits and what ``--check`` compares: each cell's type and source."""
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
+
+
 def _fingerprint(nb: nbformat.NotebookNode) -> str:
-    """Hash of the notebook's cell types and sources: what a learner edits."""
+    """Hash of the notebook's cell types and sources."""
     h = hashlib.sha256()
-    for cell in nb.cells:
-        h.update(cell.cell_type.encode())
+    for cell_type, source in sources(nb):
+        h.update(cell_type.encode())
         h.update(b"\0")
-        h.update(cell.source.encode())
+        h.update(source.encode())
         h.update(b"\1")
     return h.hexdigest()[:16]
 
 
-def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The exercise notebook for a solution notebook (a new object; the input is unchanged)."""
+def _banner(name: str) -> str:
+    return (f"*This is the exercise notebook `exercises/{name}`: your work goes here (the course "
+            f"never overwrites it once you edit it). The lesson is `notebooks/{name}`, the worked "
+            f"answers `solutions/{name}`.*")
+
+
+def make_exercise(solution: nbformat.NotebookNode, name: str = "") -> nbformat.NotebookNode:
+    """The exercise notebook for a solution notebook (a new object; the input is unchanged).
+
+    Solution regions become stubs, outputs are cleared, the first markdown cell says (under its
+    heading) that this is the exercise notebook, so that the lab tab, which shows only the file
+    name, shared with the lesson, is told apart at a glance; the metadata is what JupyterLab
+    writes.
+    """
     nb = copy.deepcopy(solution)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -102,8 +144,13 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.source = strip_solutions(cell.source)
             cell.outputs = []
             cell.execution_count = None
+    if name and nb.cells and nb.cells[0].cell_type == "markdown":
+        head, sep, rest = nb.cells[0].source.partition("\n")
+        nb.cells[0].source = head + "\n\n" + _banner(name) + (sep + rest if rest else "")
     nb.metadata.pop(META_KEY, None)
-    nb.metadata[META_KEY] = {"generated_from": "solutions", "fingerprint": _fingerprint(nb)}
+    _lab_metadata(nb)
+    nb.metadata[META_KEY] = {"generated_from": f"solutions/{name}" if name else "solutions",
+                             "fingerprint": _fingerprint(nb)}
     return nb
 
 
@@ -113,53 +160,95 @@ def learner_edited(existing: nbformat.NotebookNode) -> bool:
     return recorded is None or recorded != _fingerprint(existing)
 
 
+def _has_run(nb: nbformat.NotebookNode) -> bool:
+    return any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells)
+
+
+def _read(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
+    """A notebook, or None and why it cannot be read (one line)."""
+    try:
+        return nbformat.read(path, as_version=4), ""
+    except Exception as exc:  # noqa: BLE001 - JSON errors, validation errors, bad encodings
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
 def sync_exercises(
     solutions_dir: Path | None = None,
     exercises_dir: Path | None = None,
     check: bool = False,
     force: bool = False,
 ) -> int:
-    """Generate (or with ``check`` only compare) exercises. Returns a process exit code."""
+    """Generate (or with ``check`` only compare) exercises. Returns a process exit code.
+
+    An exercise is *up to date* when its cell sources are the generated ones (metadata and
+    outputs, which the lab and the learner change, do not count). One whose sources differ is
+    *edited by you* when they also differ from what was generated into it (its fingerprint):
+    it is left alone and does not count as stale. Otherwise it is *stale*: ``--check`` fails,
+    generation rewrites it. A notebook that cannot be read is named and skipped (exit 1; with
+    ``--force`` an unreadable exercise is regenerated); a missing solutions folder is an error
+    (exit 2).
+    """
     solutions_dir = Path(solutions_dir or ROOT / "solutions")
     exercises_dir = Path(exercises_dir or ROOT / "exercises")
-    stale, kept, written = [], [], []
-    for src in sorted(solutions_dir.glob("*.ipynb")):
+    rel = lambda p: os.path.relpath(p)  # noqa: E731
+    found = sorted(solutions_dir.glob("*.ipynb")) if solutions_dir.is_dir() else []
+    if not found:
+        what = "no folder" if not solutions_dir.is_dir() else "no *.ipynb in"
+        print(f"error: {what} {rel(solutions_dir)}: the exercises are generated from the "
+              "solution notebooks there")
+        return 2
+    stale, edited, written, broken = [], [], [], []
+    for src in found:
         target = exercises_dir / src.name
-        wanted = make_exercise(nbformat.read(src, as_version=4))
-        wanted_text = nbformat.writes(wanted) + "\n"
-        current_text = target.read_text() if target.exists() else None
-        if current_text == wanted_text:
+        solution, why = _read(src)
+        if solution is None:
+            broken.append(f"{rel(src)} cannot be read ({why}): skipped")
             continue
+        try:
+            wanted = make_exercise(solution, src.name)
+        except ValueError as exc:
+            broken.append(f"{rel(src)}: {exc}: skipped")
+            continue
+        current = None
+        if target.exists():
+            current, why = _read(target)
+            if current is None and not force:
+                broken.append(f"{rel(target)} cannot be read ({why}): left alone "
+                              "(fix it, delete it, or use --force to regenerate it)")
+                continue
+        wanted_text = nbformat.writes(wanted) + "\n"
+        if current is not None and not force:
+            if sources(current) == sources(wanted):
+                # Up to date. Refresh only a clean copy whose metadata is behind (never a run one).
+                if not check and not _has_run(current) and target.read_text() != wanted_text:
+                    target.write_text(wanted_text)
+                    written.append(target)
+                continue
+            if learner_edited(current):
+                edited.append(target)
+                continue
         if check:
             stale.append(target)
             continue
-        if current_text is not None and not force:
-            current = nbformat.reads(current_text, as_version=4)
-            if learner_edited(current):
-                kept.append(target)
-                continue
         exercises_dir.mkdir(parents=True, exist_ok=True)
         target.write_text(wanted_text)
         written.append(target)
     orphans = sorted(
         p for p in exercises_dir.glob("*.ipynb") if not (solutions_dir / p.name).exists()
     )
-    rel = lambda p: os.path.relpath(p)  # noqa: E731
     for p in written:
         print(f"wrote {rel(p)}")
-    for p in kept:
-        print(f"left alone {rel(p)}: edited since it was generated (use --force to overwrite)")
+    for p in edited:
+        print(f"{rel(p)}: edited by you, left alone (--force overwrites it with a fresh copy)")
     for p in orphans:
         print(f"warning: {rel(p)} has no solution notebook")
-    if check:
-        for p in stale:
-            print(f"stale: {rel(p)} (run: python -m attn_tutorial exercises)")
-        if not stale:
-            print("exercises are up to date")
-        return 1 if stale else 0
-    if not written and not kept:
+    for line in broken:
+        print(f"error: {line}")
+    for p in stale:
+        print(f"stale: {rel(p)} (run: python -m attn_tutorial exercises)")
+    if not (written or edited or broken or stale):
         print("exercises are up to date")
-    return 0
+    return 1 if stale or broken else 0
 
 
 # ------------------------------------------------------------------- lesson skeleton

@@ -4,6 +4,8 @@ tests/test_checks.py."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,3 +62,34 @@ def test_reference_meanings():
 @pytest.mark.parametrize("name", NAMES)
 def test_each_checker_catalogues_three_or_more_mistakes(name):
     assert len(CHECKERS[name].mistakes) >= 3
+
+
+def learner_scores_sqrt_d(q, k, scale):
+    """Ignores ``scale`` and divides by sqrt(d), as most tutorials do."""
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def learner_scores_over_queries(q, k, scale):
+    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=2)
+
+
+def learner_pool_keepdim(x):
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize("name,learner,phrase", [
+    ("check_attention_scores", learner_scores_sqrt_d, "used d ** -0.5 instead of the scale"),
+    ("check_attention_scores", learner_scores_over_queries, "softmax over the query axis"),
+    ("check_global_avg_pool", learner_pool_keepdim, "kept the spatial axes"),
+])
+def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase, capsys):
+    result = CHECKERS[name](learner)
+    out = capsys.readouterr().out
+    assert not result.passed and len(result.diagnoses) == 1 and phrase in result.diagnoses[0]
+    assert phrase in out
+
+
+def test_no_case_uses_the_usual_scale():
+    for case in CHECKERS["check_attention_scores"].cases:
+        q, k, scale = case.inputs()
+        assert not math.isclose(scale, q.shape[-1] ** -0.5) and scale != 1

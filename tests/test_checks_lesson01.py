@@ -16,14 +16,19 @@ NAMES = lesson01.__all__
 
 # The mistakes the course promises to recognise, by (part of) their name.
 REQUIRED = {
-    "check_kernel_size": ["even kernel size"],
+    "check_kernel_size": ["even kernel size", "round() instead of int()",
+                          "math.ceil() instead of int()", "natural log", "forgot b",
+                          "forgot to divide by gamma", "gamma and b swapped"],
     "check_eca_gate": [
         "1-D conv over spatial positions instead of channels",
         "max instead of mean pooling",
         "missing sigmoid",
         "padding that shifts the channel window",
+        "wrap-around (circular) padding",
+        "all k-1 zeros on the right",
+        "softmax over the channels instead of a sigmoid",
     ],
-    "check_eca_matrix": ["padding that shifts the channel window"],
+    "check_eca_matrix": ["padding that shifts the channel window", "circular"],
 }
 
 
@@ -57,6 +62,7 @@ def test_matrix_cases_include_odd_sizes_and_a_kernel_longer_than_c():
     assert all(w.dtype == torch.float64 for w, _ in cases)
     assert any(c % 2 == 1 for _, c in cases)
     assert any(w.shape[0] > c for w, c in cases)
+    assert any((w.shape[0] - 1) // 2 > c for w, c in cases)  # a band wider than the matrix
 
 
 # A learner's own way of making the catalogued mistakes (not the checker's implementation).
@@ -92,8 +98,66 @@ def learner_gate_logits(x, weight):
     return torch.nn.functional.conv1d(y, weight.view(1, 1, k), padding=k // 2)[:, 0]
 
 
+def learner_psi_round(channels, gamma=2, b=1):
+    t = round((math.log2(channels) + b) / gamma)
+    return t if t % 2 else t + 1
+
+
+def learner_psi_ceil(channels, gamma=2, b=1):
+    t = math.ceil((math.log2(channels) + b) / gamma)
+    return t + (1 - t % 2)
+
+
+def learner_psi_ln(channels, gamma=2, b=1):
+    t = int((math.log(channels) + b) / gamma)
+    return t if t % 2 else t + 1
+
+
+def learner_psi_no_b(channels, gamma=2, b=1):
+    t = int(math.log2(channels) / gamma)
+    return t if t % 2 else t + 1
+
+
+def learner_psi_no_gamma(channels, gamma=2, b=1):
+    t = int(math.log2(channels) + b)
+    return t if t % 2 else t + 1
+
+
+def learner_psi_hard_coded(channels, gamma=2, b=1):
+    t = int((math.log2(channels) + 1) / 2)
+    return t if t % 2 else t + 1
+
+
+def learner_gate_circular(x, weight):
+    k = weight.numel()
+    y = x.mean(dim=(2, 3))
+    y = torch.cat([y[:, -(k // 2):], y, y[:, :k // 2]], dim=1)
+    return torch.sigmoid(y.unfold(1, k, 1) @ weight)
+
+
+def learner_gate_right_pad(x, weight):
+    k = weight.numel()
+    y = torch.nn.functional.pad(x.mean(dim=(2, 3)), (0, k - 1))
+    return torch.sigmoid(y.unfold(1, k, 1) @ weight)
+
+
+def learner_gate_softmax(x, weight):
+    k = weight.numel()
+    y = torch.nn.functional.pad(x.mean(dim=(2, 3)), (k // 2, k // 2))
+    return torch.softmax(y.unfold(1, k, 1) @ weight, dim=1)
+
+
 @pytest.mark.parametrize("name,learner,phrase", [
     ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
+    ("check_kernel_size", learner_psi_round, "round() instead of int()"),
+    ("check_kernel_size", learner_psi_ceil, "math.ceil() instead of int()"),
+    ("check_kernel_size", learner_psi_ln, "natural log instead of log2"),
+    ("check_kernel_size", learner_psi_no_b, "forgot b"),
+    ("check_kernel_size", learner_psi_no_gamma, "forgot to divide by gamma"),
+    ("check_kernel_size", learner_psi_hard_coded, "hard-coded"),
+    ("check_eca_gate", learner_gate_circular, "circular"),
+    ("check_eca_gate", learner_gate_right_pad, "all k-1 zeros on the right"),
+    ("check_eca_gate", learner_gate_softmax, "softmax over the channels"),
     ("check_eca_gate", learner_gate_over_space, "1-D conv over spatial positions"),
     ("check_eca_gate", learner_gate_causal_pad, "padding that shifts the channel window"),
     ("check_eca_gate", learner_gate_amax, "max instead of mean pooling"),
@@ -138,10 +202,43 @@ def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
 
 
-def test_kernel_size_returning_a_tensor_is_reported(capsys):
+def test_kernel_size_returning_a_tensor_or_a_float_is_reported(capsys):
     result = CHECKERS["check_kernel_size"](lambda c, gamma=2, b=1: torch.tensor(5))
     assert not result.passed
-    assert "expected a number" in capsys.readouterr().out
+    assert "✗ every case: returned a tensor of shape (), expected an int" in capsys.readouterr().out
+
+    def psi_float(channels, gamma=2, b=1):  # 5.0: nn.Conv1d refuses a float kernel size
+        t = (math.log2(channels) + b) // gamma
+        return t if t % 2 else t + 1
+
+    result = CHECKERS["check_kernel_size"](psi_float)
+    out = capsys.readouterr().out
+    assert not result.passed and "✗ C = 24: returned 3.0 (a float), expected an int" in out
+
+
+def test_float32_matrix_is_reported(capsys):
+    def matrix32(weight, channels):
+        return lesson01.ref_eca_matrix(weight, channels).float()
+
+    assert not CHECKERS["check_eca_matrix"](matrix32).passed
+    assert "✗ every case: returned float32, expected float64 (the dtype of the inputs)" in \
+        capsys.readouterr().out
+
+
+def test_a_diag_sum_matrix_fails_when_the_band_is_wider_than_the_matrix(capsys):
+    def matrix_by_diagonals(weight, channels):
+        k = weight.numel()
+        m = torch.zeros(channels, channels, dtype=weight.dtype)
+        for i in range(k):
+            offset = i - k // 2
+            m = m + weight[i] * torch.diag(torch.ones(channels - abs(offset),
+                                                      dtype=weight.dtype), offset)
+        return m
+
+    result = CHECKERS["check_eca_matrix"](matrix_by_diagonals)
+    out = capsys.readouterr().out
+    assert not result.passed and "✓ k = 5, C = 4" in out
+    assert "✗ k = 7, C = 2: raised RuntimeError" in out and "(at line 6 of matrix_by_diagonals)" in out
 
 
 def test_reference_meanings():

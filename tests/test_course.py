@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 
+from attn_tutorial import course
 from attn_tutorial.course import ROOT
 
 
@@ -20,15 +22,17 @@ def test_execute_in_place_counts_and_no_churn(tmp_path: Path):
     ]
     path = tmp_path / "toy.ipynb"
     nbformat.write(nb, path)
-    cmd = [sys.executable, "-m", "attn_tutorial", "execute", str(path)]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    cmd = [sys.executable, "-m", "attn_tutorial", "execute", "--time", str(path)]
+    done = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    assert re.search(r"^  \d+\.\d s$", done.stdout, re.M), done.stdout  # --time: seconds taken
     first = path.read_text()
     out = nbformat.reads(first, as_version=4)
     code = [c for c in out.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == [1, 2]
     assert code[1].outputs[0]["text"] == "42\n"
     assert all("execution" not in c.metadata for c in out.cells)
-    assert out.metadata.kernelspec.name == "python3"
+    assert out.metadata.kernelspec == course.KERNELSPEC  # what JupyterLab writes
+    assert out.metadata.language_info["version"] == course.language_info()["version"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     assert path.read_text() == first  # a re-run with the same outputs changes nothing
 

@@ -7,6 +7,8 @@ All, carries no unexpected error, and (for the mechanism lessons) follows the le
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -95,3 +97,19 @@ def test_every_notebook_has_its_pair():
     lessons = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
     solutions = {p.name for p in (ROOT / "solutions").glob("*.ipynb")}
     assert solutions <= lessons, f"solutions without a lesson: {sorted(solutions - lessons)}"
+
+
+MACHINE_PATH = re.compile(r"(/work/|/home/|/Users/|/tmp/|site-packages|\.venv/|[A-Z]:\\\\)")
+
+
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
+def test_no_machine_paths_in_outputs(path: Path):
+    """Committed outputs never show where the notebook was executed (tracebacks through the
+    checkout or the virtual environment): expected errors are shown as their message."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(code_cells(nb), 1):
+        for output in cell.outputs:
+            text = json.dumps(output)
+            found = MACHINE_PATH.search(text)
+            assert not found, (f"{path.name} cell [{i}]: machine path in an output: "
+                               f"...{text[max(0, found.start() - 60):found.end() + 40]}...")

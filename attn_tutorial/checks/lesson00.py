@@ -1,20 +1,20 @@
 """Checkers for lesson 00 (einops for vision attention): exercises in ``solutions/00_einops.ipynb``.
 
-Every checker compares the learner's function with a reference written in einops, on float64
-inputs with odd, non-square and batch-1 sizes, and names the catalogued mistakes below when the
-learner's output reproduces one of them. Each mistake is a real wrong implementation; the tests
-prove that every one of them differs from the reference (and from the others) on every case.
+Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference with
+a knob turned (``functools.partial``). The cases (float64, odd, non-square and batch-1 sizes) are
+chosen so that every mistake fails on at least one of them; ``tests/test_checks.py`` proves it.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-from attn_tutorial.checks import register
 from attn_tutorial.checks._cases import feature_map_cases, token_cases
-from attn_tutorial.checks._core import Case, Checker, Mistake
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
 
 __all__ = [
     "check_to_tokens",
@@ -27,22 +27,19 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ 1. feature map -> tokens
-def ref_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W → B×(H·W)×C, tokens in row-major (raster) order."""
-    return rearrange(x, "b c h w -> b (h w) c")
+def ref_to_tokens(x: torch.Tensor, *, order: str = "h w", channels_last: bool = True,
+                  reshape_only: bool = False) -> torch.Tensor:
+    """B×C×H×W → B×(H·W)×C, tokens in row-major (raster) order.
 
-
-def _tokens_column_major(x):
-    return rearrange(x, "b c h w -> b (w h) c")
-
-
-def _tokens_channels_first(x):
-    return rearrange(x, "b c h w -> b c (h w)")
-
-
-def _tokens_reshape_only(x):
-    b, c, h, w = x.shape
-    return x.reshape(b, h * w, c)
+    Knobs: ``order`` ("w h": column-major), ``channels_last`` (False: b c (h w)),
+    ``reshape_only`` (x.reshape(b, h*w, c): channels and pixels mixed).
+    """
+    if reshape_only:
+        b, c, h, w = x.shape
+        return x.reshape(b, h * w, c)
+    if not channels_last:
+        return rearrange(x, f"b c h w -> b c ({order})")
+    return rearrange(x, f"b c h w -> b ({order}) c")
 
 
 check_to_tokens = register(
@@ -51,35 +48,29 @@ check_to_tokens = register(
         reference=ref_to_tokens,
         cases=feature_map_cases(),
         mistakes=[
-            Mistake("column-major flattening (w h) instead of row-major (h w)", _tokens_column_major),
-            Mistake("forgot to move channels last (b c (h w))", _tokens_channels_first),
-            Mistake(
-                "reshape without permute: channels and pixels mixed (x.reshape(b, h*w, c))",
-                _tokens_reshape_only,
-            ),
+            Mistake("column-major flattening (w h) instead of row-major (h w)",
+                    partial(ref_to_tokens, order="w h")),
+            Mistake("forgot to move channels last (b c (h w))",
+                    partial(ref_to_tokens, channels_last=False)),
+            Mistake("reshape without permute: channels and pixels mixed (x.reshape(b, h*w, c))",
+                    partial(ref_to_tokens, reshape_only=True)),
         ],
-    ),
-    "check_to_tokens",
+    )
 )
 
 
 # ------------------------------------------------------------------ 2. tokens -> feature map
-def ref_from_tokens(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """B×(H·W)×C tokens in row-major order → B×C×H×W."""
-    return rearrange(t, "b (h w) c -> b c h w", h=h, w=w)
+def ref_from_tokens(t: torch.Tensor, h: int, w: int, *, order: str = "h w",
+                    channels_first: bool = True, reshape_only: bool = False) -> torch.Tensor:
+    """B×(H·W)×C tokens in row-major order → B×C×H×W.
 
-
-def _from_tokens_column_major(t, h, w):
-    return rearrange(t, "b (w h) c -> b c h w", h=h, w=w)
-
-
-def _from_tokens_reshape_only(t, h, w):
-    b, n, c = t.shape
-    return t.reshape(b, c, h, w)
-
-
-def _from_tokens_channels_last(t, h, w):
-    return rearrange(t, "b (h w) c -> b h w c", h=h, w=w)
+    Knobs: ``order`` ("w h"), ``channels_first`` (False: b h w c), ``reshape_only``.
+    """
+    if reshape_only:
+        b, n, c = t.shape
+        return t.reshape(b, c, h, w)
+    target = "b c h w" if channels_first else "b h w c"
+    return rearrange(t, f"b ({order}) c -> {target}", h=h, w=w)
 
 
 check_from_tokens = register(
@@ -89,33 +80,29 @@ check_from_tokens = register(
         cases=token_cases(),
         mistakes=[
             Mistake("column-major unflattening (w h) instead of row-major (h w)",
-                    _from_tokens_column_major),
+                    partial(ref_from_tokens, order="w h")),
             Mistake("reshape without permute: channels and pixels mixed (t.reshape(b, c, h, w))",
-                    _from_tokens_reshape_only),
-            Mistake("forgot to move channels first (b h w c)", _from_tokens_channels_last),
+                    partial(ref_from_tokens, reshape_only=True)),
+            Mistake("forgot to move channels first (b h w c)",
+                    partial(ref_from_tokens, channels_first=False)),
         ],
-    ),
-    "check_from_tokens",
+    )
 )
 
 
 # ------------------------------------------------------------------ 3. split heads
-def ref_split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """B×N×(heads·d) → B×heads×N×d; the head index is the slow factor of the channel axis."""
-    return rearrange(t, "b n (heads d) -> b heads n d", heads=heads)
+def ref_split_heads(t: torch.Tensor, heads: int, *, split: str = "heads d",
+                    heads_first: bool = True, reshape_only: bool = False) -> torch.Tensor:
+    """B×N×(heads·d) → B×heads×N×d; the head index is the slow factor of the channel axis.
 
-
-def _heads_fast(t, heads):
-    return rearrange(t, "b n (d heads) -> b heads n d", heads=heads)
-
-
-def _heads_not_moved(t, heads):
-    return rearrange(t, "b n (heads d) -> b n heads d", heads=heads)
-
-
-def _heads_reshape_only(t, heads):
-    b, n, c = t.shape
-    return t.reshape(b, heads, n, c // heads)
+    Knobs: ``split`` ("d heads": heads as the fast factor), ``heads_first`` (False: b n heads d),
+    ``reshape_only``.
+    """
+    if reshape_only:
+        b, n, c = t.shape
+        return t.reshape(b, heads, n, c // heads)
+    target = "b heads n d" if heads_first else "b n heads d"
+    return rearrange(t, f"b n ({split}) -> {target}", heads=heads)
 
 
 def _split_cases() -> list[Case]:
@@ -138,46 +125,42 @@ check_split_heads = register(
         cases=_split_cases(),
         mistakes=[
             Mistake("heads as the fast factor (d heads) instead of the slow factor (heads d)",
-                    _heads_fast),
-            Mistake("forgot to move heads before tokens (b n heads d)", _heads_not_moved),
+                    partial(ref_split_heads, split="d heads")),
+            Mistake("forgot to move heads before tokens (b n heads d)",
+                    partial(ref_split_heads, heads_first=False)),
             Mistake("reshape without permute: tokens and heads mixed (t.reshape(b, heads, n, d))",
-                    _heads_reshape_only),
+                    partial(ref_split_heads, reshape_only=True)),
         ],
-    ),
-    "check_split_heads",
+    )
 )
 
 
 # ------------------------------------------------------------------ 4. attention scores
-def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax_j(scale · q_i · k_j): B×heads×N×d, B×heads×M×d → B×heads×N×M, rows sum to 1."""
-    scores = torch.einsum("b h i d, b h j d -> b h i j", q, k) * scale
-    return scores.softmax(dim=-1)
+def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
+                         softmax_over: str = "keys", scale_how: str = "multiply",
+                         layout: str = "b h i j") -> torch.Tensor:
+    """softmax_j(scale · q_i · k_j): B×heads×N×d, B×heads×M×d → B×heads×N×M, rows sum to 1.
 
-
-def _softmax_queries(q, k, scale):
-    return (torch.einsum("b h i d, b h j d -> b h i j", q, k) * scale).softmax(dim=-2)
-
-
-def _no_scale(q, k, scale):
-    return torch.einsum("b h i d, b h j d -> b h i j", q, k).softmax(dim=-1)
-
-
-def _divide_scale(q, k, scale):
-    return (torch.einsum("b h i d, b h j d -> b h i j", q, k) / scale).softmax(dim=-1)
-
-
-def _scale_after_softmax(q, k, scale):
-    return torch.einsum("b h i d, b h j d -> b h i j", q, k).softmax(dim=-1) * scale
-
-
-def _keys_on_rows(q, k, scale):
-    return (torch.einsum("b h i d, b h j d -> b h j i", q, k) * scale).softmax(dim=-1)
+    Knobs: ``softmax_over`` ("queries"), ``scale_how`` ("none", "divide", "after" the softmax,
+    "d**-0.5": the usual value used instead of the argument), ``layout`` ("b h j i": keys on the
+    rows).
+    """
+    scores = torch.einsum(f"b h i d, b h j d -> {layout}", q, k)
+    if scale_how == "multiply":
+        scores = scores * scale
+    elif scale_how == "divide":
+        scores = scores / scale
+    elif scale_how == "d**-0.5":
+        scores = scores * q.shape[-1] ** -0.5
+    axis = layout.split().index("j" if softmax_over == "keys" else "i")
+    attn = scores.softmax(dim=axis)
+    return attn * scale if scale_how == "after" else attn
 
 
 def _score_cases() -> list[Case]:
-    # (B, heads, N queries, M keys, d, scale): N ≠ M in two cases, N = M in one (batch 1).
-    shapes = ((2, 3, 7, 5, 8, 8 ** -0.5), (1, 2, 6, 6, 4, 0.5), (3, 1, 5, 9, 6, 6 ** -0.5))
+    # (B, heads, N queries, M keys, d, scale): N ≠ M in two cases, N = M in one (batch 1). No
+    # scale equals d**-0.5 or 1, so ignoring the argument or forgetting it fails on every case.
+    shapes = ((2, 3, 7, 5, 8, 0.3), (1, 2, 6, 6, 4, 1.7), (3, 1, 5, 9, 6, 0.25))
     return [
         Case(
             f"q {b}×{h}×{n}×{d}, k {b}×{h}×{m}×{d}, scale={s:.3g}",
@@ -198,38 +181,33 @@ check_attention_scores = register(
         reference=ref_attention_scores,
         cases=_score_cases(),
         mistakes=[
-            Mistake("softmax over the query axis instead of the key axis", _softmax_queries),
-            Mistake("forgot to multiply the scores by scale", _no_scale),
-            Mistake("divided by scale instead of multiplying by it", _divide_scale),
-            Mistake("applied scale after the softmax instead of before it", _scale_after_softmax),
+            Mistake("softmax over the query axis instead of the key axis",
+                    partial(ref_attention_scores, softmax_over="queries")),
+            Mistake("forgot to multiply the scores by scale",
+                    partial(ref_attention_scores, scale_how="none")),
+            Mistake("divided by scale instead of multiplying by it",
+                    partial(ref_attention_scores, scale_how="divide")),
+            Mistake("applied scale after the softmax instead of before it",
+                    partial(ref_attention_scores, scale_how="after")),
+            Mistake("used d ** -0.5 instead of the scale argument",
+                    partial(ref_attention_scores, scale_how="d**-0.5")),
             Mistake("keys on the rows (b h j i): the transpose of the attention map",
-                    _keys_on_rows),
+                    partial(ref_attention_scores, layout="b h j i")),
         ],
-    ),
-    "check_attention_scores",
+    )
 )
 
 
 # ------------------------------------------------------------------ 5. global average pooling
-def ref_global_avg_pool(x: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W → B×C, the mean over all H·W positions of each channel."""
-    return reduce(x, "b c h w -> b c", "mean")
+def ref_global_avg_pool(x: torch.Tensor, *, op: str = "mean", over: str = "space",
+                        keepdims: bool = False) -> torch.Tensor:
+    """B×C×H×W → B×C, the mean over all H·W positions of each channel.
 
-
-def _pool_max(x):
-    return reduce(x, "b c h w -> b c", "max")
-
-
-def _pool_sum(x):
-    return reduce(x, "b c h w -> b c", "sum")
-
-
-def _pool_channels(x):
-    return reduce(x, "b c h w -> b h w", "mean")
-
-
-def _pool_keepdims(x):
-    return reduce(x, "b c h w -> b c 1 1", "mean")
+    Knobs: ``op`` ("max", "sum"), ``over`` ("channels"), ``keepdims`` (B×C×1×1).
+    """
+    if over == "channels":
+        return reduce(x, "b c h w -> b h w", op)
+    return reduce(x, "b c h w -> b c 1 1" if keepdims else "b c h w -> b c", op)
 
 
 check_global_avg_pool = register(
@@ -238,53 +216,35 @@ check_global_avg_pool = register(
         reference=ref_global_avg_pool,
         cases=feature_map_cases(),
         mistakes=[
-            Mistake("max instead of mean pooling", _pool_max),
-            Mistake("sum instead of mean (forgot to divide by H·W)", _pool_sum),
+            Mistake("max instead of mean pooling", partial(ref_global_avg_pool, op="max")),
+            Mistake("sum instead of mean (forgot to divide by H·W)",
+                    partial(ref_global_avg_pool, op="sum")),
             Mistake("averaged over the channel axis instead of the spatial axes (b h w)",
-                    _pool_channels),
-            Mistake("kept the spatial axes (b c 1 1) instead of returning B×C", _pool_keepdims),
+                    partial(ref_global_avg_pool, over="channels")),
+            Mistake("kept the spatial axes (b c 1 1) instead of returning B×C",
+                    partial(ref_global_avg_pool, keepdims=True)),
         ],
-    ),
-    "check_global_avg_pool",
+    )
 )
 
 
 # ------------------------------------------------------------------ 6. dilated conv by phases
-def ref_dilated_conv_by_phases(x: torch.Tensor, weight: torch.Tensor, d: int) -> torch.Tensor:
+def ref_dilated_conv_by_phases(x: torch.Tensor, weight: torch.Tensor, d: int, *,
+                               split: str = "h dh", padding: int | None = 1,
+                               merge: str = "b dh dw", dilated: bool = True) -> torch.Tensor:
     """A 3×3 conv with dilation d and padding d, computed as an ordinary conv on d×d phases.
 
-    H and W must be multiples of d. The reference uses the phase route; it equals
-    ``F.conv2d(x, weight, padding=d, dilation=d)`` (the tests prove it).
+    H and W must be multiples of d. It equals ``F.conv2d(x, weight, padding=d, dilation=d)``
+    (the tests prove it). Knobs: ``split`` ("dh h": contiguous blocks instead of every d-th
+    pixel), ``padding`` (None: d on the sub-maps), ``merge`` ("b dw dh"), ``dilated`` (False:
+    an ordinary 3×3 conv on the full map).
     """
-    b = x.shape[0]
-    phases = rearrange(x, "b c (h dh) (w dw) -> (b dh dw) c h w", dh=d, dw=d)
-    y = F.conv2d(phases, weight, padding=1)
-    return rearrange(y, "(b dh dw) c h w -> b c (h dh) (w dw)", b=b, dh=d, dw=d)
-
-
-def _phases_blocks(x, weight, d):
-    b = x.shape[0]
-    phases = rearrange(x, "b c (dh h) (dw w) -> (b dh dw) c h w", dh=d, dw=d)
-    y = F.conv2d(phases, weight, padding=1)
-    return rearrange(y, "(b dh dw) c h w -> b c (dh h) (dw w)", b=b, dh=d, dw=d)
-
-
-def _phases_padding_d(x, weight, d):
-    b = x.shape[0]
-    phases = rearrange(x, "b c (h dh) (w dw) -> (b dh dw) c h w", dh=d, dw=d)
-    y = F.conv2d(phases, weight, padding=d)
-    return rearrange(y, "(b dh dw) c h w -> b c (h dh) (w dw)", b=b, dh=d, dw=d)
-
-
-def _phases_swapped_back(x, weight, d):
-    b = x.shape[0]
-    phases = rearrange(x, "b c (h dh) (w dw) -> (b dh dw) c h w", dh=d, dw=d)
-    y = F.conv2d(phases, weight, padding=1)
-    return rearrange(y, "(b dw dh) c h w -> b c (h dh) (w dw)", b=b, dh=d, dw=d)
-
-
-def _undilated(x, weight, d):
-    return F.conv2d(x, weight, padding=1)
+    if not dilated:
+        return F.conv2d(x, weight, padding=1)
+    hs, ws = split, split.replace("h", "w")
+    phases = rearrange(x, f"b c ({hs}) ({ws}) -> (b dh dw) c h w", dh=d, dw=d)
+    y = F.conv2d(phases, weight, padding=d if padding is None else padding)
+    return rearrange(y, f"({merge}) c h w -> b c ({hs}) ({ws})", b=x.shape[0], dh=d, dw=d)
 
 
 def _dilated_cases() -> list[Case]:
@@ -311,12 +271,13 @@ check_dilated_conv_by_phases = register(
         cases=_dilated_cases(),
         mistakes=[
             Mistake("phases as the slow factor (dh h): contiguous blocks instead of every d-th "
-                    "pixel", _phases_blocks),
-            Mistake("padding d on the sub-maps instead of 1", _phases_padding_d),
+                    "pixel", partial(ref_dilated_conv_by_phases, split="dh h")),
+            Mistake("padding d on the sub-maps instead of 1",
+                    partial(ref_dilated_conv_by_phases, padding=None)),
             Mistake("merged the phases back in the wrong order ((b dw dh) instead of (b dh dw))",
-                    _phases_swapped_back),
-            Mistake("ordinary 3×3 conv on the full map (the dilation is missing)", _undilated),
+                    partial(ref_dilated_conv_by_phases, merge="b dw dh")),
+            Mistake("ordinary 3×3 conv on the full map (the dilation is missing)",
+                    partial(ref_dilated_conv_by_phases, dilated=False)),
         ],
-    ),
-    "check_dilated_conv_by_phases",
+    )
 )

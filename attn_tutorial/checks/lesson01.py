@@ -4,108 +4,129 @@
 2. ``check_eca_gate``: the ECA channel gate, B×C×H×W map and k taps -> B×C.
 3. ``check_eca_matrix``: the banded C×C matrix that the 1-D conv over channels multiplies by.
 
-Every checker runs the learner's function and the reference on float64 inputs with odd,
-non-square and batch-1 sizes, and names the catalogued mistakes below when the learner's output
-reproduces one of them. Each mistake is a real wrong implementation; the tests prove that each
-differs from the reference (and from the others) on every case.
+Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
+with a knob turned. The cases are chosen so that every mistake fails on at least one of them
+(``tests/test_checks.py`` proves it), and the per-case comments say which case catches which slip.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-from attn_tutorial.checks import register
-from attn_tutorial.checks._core import Case, Checker, Mistake
-from attn_tutorial.eca import banded_matrix, eca_kernel_size
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
 
 __all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix"]
 
 
 # ------------------------------------------------------------------------ 1. ψ(C)
-def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
-    """ψ(C): t = int(|(log2 C + b) / γ|), then the odd number t or t + 1."""
-    return eca_kernel_size(channels, gamma, b)
+def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1, *, to_int=int,
+                    log=math.log2, odd: str = "up", use_arguments: bool = True,
+                    swap_gamma_b: bool = False, drop: str = "") -> int:
+    """ψ(C): t = int(|(log2 C + b) / γ|), then the odd number t or t + 1.
+
+    Knobs (the right answer by default): ``to_int`` (round, math.ceil), ``log`` (math.log,
+    math.log10), ``odd`` ("up", "down", "none"), ``use_arguments`` (False: γ = 2, b = 1
+    hard-coded), ``swap_gamma_b``, ``drop`` ("b" or "gamma" forgotten).
+    """
+    if not use_arguments:
+        gamma, b = 2, 1
+    if swap_gamma_b:
+        gamma, b = b, gamma
+    if drop == "b":
+        b = 0
+    if drop == "gamma":
+        gamma = 1
+    t = to_int(abs((log(channels) + b) / gamma))
+    if odd == "none" or t % 2 == 1:
+        return t
+    return t + 1 if odd == "up" else t - 1
 
 
-def _psi_even(channels, gamma=2, b=1):
-    return int(abs((math.log2(channels) + b) / gamma))
-
-
-def _psi_round_down(channels, gamma=2, b=1):
-    t = int(abs((math.log2(channels) + b) / gamma))
-    return t if t % 2 else t - 1
-
-
-def _psi_gamma_b_swapped(channels, gamma=2, b=1):
-    t = int(abs((math.log2(channels) + gamma) / b))
-    return t if t % 2 else t + 1
-
-
-def _channels_case(c: int, seed: int) -> Case:
-    return Case(f"C = {c}", lambda g, c=c: (c,), seed=seed)
+def _psi_case(channels: int, gamma: float | None = None, b: float | None = None) -> Case:
+    if gamma is None:
+        return Case(f"C = {channels}", lambda g, c=channels: (c,))
+    return Case(f"C = {channels}, gamma = {gamma}, b = {b}",
+                lambda g, c=channels, gm=gamma, bb=b: (c, gm, bb))
 
 
 check_kernel_size = register(
     Checker(
         "kernel_size",
         reference=ref_kernel_size,
-        # every case has an even t, so forgetting the odd rounding shows on each one
-        cases=[_channels_case(c, i) for i, c in enumerate((24, 150, 256, 2048))],
-        mistakes=[
-            Mistake("even kernel size: the rounding to an odd number is missing", _psi_even),
-            Mistake("rounded down to the odd number below (t - 1) instead of up (t + 1)",
-                    _psi_round_down),
-            Mistake("gamma and b swapped: (log2 C + gamma) / b", _psi_gamma_b_swapped),
+        cases=[
+            _psi_case(24),    # t = 2.79 -> 2, even: the odd rounding; log10 and "forgot γ" fail
+            _psi_case(40),    # t = 3.16: ceil gives 4 -> 5, round gives 3
+            _psi_case(64),    # t = 3.5: round and ceil give 5, int gives 3
+            _psi_case(150),   # t = 4.11: natural log gives 3, forgetting b gives 3
+            _psi_case(1024),  # t = 5.5: round/ceil give 7, natural log 3
+            _psi_case(2048),  # t = 6.0 exactly: even, goes up to 7
+            _psi_case(512, 3, 2),  # γ and b are used: hard-coding 2 and 1 gives 5, not 3
         ],
-    ),
-    "check_kernel_size",
+        mistakes=[
+            Mistake("even kernel size: the rounding to an odd number is missing",
+                    partial(ref_kernel_size, odd="none")),
+            Mistake("rounded down to the odd number below (t - 1) instead of up (t + 1)",
+                    partial(ref_kernel_size, odd="down")),
+            Mistake("round() instead of int(): t must be truncated, not rounded to nearest",
+                    partial(ref_kernel_size, to_int=round)),
+            Mistake("math.ceil() instead of int(): t must be truncated, not rounded up",
+                    partial(ref_kernel_size, to_int=math.ceil)),
+            Mistake("natural log instead of log2", partial(ref_kernel_size, log=math.log)),
+            Mistake("log10 instead of log2", partial(ref_kernel_size, log=math.log10)),
+            Mistake("gamma and b swapped: (log2 C + gamma) / b",
+                    partial(ref_kernel_size, swap_gamma_b=True)),
+            Mistake("forgot b: log2(C) / gamma", partial(ref_kernel_size, drop="b")),
+            Mistake("forgot to divide by gamma: log2(C) + b", partial(ref_kernel_size, drop="gamma")),
+            Mistake("gamma = 2 and b = 1 hard-coded: the arguments are ignored",
+                    partial(ref_kernel_size, use_arguments=False)),
+        ],
+    )
 )
 
 
 # ------------------------------------------------------------------- 2. the ECA gate
-def ref_eca_gate(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sigmoid(conv1d over the channel axis of GAP(x)), zero padding (k-1)//2 at both ends."""
+def _squash(z: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "sigmoid":
+        return torch.sigmoid(z)
+    if how == "softmax":
+        return z.softmax(dim=-1)
+    return z
+
+
+def ref_eca_gate(x: torch.Tensor, weight: torch.Tensor, *, pool: str = "mean",
+                 over: str = "channels", padding: str = "both", flip: bool = False,
+                 squash: str = "sigmoid") -> torch.Tensor:
+    """sigmoid(conv1d over the channel axis of GAP(x)), zero padding (k-1)//2 at both ends.
+
+    Knobs: ``pool`` ("max", "sum"), ``over`` ("space": the conv runs over pixels), ``padding``
+    ("left", "right": all k-1 zeros on one side; "circular"), ``flip`` (a true convolution),
+    ``squash`` ("none", "softmax" over channels).
+    """
     k = weight.shape[0]
-    y = reduce(x, "b c h w -> b 1 c", "mean")
-    z = F.conv1d(y, rearrange(weight, "k -> 1 1 k"), padding=(k - 1) // 2)
-    return torch.sigmoid(rearrange(z, "b 1 c -> b c"))
-
-
-def _gate_conv_over_space(x, weight):
-    k = weight.shape[0]
-    b = x.shape[0]
-    pixels = rearrange(x, "b c h w -> (b c) 1 (h w)")
-    z = F.conv1d(pixels, rearrange(weight, "k -> 1 1 k"), padding=(k - 1) // 2)
-    return torch.sigmoid(reduce(z, "(b c) 1 n -> b c", "mean", b=b))
-
-
-def _gate_max_pool(x, weight):
-    k = weight.shape[0]
-    y = reduce(x, "b c h w -> b 1 c", "max")
-    z = F.conv1d(y, rearrange(weight, "k -> 1 1 k"), padding=(k - 1) // 2)
-    return torch.sigmoid(rearrange(z, "b 1 c -> b c"))
-
-
-def _gate_no_sigmoid(x, weight):
-    k = weight.shape[0]
-    y = reduce(x, "b c h w -> b 1 c", "mean")
-    z = F.conv1d(y, rearrange(weight, "k -> 1 1 k"), padding=(k - 1) // 2)
-    return rearrange(z, "b 1 c -> b c")
-
-
-def _gate_left_padding(x, weight):
-    k = weight.shape[0]
-    y = F.pad(reduce(x, "b c h w -> b 1 c", "mean"), (k - 1, 0))
-    z = F.conv1d(y, rearrange(weight, "k -> 1 1 k"))
-    return torch.sigmoid(rearrange(z, "b 1 c -> b c"))
-
-
-def _gate_flipped_kernel(x, weight):
-    return ref_eca_gate(x, torch.flip(weight, dims=[0]))
+    if flip:
+        weight = torch.flip(weight, dims=[0])
+    taps = rearrange(weight, "k -> 1 1 k")
+    if over == "space":
+        pixels = rearrange(x, "b c h w -> (b c) 1 (h w)")
+        z = F.conv1d(pixels, taps, padding=(k - 1) // 2)
+        return _squash(reduce(z, "(b c) 1 n -> b c", pool, b=x.shape[0]), squash)
+    y = reduce(x, "b c h w -> b 1 c", pool)
+    half = (k - 1) // 2
+    if padding == "both":
+        y = F.pad(y, (half, half))
+    elif padding == "left":
+        y = F.pad(y, (k - 1, 0))
+    elif padding == "right":
+        y = F.pad(y, (0, k - 1))
+    elif padding == "circular":
+        y = F.pad(y, (half, half), mode="circular")
+    z = F.conv1d(y, taps)
+    return _squash(rearrange(z, "b 1 c -> b c"), squash)
 
 
 def _gate_case(shape: tuple[int, int, int, int], k: int, seed: int) -> Case:
@@ -127,45 +148,52 @@ check_eca_gate = register(
             _gate_case((3, 24, 9, 7), 3, 2),
         ],
         mistakes=[
-            Mistake("1-D conv over spatial positions instead of channels", _gate_conv_over_space),
-            Mistake("max instead of mean pooling", _gate_max_pool),
-            Mistake("missing sigmoid", _gate_no_sigmoid),
-            Mistake("padding that shifts the channel window (all k-1 zeros on one side)",
-                    _gate_left_padding),
+            Mistake("1-D conv over spatial positions instead of channels",
+                    partial(ref_eca_gate, over="space")),
+            Mistake("max instead of mean pooling", partial(ref_eca_gate, pool="max")),
+            Mistake("sum instead of mean pooling (forgot to divide by H·W)",
+                    partial(ref_eca_gate, pool="sum")),
+            Mistake("missing sigmoid", partial(ref_eca_gate, squash="none")),
+            Mistake("softmax over the channels instead of a sigmoid per channel",
+                    partial(ref_eca_gate, squash="softmax")),
+            Mistake("padding that shifts the channel window (all k-1 zeros on the left)",
+                    partial(ref_eca_gate, padding="left")),
+            Mistake("padding that shifts the channel window (all k-1 zeros on the right)",
+                    partial(ref_eca_gate, padding="right")),
+            Mistake("wrap-around (circular) padding instead of zeros at both ends",
+                    partial(ref_eca_gate, padding="circular")),
             Mistake("kernel flipped: a true convolution instead of conv1d's cross-correlation",
-                    _gate_flipped_kernel),
+                    partial(ref_eca_gate, flip=True)),
         ],
-    ),
-    "check_eca_gate",
+    )
 )
 
 
 # ------------------------------------------------------------- 3. the banded matrix
-def ref_eca_matrix(weight: torch.Tensor, channels: int) -> torch.Tensor:
-    """M (C×C) with M[c, j] = weight[j - c + (k-1)//2] inside the band, 0 outside."""
-    return banded_matrix(weight, channels)
+def ref_eca_matrix(weight: torch.Tensor, channels: int, *, padding: str = "both",
+                   transpose: bool = False, circular: bool = False,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """M (C×C) with M[c, j] = weight[j - c + (k-1)//2] inside the band, 0 outside.
 
-
-def _matrix_transposed(weight, channels):
-    return banded_matrix(weight, channels).T
-
-
-def _matrix_shifted(weight, channels):
+    Knobs: ``padding`` ("left": all k-1 zeros on the left, the band shifted off the diagonal),
+    ``transpose``, ``circular`` (indices wrap around modulo C), ``dtype`` (float32 instead of
+    the weight's dtype).
+    """
     k = weight.shape[0]
     c = rearrange(torch.arange(channels), "c -> c 1")
     j = rearrange(torch.arange(channels), "j -> 1 j")
-    tap = j - c + (k - 1)  # as if all k-1 zeros were padded on the left
-    inside = (tap >= 0) & (tap < k)
-    return torch.where(inside, weight[tap.clamp(0, k - 1)], torch.zeros((), dtype=weight.dtype))
-
-
-def _matrix_circular(weight, channels):
-    k = weight.shape[0]
-    pad = (k - 1) // 2
-    basis = rearrange(torch.eye(channels, dtype=weight.dtype), "j c -> j 1 c")
-    wrapped = F.pad(basis, (pad, pad), mode="circular")
-    columns = F.conv1d(wrapped, rearrange(weight, "k -> 1 1 k"))  # response to each unit e_j
-    return rearrange(columns, "j 1 c -> c j")
+    offset = j - c
+    if circular:  # the entry for every j that lands on the tap after wrapping around
+        m = torch.zeros(channels, channels, dtype=weight.dtype)
+        for tap in range(k):
+            m += torch.where((offset - (tap - (k - 1) // 2)) % channels == 0, weight[tap], 0.0)
+    else:
+        tap = offset + ((k - 1) // 2 if padding == "both" else k - 1)
+        inside = (tap >= 0) & (tap < k)
+        m = torch.where(inside, weight[tap.clamp(0, k - 1)], torch.zeros((), dtype=weight.dtype))
+    if transpose:
+        m = m.T
+    return m if dtype is None else m.to(dtype)
 
 
 def _matrix_case(k: int, channels: int, seed: int) -> Case:
@@ -179,15 +207,19 @@ check_eca_matrix = register(
     Checker(
         "eca_matrix",
         reference=ref_eca_matrix,
-        cases=[_matrix_case(3, 7, 0), _matrix_case(5, 11, 1), _matrix_case(5, 4, 2)],
+        cases=[
+            _matrix_case(3, 7, 0),
+            _matrix_case(5, 11, 1),
+            _matrix_case(5, 4, 2),  # the kernel is longer than C
+            _matrix_case(7, 2, 3),  # offsets ±3 beyond the matrix: torch.diag(…, ±3) sums break
+        ],
         mistakes=[
             Mistake("matrix transposed: the kernel runs backwards along the channels",
-                    _matrix_transposed),
+                    partial(ref_eca_matrix, transpose=True)),
             Mistake("band shifted off the diagonal (padding that shifts the channel window)",
-                    _matrix_shifted),
+                    partial(ref_eca_matrix, padding="left")),
             Mistake("wrap-around (circular) padding instead of zeros at both ends",
-                    _matrix_circular),
+                    partial(ref_eca_matrix, circular=True)),
         ],
-    ),
-    "check_eca_matrix",
+    )
 )
