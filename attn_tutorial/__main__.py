@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--record", action="store_true",
                        help="write the cards into the package (attn_tutorial/cards/), "
                             "replacing the recorded ones")
+    be.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="CPU threads for the run (default: torch's; 1 is the steadiest on a "
+                         "shared machine)")
     be.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
                     help="run rows in priority order and record those not reached in this "
                          "time as skipped")
@@ -57,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--only {name!r}: choose from {', '.join(matrix.GROUPS)}")
         if args.budget_s is not None and not args.budget_s > 0:
             parser.error(f"--budget-s {args.budget_s:g}: must be a positive number of seconds")
+        if args.threads is not None:
+            if args.threads < 1:
+                parser.error(f"--threads {args.threads}: must be a positive integer")
+            import torch
+
+            torch.set_num_threads(args.threads)
         try:
             return run.main(args.only, args.device, args.quick, args.out, args.record,
                             args.budget_s)

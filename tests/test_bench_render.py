@@ -267,3 +267,17 @@ def test_cli_record_writes_into_the_package_cards_folder(tmp_path, monkeypatch, 
         torch.set_num_threads(threads)
     assert [p.name for p in (tmp_path / "package-cards").iterdir()] == ["cpu-quick-conv.json"]
     assert not (tmp_path / "bench_out").exists()
+
+
+def test_cli_threads_sets_the_thread_count_the_card_records(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert cli(["bench", "--device", "cpu", "--quick", "--only", "conv", "--threads", "1",
+                    "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    card = json.loads((tmp_path / "cpu-quick-conv.json").read_text())
+    assert card["provenance"]["threads"] == 1
+    with pytest.raises(SystemExit):
+        cli(["bench", "--quick", "--threads", "0"])
+    assert "--threads 0" in capsys.readouterr().err
