@@ -56,7 +56,7 @@ from .danet import DANetHead
 from .eca import ECA
 from .external import ExternalAttention
 from .psa import EPSABlock
-from .rest import BasicStem, Block, PatchEmbed, init_official
+from .rest import BasicStem, Block, PatchEmbed, _rest_init
 from .scconv import SCBottleneck
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResT", "EANetHead", "NETWORKS", "build",
@@ -353,7 +353,7 @@ class ResT(nn.Module):
             start += depths[i]
         self.norm = nn.LayerNorm(embed_dims[3])
         self.head = nn.Linear(embed_dims[3], num_classes)
-        self.apply(init_official)
+        self.apply(_rest_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.stem(x)
@@ -772,12 +772,12 @@ def _resnet_rules(model: ResNet, block_rules: Callable[[str, nn.Module], list]) 
     for stage in range(1, 5):
         for index, block in enumerate(getattr(model, f"layer{stage}")):
             rules += block_rules(f"layer{stage}.{index}.", block)
-    return rules + o._same("conv1.", "bn1.", "fc.")
+    return rules + o._unchanged("conv1.", "bn1.", "fc.")
 
 
 def _eca_block_rules(prefix: str, block: nn.Module) -> list:
     o = _official_rule_tables()
-    return [o.Rule(prefix + "eca.", prefix + "attention.")] + o._same(prefix)
+    return [o.Rule(prefix + "eca.", prefix + "attention.")] + o._unchanged(prefix)
 
 
 def _eca_kernels(state_dict, depth: int) -> tuple[int, ...]:
@@ -808,14 +808,14 @@ def _official_bam_resnet50(*, state_dict, num_classes: int = 1000):
     model = _uninitialised(lambda: bam_resnet(50, num_classes))
     rules = [r for s in (1, 2, 3) for r in o._under(f"bam{s}.", o._BAM_RULES,
                                                     f"after.layer{s}.")]
-    return model, rules + _resnet_rules(model, lambda prefix, block: o._same(prefix))
+    return model, rules + _resnet_rules(model, lambda prefix, block: o._unchanged(prefix))
 
 
 def _scbottleneck_rules(prefix: str, block: nn.Module) -> list:
     o = _official_rule_tables()
-    rules = (o._same("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
+    rules = (o._unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
              + [o.Rule("k1.0.", "k1_conv."), o.Rule("k1.1.", "k1_bn.")]
-             + o._under("scconv.", o._SCCONV_RULES) + o._same("conv3.", "bn3.", "downsample."))
+             + o._under("scconv.", o._SCCONV_RULES) + o._unchanged("conv3.", "bn3.", "downsample."))
     return o._under(prefix, rules)
 
 
@@ -829,8 +829,8 @@ def _official_scnet(depth: int):
 
 def _epsa_block_rules(prefix: str, block: nn.Module) -> list:
     o = _official_rule_tables()
-    rules = (o._same("conv1.", "bn1.") + o._under("conv2.", o._PSA_RULES, "psa.")
-             + o._same("bn2.", "conv3.", "bn3.", "downsample."))
+    rules = (o._unchanged("conv1.", "bn1.") + o._under("conv2.", o._PSA_RULES, "psa.")
+             + o._unchanged("bn2.", "conv3.", "bn3.", "downsample."))
     return o._under(prefix, rules)
 
 
@@ -847,18 +847,18 @@ def _official_rest(variant: str):
         """wofmanaf/ResT ``rest_{variant}(num_classes=...)`` (v1)."""
         o = _official_rule_tables()
         model = _uninitialised(lambda: rest(variant, num_classes))
-        rules = (o._same("stem.conv1.", "stem.norm1.", "stem.conv2.", "stem.norm2.",
+        rules = (o._unchanged("stem.conv1.", "stem.norm1.", "stem.conv2.", "stem.norm2.",
                          "stem.conv3.") + o._under("stem.pos.", o._PA_RULES))
         for i in (2, 3, 4):
             p = f"patch_embed_{i}."
             rules += ([o.Rule(p + "conv.", p + "proj."), o.Rule(p + "norm.", p + "norm.")]
                       + o._under(p + "pos.", o._PA_RULES))
-        block = (o._same("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.")
+        block = (o._unchanged("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.")
                  + o._under("attn.", o._EMSA_RULES))
         for i in range(1, 5):
             for j in range(len(getattr(model, f"stage{i}"))):
                 rules += o._under(f"stage{i}.{j}.", block)
-        return model, rules + o._same("norm.", "head.")
+        return model, rules + o._unchanged("norm.", "head.")
     return make
 
 

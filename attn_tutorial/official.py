@@ -95,7 +95,7 @@ class Rule:
         return self.ours + key[len(self.official):]
 
 
-def _same(*prefixes: str) -> list[Rule]:
+def _unchanged(*prefixes: str) -> list[Rule]:
     """Rules for submodules whose names are the same in both codes."""
     return [Rule(p, p) for p in prefixes]
 
@@ -145,12 +145,12 @@ def _cam(in_dim: int) -> tuple[nn.Module, list[Rule]]:
 def _eca(channel: int, k_size: int = 3) -> tuple[nn.Module, list[Rule]]:
     """``eca_layer(channel, k_size=3)`` of ``eca_module.py``. The official code ignores
     ``channel``; here it is kept and inputs must have that many channels."""
-    return ECA(channel, k_size), _same("conv.")
+    return ECA(channel, k_size), _unchanged("conv.")
 
 
 def _eca_ns(channel: int, k_size: int) -> tuple[nn.Module, list[Rule]]:
     """``eca_layer(channel, k_size)`` of ``eca_ns.py`` (a k-tap kernel per channel)."""
-    return ECANS(channel, k_size), _same("conv.")
+    return ECANS(channel, k_size), _unchanged("conv.")
 
 
 _SCCONV_RULES = [
@@ -183,10 +183,10 @@ def _scbottleneck(inplanes: int, planes: int, stride: int = 1,
                           downsample=copy.deepcopy(downsample), cardinality=cardinality,
                           bottleneck_width=bottleneck_width, avd=avd, dilation=dilation,
                           is_first=is_first)
-    rules = (_same("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
+    rules = (_unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
              + [Rule("k1.0.", "k1_conv."), Rule("k1.1.", "k1_bn.")]
              + _under("scconv.", _SCCONV_RULES)
-             + _same("conv3.", "bn3.", "downsample."))
+             + _unchanged("conv3.", "bn3.", "downsample."))
     return module, rules
 
 
@@ -204,8 +204,8 @@ def _check_four(conv_kernels: Sequence[int], conv_groups: Sequence[int]) -> None
                          "branches (conv_1 ... conv_4)")
 
 
-def _psa(inplans: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9), stride: int = 1,
-         conv_groups: Sequence[int] = (1, 4, 8, 16)) -> tuple[nn.Module, list[Rule]]:
+def _official_psa(inplans: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
+                  stride: int = 1, conv_groups: Sequence[int] = (1, 4, 8, 16)) -> tuple[nn.Module, list[Rule]]:
     """``PSAModule(inplans, planes, conv_kernels, stride, conv_groups)`` (official reversed
     concatenation, SE reduction 16)."""
     _check_four(conv_kernels, conv_groups)
@@ -222,12 +222,12 @@ def _epsa_block(inplanes: int, planes: int, stride: int = 1,
     _check_four(conv_kernels, conv_groups)
     module = EPSABlock(inplanes, planes, stride=stride, downsample=copy.deepcopy(downsample),
                        conv_kernels=conv_kernels, conv_groups=conv_groups)
-    rules = (_same("conv1.", "bn1.") + _under("conv2.", _PSA_RULES, "psa.")
-             + _same("bn2.", "conv3.", "bn3.", "downsample."))
+    rules = (_unchanged("conv1.", "bn1.") + _under("conv2.", _PSA_RULES, "psa.")
+             + _unchanged("bn2.", "conv3.", "bn3.", "downsample."))
     return module, rules
 
 
-_EMSA_RULES = (_same("q.", "kv.", "proj.")
+_EMSA_RULES = (_unchanged("q.", "kv.", "proj.")
                + [Rule("sr.", "reduce."), Rule("sr_norm.", "reduce_norm."),
                   Rule("transform_conv.", "head_mix.")])
 
@@ -266,7 +266,7 @@ def _rest_block(dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool
     module = Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                    drop=drop, attn_drop=attn_drop, drop_path=drop_path, sr_ratio=sr_ratio,
                    apply_transform=apply_transform)
-    rules = _same("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.") + _under("attn.", _EMSA_RULES)
+    rules = _unchanged("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.") + _under("attn.", _EMSA_RULES)
     return module, rules
 
 
@@ -313,7 +313,7 @@ _BUILDERS: dict[str, Callable[..., tuple[nn.Module, list[Rule]]]] = {
     "eca_ns": _eca_ns,
     "scconv": _scconv,
     "scbottleneck": _scbottleneck,
-    "psa": _psa,
+    "psa": _official_psa,
     "epsa_block": _epsa_block,
     "emsa": _emsa,
     "rest_pa": _rest_pa,
