@@ -6,8 +6,12 @@ once per mechanism (same seed, so the shared layers start from the same draw), t
 returns one row per mechanism: parameters, forward FLOPs per image
 (:func:`~attn_tutorial.bench.count_flops`), CPU seconds per training step, test accuracy, and the
 mechanism's attention metric (:mod:`attn_tutorial.metrics`) before and after training, with its
-chance level. A learner's own module takes part once registered with
-:func:`~attn_tutorial.models.register_mechanism`.
+chance level and null (each model's own). A learner's own module takes part as a registered name,
+a :class:`~attn_tutorial.registry.Mechanism` from :func:`~attn_tutorial.registry.define_mechanism`,
+or a module class.
+
+The course's comparison tables come from the shipped models (:mod:`attn_tutorial.zoo`, several
+seeds); this function is for training live.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from attn_tutorial import data
 from attn_tutorial.bench import count_flops
 from attn_tutorial.metrics import attention_metric
-from attn_tutorial.models import MECHANISMS, build_model
+from attn_tutorial.models import build_model
+from attn_tutorial.registry import Mechanism, resolve
+from attn_tutorial.show import count_params
 from attn_tutorial.train import fit
 
 __all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
@@ -49,6 +55,8 @@ class Row:
     metric_untrained: float
     metric_trained: float
     chance: float
+    chance_untrained: float = float("nan")
+    null: float = float("nan")
 
 
 @dataclass
@@ -127,14 +135,15 @@ def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> da
     return TASKS[task](n, seed=seed, **kwargs)
 
 
-def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_texture",
+def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.Task = "object_on_texture",
                      seed: int = 0, steps: int = 200, *, train_n: int = 2000, test_n: int = 400,
                      batch_size: int = 64, lr: float = 3e-3, metric_n: int | None = None,
                      flops: bool = True, keep_models: bool = False) -> Comparison:
     """Train every mechanism in :class:`TinyResNet` on the same data and compare them.
 
     Args:
-        mechanisms: names from :data:`~attn_tutorial.models.MECHANISMS` or "none".
+        mechanisms: registered names (:data:`~attn_tutorial.registry.MECHANISMS`), "none",
+            :class:`~attn_tutorial.registry.Mechanism` entries, or module classes.
         task: a name from :data:`TASKS` (drawn with ``train_n + test_n`` images and ``seed``),
             or a Task (then split into its first ``train_n`` and next ``test_n`` images).
         seed: seeds the data, the initial weights (each model is built after
@@ -149,10 +158,7 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
     """
     if not mechanisms:
         raise ValueError("mechanisms is empty: name at least one (\"none\" is the baseline)")
-    for name in mechanisms:
-        if name != "none" and name not in MECHANISMS:
-            raise ValueError(f"mechanism {name!r} is not registered; known: "
-                             f"{['none', *MECHANISMS]} (add yours with register_mechanism)")
+    specs = [resolve(m) for m in mechanisms]
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     full = make_task(task, train_n + test_n, seed)
@@ -162,9 +168,11 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
     task_name = task if isinstance(task, str) else "custom task"
 
     rows, models = [], {}
-    for name in mechanisms:
-        model = build_model(name, num_classes=train.num_classes, kind=kind, seed=seed)
-        params = sum(p.numel() for p in model.parameters())
+    for mechanism, spec in zip(mechanisms, specs):
+        model = build_model(spec if spec is not None else "none", num_classes=train.num_classes,
+                            kind=kind, seed=seed)
+        name = model.mechanism
+        params = count_params(model)
         model_flops = 0
         if flops:
             model.eval()
@@ -177,12 +185,14 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
             models[name] = model
         nan = float("nan")
         rows.append(Row(
-            mechanism=name, position=MECHANISMS[name].position if name != "none" else "-",
+            mechanism=name, position=spec.position if spec is not None else "-",
             params=params, flops=model_flops, step_ms=1000 * history.seconds / history.steps,
             train_seconds=history.seconds, accuracy=float(history.test_accuracy),
             metric=after.name if after else "-",
             metric_untrained=before.value if before else nan,
             metric_trained=after.value if after else nan,
             chance=after.chance if after else nan,
+            chance_untrained=before.chance if before else nan,
+            null=after.null if after and after.null is not None else nan,
         ))
     return Comparison(rows, task_name, steps, seed, models, test if keep_models else None)
