@@ -449,27 +449,31 @@ def score_slot_purity(module: torch.nn.Module, x: torch.Tensor, task: Task) -> M
                       shuffled_null(slot_purity, attention, classes, grid))
 
 
-def attention_scores(model: torch.nn.Module, task: Task, scorer=None) -> dict[str, Metric]:
+def attention_scores(model: torch.nn.Module, task: Task, scorer=None,
+                     inputs: dict[str, torch.Tensor] | None = None) -> dict[str, Metric]:
     """``{path: Metric}``: the scorer run on every plugged module of ``model`` (one eval pass).
 
     ``scorer`` defaults to the model's mechanism's (``model.spec.scorer``); {} for the baseline
-    or an entry without scorer.
+    or an entry without scorer. ``inputs``: the modules' inputs for ``task.images`` from
+    ``model.module_inputs`` when already at hand (saves the pass).
     """
     spec = getattr(model, "spec", None)
     scorer = scorer if scorer is not None else (spec.scorer if spec is not None else None)
     if scorer is None:
         return {}
-    inputs = model.module_inputs(task.images)
+    if inputs is None:
+        inputs = model.module_inputs(task.images)
     with torch.no_grad():
         return {path: scorer(model.get_submodule(path), x, task) for path, x in inputs.items()}
 
 
-def attention_metric(model: torch.nn.Module, task: Task, scorer=None) -> Metric | None:
+def attention_metric(model: torch.nn.Module, task: Task, scorer=None,
+                     inputs: dict[str, torch.Tensor] | None = None) -> Metric | None:
     """:func:`attention_scores` averaged over the plugged modules (value, chance and null).
 
     Returns None for the baseline or a mechanism without scorer.
     """
-    scores = list(attention_scores(model, task, scorer).values())
+    scores = list(attention_scores(model, task, scorer, inputs).values())
     if not scores:
         return None
     mean = lambda values: sum(values) / len(values)  # noqa: E731

@@ -187,22 +187,24 @@ class TinyResNet(nn.Module):
         return hook
 
     @torch.no_grad()
-    def module_inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def module_inputs(self, images: torch.Tensor, with_logits: bool = False
+                      ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One eval-mode forward pass on ``images``; the input each plugged module received.
 
-        Returns ``{path: x}`` (``{}`` for the baseline). The train/eval mode is restored.
+        Returns ``{path: x}`` (``{}`` for the baseline), and the logits of that pass too with
+        ``with_logits`` (one pass for both). The train/eval mode is restored.
         """
         check_feature_map(images, 3, "images")
         was_training = self.training
         self.eval()
         self._recording, self._inputs = True, {}
         try:
-            self(images)
+            logits = self(images)
         finally:
             self._recording = False
             self.train(was_training)
         inputs, self._inputs = self._inputs, {}
-        return inputs
+        return (inputs, logits) if with_logits else inputs
 
     @torch.no_grad()
     def record_attention(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
