@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,bench,networks} ...``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,bench,networks,zoo} ...``."""
 
 from __future__ import annotations
 
@@ -47,11 +47,31 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("networks", help="the papers' ImageNet networks: our parameters and FLOPs "
                                     "next to the authors' published table")
 
+    zo = sub.add_parser("zoo", help="list the shipped trained models, or train them (--train)")
+    zo.add_argument("--train", action="store_true", help="train every entry at every seed")
+    zo.add_argument("--only", action="append", metavar="NAME", help="only this mechanism "
+                                                                    "(repeatable)")
+    zo.add_argument("--seed", action="append", type=int, dest="seeds", help="only this seed "
+                                                                             "(repeatable)")
+    zo.add_argument("--out", default=None, help="folder (default: the package's zoo/)")
+    zo.add_argument("--steps", type=int, default=None, help="override the zoo's steps (a quick "
+                                                            "check; do not ship such a zoo)")
+    zo.add_argument("--train-n", type=int, default=None, help="override the training images")
+    zo.add_argument("--shard", default="0/1", help="i/n: train every n-th job from the i-th "
+                                                   "(parallel processes)")
+
     args = parser.parse_args(argv)
     if args.command == "networks":
         from attn_tutorial import networks
 
         return networks.main()
+    if args.command == "zoo":
+        from attn_tutorial import zoo
+
+        index, count = (int(v) for v in args.shard.split("/"))
+        overrides = {key: value for key, value in (("steps", args.steps),
+                                                   ("train_n", args.train_n)) if value}
+        return zoo.main(args.train, args.only, args.seeds, args.out, (index, count), overrides)
     if args.command == "bench":
         from attn_tutorial.bench import matrix, run
 

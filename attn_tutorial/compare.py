@@ -6,13 +6,18 @@ once per mechanism (same seed, so the shared layers start from the same draw), t
 returns one row per mechanism: parameters, forward FLOPs per image
 (:func:`~attn_tutorial.bench.count_flops`), CPU seconds per training step, test accuracy, and the
 mechanism's attention metric (:mod:`attn_tutorial.metrics`) before and after training, with its
-chance level. A learner's own module takes part once registered with
-:func:`~attn_tutorial.models.register_mechanism`.
+chance level and null (each model's own). A learner's own module takes part as a registered name,
+a :class:`~attn_tutorial.registry.Mechanism` from :func:`~attn_tutorial.registry.define_mechanism`,
+or a module class.
+
+The course's comparison tables come from the shipped models (:mod:`attn_tutorial.zoo`, several
+seeds); this function is for training live.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +26,9 @@ import torch
 from attn_tutorial import data
 from attn_tutorial.bench import count_flops
 from attn_tutorial.metrics import attention_metric
-from attn_tutorial.models import MECHANISMS, build_model
+from attn_tutorial.models import build_model
+from attn_tutorial.registry import Mechanism, resolve
+from attn_tutorial.show import count_params
 from attn_tutorial.train import fit
 
 __all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
@@ -49,6 +56,8 @@ class Row:
     metric_untrained: float
     metric_trained: float
     chance: float
+    chance_untrained: float = float("nan")
+    null: float = float("nan")
 
 
 @dataclass
@@ -127,14 +136,15 @@ def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> da
     return TASKS[task](n, seed=seed, **kwargs)
 
 
-def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_texture",
+def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.Task = "object_on_texture",
                      seed: int = 0, steps: int = 200, *, train_n: int = 2000, test_n: int = 400,
                      batch_size: int = 64, lr: float = 3e-3, metric_n: int | None = None,
                      flops: bool = True, keep_models: bool = False) -> Comparison:
     """Train every mechanism in :class:`TinyResNet` on the same data and compare them.
 
     Args:
-        mechanisms: names from :data:`~attn_tutorial.models.MECHANISMS` or "none".
+        mechanisms: registered names (:data:`~attn_tutorial.registry.MECHANISMS`), "none",
+            :class:`~attn_tutorial.registry.Mechanism` entries, or module classes.
         task: a name from :data:`TASKS` (drawn with ``train_n + test_n`` images and ``seed``),
             or a Task (then split into its first ``train_n`` and next ``test_n`` images).
         seed: seeds the data, the initial weights (each model is built after
@@ -149,10 +159,7 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
     """
     if not mechanisms:
         raise ValueError("mechanisms is empty: name at least one (\"none\" is the baseline)")
-    for name in mechanisms:
-        if name != "none" and name not in MECHANISMS:
-            raise ValueError(f"mechanism {name!r} is not registered; known: "
-                             f"{['none', *MECHANISMS]} (add yours with register_mechanism)")
+    specs = [resolve(m) for m in mechanisms]
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     full = make_task(task, train_n + test_n, seed)
@@ -162,9 +169,11 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
     task_name = task if isinstance(task, str) else "custom task"
 
     rows, models = [], {}
-    for name in mechanisms:
-        model = build_model(name, num_classes=train.num_classes, kind=kind, seed=seed)
-        params = sum(p.numel() for p in model.parameters())
+    for mechanism, spec in zip(mechanisms, specs):
+        model = build_model(spec if spec is not None else "none", num_classes=train.num_classes,
+                            kind=kind, seed=seed)
+        name = model.mechanism
+        params = count_params(model)
         model_flops = 0
         if flops:
             model.eval()
@@ -177,12 +186,195 @@ def plug_and_compare(mechanisms: list[str], task: str | data.Task = "object_on_t
             models[name] = model
         nan = float("nan")
         rows.append(Row(
-            mechanism=name, position=MECHANISMS[name].position if name != "none" else "-",
+            mechanism=name, position=spec.position if spec is not None else "-",
             params=params, flops=model_flops, step_ms=1000 * history.seconds / history.steps,
             train_seconds=history.seconds, accuracy=float(history.test_accuracy),
             metric=after.name if after else "-",
             metric_untrained=before.value if before else nan,
             metric_trained=after.value if after else nan,
             chance=after.chance if after else nan,
+            chance_untrained=before.chance if before else nan,
+            null=after.null if after and after.null is not None else nan,
         ))
     return Comparison(rows, task_name, steps, seed, models, test if keep_models else None)
+
+
+# --------------------------------------------------------------------------- the zoo, over seeds
+
+@dataclass(frozen=True)
+class Spread:
+    """One quantity measured at each of the zoo's seeds: ``values`` per seed, mean, sd, min, max."""
+
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation over seeds (n − 1); 0 for one seed."""
+        if len(self.values) < 2:
+            return 0.0
+        mean = self.mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1))
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def __format__(self, spec: str) -> str:
+        """``"0.950 ± 0.012"``; a width and alignment apply to the whole (``f"{s:>13.3f}"``)."""
+        match = re.fullmatch(r"([<>^]?)(\d*)(\.\d+f)?", spec)
+        if match is None:
+            raise ValueError(f"format spec {spec!r} for a Spread must look like '>13.3f'")
+        align, width, precision = match.groups()
+        text = f"{self.mean:{precision or '.3f'}} ± {self.sd:{precision or '.3f'}}"
+        return f"{text:{align or '>'}{width}}"
+
+
+#: The kind of each metric name (separate plot axes; values of one kind are comparable).
+METRIC_KINDS = {
+    "gate class selectivity (eta^2)": "η² of channel gates",
+    "gate contrast on object": "share on object",
+    "attention mass on object": "share on object",
+    "channel mass on other same-class channels": "same-class channel share",
+    "memory slot class purity": "slot class purity",
+}
+
+
+@dataclass
+class ZooEntry:
+    """One zoo entry summarised over its seeds (see :func:`from_zoo`)."""
+
+    mechanism: str
+    task: str
+    params: int
+    accuracy: Spread
+    chance_accuracy: float
+    metric: str
+    value: Spread | None
+    chance: Spread | None
+    null: Spread | None
+    untrained: Spread | None
+    untrained_chance: Spread | None
+    manifests: list[dict[str, Any]]
+
+    def per_seed(self, *keys: str) -> Spread:
+        """A quantity from each seed's manifest by its keys under ``metrics``, e.g.
+        ``per_seed("per_module", "stage1.attn", "null")``."""
+        values = []
+        for info in self.manifests:
+            item: Any = info["metrics"]
+            for key in keys:
+                item = item[key]
+            values.append(float(item))
+        return Spread(tuple(values))
+
+
+def _spread(manifests: list[dict[str, Any]], *keys: str) -> Spread | None:
+    values = []
+    for info in manifests:
+        item: Any = info
+        for key in keys:
+            if item is None:
+                return None
+            item = item[key]
+        if item is None:
+            return None
+        values.append(float(item))
+    return Spread(tuple(values))
+
+
+def from_zoo(mechanisms: list[tuple[str, str | None]] | list[str],
+             seeds: tuple[int, ...] | None = None) -> dict[str, ZooEntry]:
+    """The shipped models' manifests summarised over seeds, by mechanism name.
+
+    ``mechanisms``: names (each on its registered task; "none" on object_on_texture) or
+    ``(name, task)`` pairs. Keys of the result are the names, with ``@segmentation`` added for
+    "none" on the segmentation task. Nothing is trained or evaluated: the numbers are the
+    manifests' (tests/test_zoo.py checks them against the weights).
+    """
+    from attn_tutorial import zoo
+
+    seeds = seeds if seeds is not None else zoo.SEEDS
+    out = {}
+    for item in mechanisms:
+        name, task = (item, None) if isinstance(item, str) else item
+        infos = [zoo.manifest(name, s, task) for s in seeds]
+        first = infos[0]
+        key = name if not (name == "none" and first["task"] != "object_on_texture") else \
+            "none@segmentation"
+        metric = first["metrics"]["metric"]
+        chance_accuracy = make_task(first["task"], 400, 0).chance
+        out[key] = ZooEntry(
+            mechanism=name, task=first["task"], params=first["params"],
+            accuracy=_spread(infos, "metrics", "accuracy"), chance_accuracy=chance_accuracy,
+            metric=metric["name"] if metric else "-",
+            value=_spread(infos, "metrics", "metric", "value"),
+            chance=_spread(infos, "metrics", "metric", "chance"),
+            null=_spread(infos, "metrics", "metric", "null"),
+            untrained=_spread(infos, "untrained_metric", "value"),
+            untrained_chance=_spread(infos, "untrained_metric", "chance"),
+            manifests=infos,
+        )
+    return out
+
+
+def zoo_table(entries: dict[str, ZooEntry]) -> str:
+    """Mean ± sd over seeds: params, accuracy, metric (trained, null, chance, untrained)."""
+    head = (f"{'mechanism':<18} {'params':>7} {'accuracy':>13}  {'metric':>13} {'null':>13} "
+            f"{'chance':>6} {'untrained':>9}")
+    lines = [head, "-" * len(head)]
+    for key, e in entries.items():
+        line = f"{key:<18} {e.params:>7} {e.accuracy:>13.3f}"
+        if e.value is not None:
+            line += (f"  {e.value:>13.3f} {e.null:>13.3f} {e.chance.mean:>6.3f} "
+                     f"{e.untrained.mean:>9.3f}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
+    """Accuracy per entry (bars = mean, dots = seeds, dashed = chance), then one axis per metric
+    kind: trained value, null and chance side by side (dots = seeds)."""
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(METRIC_KINDS.get(e.metric, e.metric)
+                               for e in entries.values() if e.value is not None))
+    if axes is None:
+        _, axes = plt.subplots(1, 1 + len(kinds), figsize=(3.6 * (1 + len(kinds)), 3.4),
+                               gridspec_kw={"width_ratios": [2.2] + [1] * len(kinds)})
+    names = list(entries)
+    ax = axes[0]
+    for i, key in enumerate(names):
+        e = entries[key]
+        ax.bar(i, e.accuracy.mean, color="tab:blue", alpha=0.7)
+        ax.plot([i] * len(e.accuracy.values), e.accuracy.values, "k.", ms=4)
+        ax.hlines(e.chance_accuracy, i - 0.4, i + 0.4, colors="red", linestyles="--", lw=1,
+                  label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=60, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy (pixel accuracy for segmentation)", fontsize=8)
+    ax.set_title(f"accuracy over {len(entries[names[0]].accuracy.values)} seeds", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    for ax, kind in zip(axes[1:], kinds):
+        scored = [k for k in names if entries[k].value is not None
+                  and METRIC_KINDS.get(entries[k].metric, entries[k].metric) == kind]
+        for i, key in enumerate(scored):
+            e = entries[key]
+            for offset, spread, colour, label in [(-0.27, e.value, "tab:orange", "trained"),
+                                                  (0.0, e.null, "tab:gray", "null"),
+                                                  (0.27, e.chance, "white", "chance")]:
+                ax.bar(i + offset, spread.mean, width=0.27, color=colour, edgecolor="black",
+                       lw=0.6, label=label if i == 0 else None)
+                ax.plot([i + offset] * len(spread.values), spread.values, "k.", ms=3)
+        ax.set_xticks(range(len(scored)), scored, rotation=60, fontsize=8)
+        ax.set_title(kind, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0].figure.tight_layout()
+    return axes

@@ -82,7 +82,13 @@ class Task:
         return self.images.shape[0]
 
     def __getitem__(self, index: slice | torch.Tensor) -> Task:
-        """The images selected by ``index`` (a slice, an index tensor or a bool tensor)."""
+        """The images selected by ``index`` (a slice, an index tensor or a bool tensor).
+
+        An int is refused (``task[3]`` would index the image's channels): use ``task[3:4]``.
+        """
+        if isinstance(index, int) or (isinstance(index, torch.Tensor) and index.dim() == 0):
+            raise ValueError(f"index={int(index)} is a single int: a Task holds a batch, so "
+                             f"select one image with a slice, task[{int(index)}:{int(index) + 1}]")
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return Task(
             images=self.images[index], labels=self.labels[index], masks=self.masks[index],
@@ -128,7 +134,15 @@ class Task:
 
 # --------------------------------------------------------------------------- drawing helpers
 
-def _check_args(n: int, size: int, min_radius: float, max_radius: float) -> None:
+def _check_args(n: int, size: int, min_radius: float, max_radius: float,
+                clutter: float = 0.5, noise: float = 0.04) -> None:
+    if not math.isfinite(clutter) or not 0 <= clutter <= 1:
+        raise ValueError(f"clutter={clutter} must be a number in [0, 1] (0 = flat grey "
+                         "background, 1 = full palette colours)")
+    if not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise={noise} must be a finite number >= 0 (the pixel noise's std)")
+    if not all(math.isfinite(r) for r in (min_radius, max_radius)):
+        raise ValueError(f"radius range ({min_radius}, {max_radius}) must be finite numbers")
     if n < 1:
         raise ValueError(f"n={n} must be >= 1 (the number of images)")
     if size < 8:
@@ -284,7 +298,7 @@ def object_on_texture(n: int, size: int = 32, seed: int = 0, *, num_classes: int
     if not 2 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes={num_classes} must be between 2 and {len(SHAPES)}")
     low, high = radius if radius is not None else (size / 8, size / 4)
-    _check_args(n, size, low, high)
+    _check_args(n, size, low, high, clutter, noise)
     g = torch.Generator().manual_seed(seed)
     radii = low + torch.rand(n, generator=g) * (high - low)
     return _single_object(n, size, radii, num_classes, clutter, noise, g)
@@ -311,7 +325,7 @@ def multi_scale_objects(n: int, size: int = 32, seed: int = 0, *, num_classes: i
     if not 2 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes={num_classes} must be between 2 and {len(SHAPES)}")
     high = max_radius if max_radius is not None else 12 * size / 32
-    _check_args(n, size, min_radius, high)
+    _check_args(n, size, min_radius, high, clutter, noise)
     g = torch.Generator().manual_seed(seed)
     log_low, log_high = math.log(min_radius), math.log(high)
     radii = torch.exp(log_low + torch.rand(n, generator=g) * (log_high - log_low))
@@ -357,7 +371,7 @@ def multi_object_segmentation(n: int, size: int = 32, num_classes: int = 3, seed
     if class_colours and num_classes > len(PALETTE) - 2:
         raise ValueError(f"class_colours=True needs num_classes <= {len(PALETTE) - 2}")
     low, high = radius if radius is not None else (size / 8, size / 5)
-    _check_args(n, size, low, high)
+    _check_args(n, size, low, high, clutter, noise)
     g = torch.Generator().manual_seed(seed)
 
     count = torch.randint(min_objects, max_objects + 1, (n,), generator=g)

@@ -24,12 +24,15 @@ metric                             mechanisms                chance
 :func:`slot_purity`                external attention        largest class share
 =================================  ========================  ====================================
 
-PAM is registered with :func:`token_mass_on_object` (do the pixels look at the objects?), which
-the tiny network of lesson 09 learns; DANet's sharper claim, that a pixel looks at its *own*
-object, is :func:`same_instance_mass`, and lesson 09 shows that it does not hold there.
+PAM is scored with :func:`token_mass_on_object` (do the pixels look at the objects?); DANet's
+sharper claim, that a pixel looks at its *own* object, is :func:`same_instance_mass`
+(:func:`score_own_instance`).
 
-:func:`attention_metric` picks the metric a mechanism is registered with and averages it over
-every plugged module of the model.
+The ``score_*`` functions are the *scorers* that registry entries carry
+(:mod:`attn_tutorial.registry`): ``scorer(module, x, task) -> Metric`` reads the plugged
+module's ``attention_map`` for its input ``x`` and scores it on ``task``, with a ``null``
+(:class:`Metric`). :func:`attention_scores` runs a model's scorer on every plugged module;
+:func:`attention_metric` averages them.
 """
 
 from __future__ import annotations
@@ -47,22 +50,38 @@ __all__ = [
     "spatial_contrast_on_object",
     "token_mass_on_object",
     "same_instance_mass", "class_selectivity", "same_class_channel_mass", "slot_purity",
-    "pixel_classes", "attention_metric", "METRICS",
+    "pixel_classes", "shuffled_null", "score_channel_gate", "score_gate_contrast",
+    "score_gate_height", "score_spatial_mass", "score_token_mass", "score_own_instance", "score_channel_grouping",
+    "score_slot_purity", "attention_scores", "attention_metric",
 ]
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric's value and its chance level (what a structure-blind attention scores)."""
+    """A metric's value, its chance level, and (from a scorer) its null.
+
+    ``chance`` is what a structure-blind attention scores (a uniform map, gates unrelated to the
+    class). ``null`` is the sharper baseline a scorer measures on the same model: for spatial
+    metrics the value against the targets of *other* images (:func:`shuffled_null`: a map that
+    only knows where objects usually lie scores this), for channel gates the η² of the features
+    the gate reads (what the gate adds is ``value − null``), for CAM its own chance. None when
+    not measured.
+    """
 
     name: str
     value: float
     chance: float
+    null: float | None = None
 
     @property
     def lift(self) -> float:
         """value / chance (1 = no better than chance)."""
         return self.value / self.chance
+
+    @property
+    def over_null(self) -> float:
+        """value / null (1 = no better than the null); NaN without a null."""
+        return self.value / self.null if self.null else float("nan")
 
 
 def area_share(masks: torch.Tensor, size: tuple[int, int],
@@ -316,61 +335,149 @@ def slot_purity(attention: torch.Tensor, classes: torch.Tensor, grid: tuple[int,
                   (area.max() / area.sum()).item())
 
 
-#: Metric name (as registered with a mechanism) -> the function.
-METRICS = {f.__name__: f for f in (spatial_mass_on_object, spatial_contrast_on_object,
-                                   token_mass_on_object,
-                                   same_instance_mass, class_selectivity,
-                                   same_class_channel_mass, slot_purity)}
 
+# --------------------------------------------------------------------------- nulls and scorers
 
-def _score(metric: str, record: dict[str, torch.Tensor], task: Task) -> Metric:
-    if metric == "spatial_mass_on_object":
-        return spatial_mass_on_object(record["spatial"], task.masks)
-    if metric == "spatial_contrast_on_object":
-        return spatial_contrast_on_object(record["gate"], task.masks)
-    if metric == "token_mass_on_object":
-        attention = record["attention"]
-        if attention.dim() == 3:  # one head (PAM): B×N×M
-            attention = rearrange(attention, "b n m -> b 1 n m")
-        return token_mass_on_object(attention, task.masks, record["key_grid"].tolist())
-    if metric == "same_instance_mass":
-        if task.instances is None:  # one object per image: its instance is the object mask
-            instances = task.masks.long()
-        else:
-            instances = task.instances
-        return same_instance_mass(record["attention"], instances, record["grid"].tolist())
-    if metric == "class_selectivity":
-        labels = task.labels
-        if labels.dim() != 1:
-            raise ValueError("class_selectivity needs one class per image (a classification "
-                             "task)")
-        return class_selectivity(record["gate"], labels)
-    if metric == "same_class_channel_mass":
-        return same_class_channel_mass(record["attention"], record["features"],
-                                       pixel_classes(task))
-    if metric == "slot_purity":
-        return slot_purity(record["attention"], pixel_classes(task), record["grid"].tolist())
-    raise ValueError(f"metric={metric!r} is not one of {sorted(METRICS)}")
+def shuffled_null(metric, attention: torch.Tensor, targets: torch.Tensor, *args,
+                  shifts: int = 8) -> float | None:
+    """Mean of ``metric(attention, targets rolled by k images, *args).value`` for k = 1..shifts.
 
-
-def attention_metric(model: torch.nn.Module, task: Task, metric: str | None = None
-                     ) -> Metric | None:
-    """Score ``model``'s attention on ``task`` (one eval pass over all its images).
-
-    ``metric`` defaults to the one the model's mechanism is registered with. With several
-    plugged modules (one per block, or per stage) the values and chance levels are averaged
-    over them. Returns None for the baseline or a mechanism without metric.
+    Each image's map is scored against the planted structure of *another* image (rolling the
+    batch is a shuffle in which no image keeps its own targets). Objects are centre-biased, so a
+    map that only learned where objects usually are beats the uniform-map chance level; it does
+    not beat this null. None for a batch of one.
     """
-    from attn_tutorial.models import MECHANISMS  # models imports nothing from here
-
-    name = getattr(model, "mechanism", "none")
-    if metric is None:
-        metric = MECHANISMS[name].metric if name in MECHANISMS else None
-    if metric is None:
+    shifts = min(shifts, len(targets) - 1)
+    if shifts < 1:
         return None
-    records = model.record_attention(task.images)
-    scores = [_score(metric, record, task) for record in records.values()]
+    values = [metric(attention, targets.roll(k, dims=0), *args).value
+              for k in range(1, shifts + 1)]
+    return sum(values) / len(values)
+
+
+def _with_null(metric: Metric, null: float | None) -> Metric:
+    return Metric(metric.name, metric.value, metric.chance, null)
+
+
+def score_channel_gate(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """SE, ECA, PSA: :func:`class_selectivity` of the gate; null = η² of its input, pooled.
+
+    The gate (B×C, or PSA's B×S×C flattened) is read with ``module.attention_map(x)``. A channel
+    gate is computed from the globally pooled features; if those are already class-selective, so
+    is any gate. The null is the η² of ``mean_hw x`` (B×C): the gate adds ``value − null``.
+    """
+    if task.labels.dim() != 1:
+        raise ValueError("score_channel_gate needs one class per image (a classification task)")
+    gate = module.attention_map(x)
+    gate = rearrange(gate, "b ... -> b (...)")
+    pooled = reduce(x, "b c h w -> b c", "mean")
+    return _with_null(class_selectivity(gate, task.labels),
+                      class_selectivity(pooled, task.labels).value)
+
+
+def score_gate_contrast(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """BAM, SCConv: :func:`spatial_contrast_on_object` of the B×C×h×w gate; shuffled-mask null."""
+    gate = module.attention_map(x)
+    return _with_null(spatial_contrast_on_object(gate, task.masks),
+                      shuffled_null(spatial_contrast_on_object, gate, task.masks))
+
+
+def score_gate_height(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """BAM, SCConv read as a spotlight: :func:`spatial_mass_on_object` of the channel-mean gate.
+
+    The gate (B×C×h×w, values >= 0) is averaged over channels and its *height* scored: the
+    reading a "bright on the object" gate would pass. Shuffled-mask null.
+    """
+    spatial = reduce(module.attention_map(x), "b c h w -> b h w", "mean")
+    return _with_null(spatial_mass_on_object(spatial, task.masks),
+                      shuffled_null(spatial_mass_on_object, spatial, task.masks))
+
+
+def score_spatial_mass(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """A non-negative spatial map B×h×w (a learner's gate): :func:`spatial_mass_on_object`."""
+    spatial = module.attention_map(x)
+    return _with_null(spatial_mass_on_object(spatial, task.masks),
+                      shuffled_null(spatial_mass_on_object, spatial, task.masks))
+
+
+def _heads(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The attention as B×heads×N×M and the keys' grid (``module.key_grid``, else x's grid)."""
+    attention = module.attention_map(x)
+    if attention.dim() == 3:  # one head (PAM): B×N×M
+        attention = rearrange(attention, "b n m -> b 1 n m")
+    height, width = x.shape[2:]
+    key_grid = module.key_grid(height, width) if hasattr(module, "key_grid") else (height, width)
+    return attention, tuple(key_grid)
+
+
+def score_token_mass(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """PAM, EMSA: :func:`token_mass_on_object`; shuffled-mask null.
+
+    Keys lie on ``module.key_grid(H, W)`` when the module has one (EMSA's reduced grid), else on
+    the input's H×W grid (PAM).
+    """
+    attention, key_grid = _heads(module, x)
+    return _with_null(token_mass_on_object(attention, task.masks, key_grid),
+                      shuffled_null(token_mass_on_object, attention, task.masks, key_grid))
+
+
+def score_own_instance(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """PAM, DANet's own claim: :func:`same_instance_mass`; the null is the chance level.
+
+    (Another image's instances do not define this image's queries, so there is no shuffle.)
+    """
+    instances = task.instances if task.instances is not None else task.masks.long()
+    metric = same_instance_mass(module.attention_map(x), instances, tuple(x.shape[2:]))
+    return _with_null(metric, metric.chance)
+
+
+def score_channel_grouping(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """CAM: :func:`same_class_channel_mass` with its input as the features; null = its chance.
+
+    The chance depends on which class each channel of *this* model prefers, so it is measured
+    on every model anew (an untrained and a trained model have different chance levels).
+    """
+    metric = same_class_channel_mass(module.attention_map(x), x, pixel_classes(task))
+    return _with_null(metric, metric.chance)
+
+
+def score_slot_purity(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
+    """External attention: :func:`slot_purity` of the B×N×S weights; shuffled-classes null."""
+    attention, grid = module.attention_map(x), tuple(x.shape[2:])
+    classes = pixel_classes(task)
+    return _with_null(slot_purity(attention, classes, grid),
+                      shuffled_null(slot_purity, attention, classes, grid))
+
+
+def attention_scores(model: torch.nn.Module, task: Task, scorer=None,
+                     inputs: dict[str, torch.Tensor] | None = None) -> dict[str, Metric]:
+    """``{path: Metric}``: the scorer run on every plugged module of ``model`` (one eval pass).
+
+    ``scorer`` defaults to the model's mechanism's (``model.spec.scorer``); {} for the baseline
+    or an entry without scorer. ``inputs``: the modules' inputs for ``task.images`` from
+    ``model.module_inputs`` when already at hand (saves the pass).
+    """
+    spec = getattr(model, "spec", None)
+    scorer = scorer if scorer is not None else (spec.scorer if spec is not None else None)
+    if scorer is None:
+        return {}
+    if inputs is None:
+        inputs = model.module_inputs(task.images)
+    with torch.no_grad():
+        return {path: scorer(model.get_submodule(path), x, task) for path, x in inputs.items()}
+
+
+def attention_metric(model: torch.nn.Module, task: Task, scorer=None,
+                     inputs: dict[str, torch.Tensor] | None = None) -> Metric | None:
+    """:func:`attention_scores` averaged over the plugged modules (value, chance and null).
+
+    Returns None for the baseline or a mechanism without scorer.
+    """
+    scores = list(attention_scores(model, task, scorer, inputs).values())
     if not scores:
         return None
-    return Metric(scores[0].name, sum(s.value for s in scores) / len(scores),
-                  sum(s.chance for s in scores) / len(scores))
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    nulls = [s.null for s in scores]
+    return Metric(scores[0].name, mean([s.value for s in scores]),
+                  mean([s.chance for s in scores]),
+                  None if None in nulls else mean(nulls))

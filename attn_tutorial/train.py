@@ -52,18 +52,39 @@ class History:
     steps: int = 0
 
 
+def _check_targets(name: str, images: torch.Tensor, targets: torch.Tensor) -> None:
+    """Non-empty, as many targets as images, integer class indices (not one-hot floats)."""
+    if not isinstance(images, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise ValueError(f"{name} must hold tensors, got {type(images).__name__} and "
+                         f"{type(targets).__name__}")
+    if len(images) == 0:
+        raise ValueError(f"{name} has 0 images; it needs at least 1")
+    if len(images) != len(targets):
+        raise ValueError(
+            f"{name} has {len(images)} images but {len(targets)} targets; they must match"
+        )
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        hint = (" (one-hot? pass targets.argmax(dim=1))" if targets.dim() == 2 else "")
+        raise ValueError(f"{name}'s targets have dtype {targets.dtype} and shape "
+                         f"{tuple(targets.shape)}; they must be integer class indices (int64): "
+                         f"B for images, B×H×W for pixels{hint}")
+
+
 def _unpack(data: Data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, targets)`` from a Task or a pair, with a clear error otherwise."""
     if isinstance(data, Task):
-        return data.images, data.labels
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, targets = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, targets = data
-        if len(images) != len(targets):
-            raise ValueError(
-                f"{name} has {len(images)} images but {len(targets)} targets; they must match"
-            )
-        return images, targets
-    raise ValueError(f"{name} must be a Task or an (images, targets) pair, got {type(data)}")
+    else:
+        raise ValueError(f"{name} must be a Task or an (images, targets) pair, got {type(data)}")
+    _check_targets(name, images, targets)
+    return images, targets
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
 
 
 def _loss_kind(loss: str | None, targets: torch.Tensor) -> str:
@@ -83,6 +104,9 @@ def _loss_kind(loss: str | None, targets: torch.Tensor) -> str:
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``images`` in eval mode, in batches; the mode is restored after."""
+    _check_batch_size(batch_size)
+    if len(images) == 0:
+        raise ValueError("images is empty (0 images); predict needs at least 1")
     was_training = model.training
     model.eval()
     try:
@@ -116,6 +140,8 @@ def evaluate(model: nn.Module, images: torch.Tensor | Task, targets: torch.Tenso
         images, targets = images.images, images.labels
     if targets is None:
         raise ValueError("targets is None: pass targets, or a Task as images")
+    _check_targets("the data", images, targets)
+    _check_batch_size(batch_size)
     if metric not in ("accuracy", "miou"):
         raise ValueError(f'metric={metric!r} must be "accuracy" or "miou"')
     if metric == "miou" and targets.dim() != 3:
@@ -135,7 +161,7 @@ def evaluate(model: nn.Module, images: torch.Tensor | Task, targets: torch.Tenso
 def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int = 5,
         steps: int | None = None, batch_size: int = 64, lr: float = 3e-3,
         weight_decay: float = 1e-4, seed: int = 0, loss: str | None = None,
-        progress: bool = False) -> History:
+        progress: bool = False, channels_last: bool = True) -> History:
     """Train ``model`` with AdamW and cross-entropy; return its :class:`History`.
 
     Args:
@@ -150,13 +176,17 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
         loss: "ce" (a class per image), "seg" (a class per pixel) or None: chosen from the
             targets' rank.
         progress: show one updating line (epoch, step, loss) on stderr.
+        channels_last: train in PyTorch's channels-last memory layout (the model's 4-D weights
+            and each batch): the CPU convolutions (oneDNN) run about 25–40 % faster in it for
+            these tiny networks (measured, see the zoo's notes). Same maths; the last bits of
+            the losses differ from the default layout.
 
-    The model is left in eval mode after training.
+    The model is left in eval mode after training (in channels-last layout if asked; a
+    state_dict saved from it loads into any model).
     """
     images, targets = _unpack(train, "train")
     kind = _loss_kind(loss, targets)
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    _check_batch_size(batch_size)
     total = steps if steps is not None else epochs * max(1, len(images) // batch_size)
     if total < 1:
         raise ValueError(f"epochs={epochs}, steps={steps} gives {total} steps; need at least 1")
@@ -164,6 +194,9 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
     batch = min(batch_size, len(images))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = History()
     model.train()
@@ -175,7 +208,10 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
             if history.steps == total:
                 break
             index = order[first:first + batch]
-            logits = model(images[index])
+            batch_images = images[index]
+            if channels_last and batch_images.dim() == 4:
+                batch_images = batch_images.contiguous(memory_format=layout)
+            logits = model(batch_images)
             if logits.dim() != targets.dim() + 1:
                 raise ValueError(
                     f"the model returns logits of shape {tuple(logits.shape)} but the targets "

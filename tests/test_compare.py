@@ -12,7 +12,9 @@ from torch import nn
 from attn_tutorial.bench import count_flops
 from attn_tutorial.compare import plug_and_compare
 from attn_tutorial.data import object_on_texture
-from attn_tutorial.models import build_model, register_mechanism, unregister_mechanism
+from attn_tutorial.metrics import score_spatial_mass
+from attn_tutorial.models import build_model
+from attn_tutorial.registry import define_mechanism, register_mechanism, unregister_mechanism
 
 matplotlib.use("Agg")
 SMALL = dict(steps=3, train_n=64, test_n=32, batch_size=16, seed=0)
@@ -34,9 +36,8 @@ class MyGate(nn.Module):
 
 @pytest.fixture
 def my_gate():
-    register_mechanism("my_gate", MyGate, position="stage",
-                       probe=lambda m, x: {"spatial": m.attention_map(x)},
-                       metric="spatial_mass_on_object", overwrite=True)
+    register_mechanism("my_gate", MyGate, position="stage", scorer=score_spatial_mass,
+                       overwrite=True)
     yield "my_gate"
     unregister_mechanism("my_gate")
 
@@ -51,7 +52,7 @@ def test_rows_for_builtin_and_learner_module(my_gate):
     assert mine.flops > result["none"].flops > 0
     assert 0 <= mine.accuracy <= 1 and mine.step_ms > 0 and mine.train_seconds > 0
     assert mine.metric == "spatial mass on object"
-    assert 0 < mine.chance < 1 and 0 <= mine.metric_trained <= 1
+    assert 0 < mine.chance < 1 and 0 <= mine.metric_trained <= 1 and 0 < mine.null < 1
     assert math.isnan(result["none"].metric_trained)
     assert result["eca"].chance == pytest.approx(3 / 31)
     text = result.table(timings=False)
@@ -59,6 +60,15 @@ def test_rows_for_builtin_and_learner_module(my_gate):
     axes = result.plot()
     assert len(axes) == 2
     matplotlib.pyplot.close("all")
+
+
+def test_an_unregistered_entry_and_a_bare_class_get_their_rows():
+    mine = define_mechanism("mine", MyGate, "stage", scorer=score_spatial_mass)
+    result = plug_and_compare([mine, MyGate], **SMALL)
+    assert [r.mechanism for r in result.rows] == ["mine", "MyGate"]
+    assert result["mine"].position == "stage" and result["MyGate"].position == "block"
+    assert result["mine"].metric == "spatial mass on object"
+    assert math.isnan(result["MyGate"].metric_trained)  # a bare class has no scorer
 
 
 def test_flops_are_count_flops_of_one_image():

@@ -202,6 +202,15 @@ def test_split_slicing_and_device():
     assert_same_task(task.to("cpu"), task)
     with pytest.raises(ValueError, match="train_n"):
         task.split(25, 10)
+    one = task[3:4]
+    assert len(one) == 1 and one.images.shape == (1, 3, 32, 32)
+
+
+def test_boundary_clutter_and_noise_are_accepted():
+    # the ends of the ranges are meaningful settings (flat grey background, no noise)
+    for clutter, noise in [(0.0, 0.0), (1.0, 0.0)]:
+        task = object_on_texture(4, clutter=clutter, noise=noise)
+        assert torch.isfinite(task.images).all()
 
 
 @pytest.mark.parametrize("call, match", [
@@ -212,6 +221,18 @@ def test_split_slicing_and_device():
     (lambda: multi_scale_objects(4, min_radius=0.5), "radius range"),
     (lambda: multi_object_segmentation(4, num_classes=0), "num_classes=0"),
     (lambda: multi_object_segmentation(4, objects=(3, 2)), "objects"),
+    # clutter and noise: NaN would give NaN images; out-of-range values extrapolate colours
+    (lambda: object_on_texture(4, clutter=float("nan")), r"clutter=nan must be a number in \[0, 1\]"),
+    (lambda: object_on_texture(4, clutter=1.5), r"clutter=1.5 must be a number in \[0, 1\]"),
+    (lambda: multi_scale_objects(4, clutter=-0.1), r"clutter=-0.1 must be"),
+    (lambda: multi_object_segmentation(4, clutter=float("inf")), r"clutter=inf must be"),
+    (lambda: object_on_texture(4, noise=float("nan")), r"noise=nan must be a finite number >= 0"),
+    (lambda: multi_scale_objects(4, noise=-0.01), r"noise=-0.01 must be a finite number >= 0"),
+    (lambda: multi_object_segmentation(4, noise=float("inf")), r"noise=inf must be"),
+    (lambda: object_on_texture(4, radius=(2, float("nan"))), "must be finite"),
+    # one int would index the image's channels: refused, a slice is the way to one image
+    (lambda: object_on_texture(4)[3], r"index=3 is a single int.*task\[3:4\]"),
+    (lambda: object_on_texture(4)[torch.tensor(1)], r"index=1 is a single int"),
 ])
 def test_bad_arguments_are_refused(call, match):
     with pytest.raises(ValueError, match=match):

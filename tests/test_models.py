@@ -10,9 +10,10 @@ from attn_tutorial.bam import BAM
 from attn_tutorial.danet import CAM, PAM
 from attn_tutorial.eca import ECA, SE
 from attn_tutorial.external import ExternalAttention
-from attn_tutorial.models import (MECHANISMS, POSITIONS, SCSplitConv, TinyResNet, TokenMixer,
-                                  build_model, register_mechanism, unregister_mechanism)
+from attn_tutorial.models import TinyResNet, build_model
 from attn_tutorial.psa import PSA
+from attn_tutorial.registry import (MECHANISMS, POSITIONS, SCSplitConv, TokenMixer,
+                                    register_mechanism, unregister_mechanism)
 
 BUILTIN = ["se", "eca", "bam", "psa", "scconv", "pam", "cam", "cam_paper", "emsa", "external"]
 WHERE = {  # mechanism -> (paths where it must sit, its class)
@@ -67,12 +68,11 @@ def test_shapes_and_backward(name, kind):
         assert grads and all(g is not None for g in grads)
 
 
-EXPECTED_RECORD = {
-    "se": {"gate": (2, 16)}, "eca": {"gate": (2, 16)}, "psa": {"gate": (2, 16)},
-    "bam": {"gate": (2, 16, 16, 16)}, "scconv": {"gate": (2, 8, 16, 16)},
-    "pam": {"attention": (2, 64, 64)}, "cam": {"attention": (2, 32, 32)},
-    "cam_paper": {"attention": (2, 32, 32)},
-    "emsa": {"attention": (2, 4, 64, 16)}, "external": {"attention": (2, 64, 16)},
+EXPECTED_RECORD = {  # the first plugged module's attention_map for a 2×3×32×32 batch
+    "se": (2, 16), "eca": (2, 16), "psa": (2, 4, 4),           # PSA: B×scales×C/4
+    "bam": (2, 16, 16, 16), "scconv": (2, 8, 16, 16),          # SCConv: its half, C/2
+    "pam": (2, 64, 64), "cam": (2, 32, 32), "cam_paper": (2, 32, 32),
+    "emsa": (2, 4, 64, 16), "external": (2, 64, 16),
 }
 
 
@@ -84,11 +84,10 @@ def test_record_attention(name):
     assert model.training  # mode restored
     assert list(records) == list(model.attention_modules)
     first = records[next(iter(records))]
-    for key, shape in EXPECTED_RECORD[name].items():
-        assert tuple(first[key].shape) == shape
+    assert tuple(first.shape) == EXPECTED_RECORD[name]
     # recording is off afterwards: a plain forward stores nothing
     model(torch.rand(2, 3, 32, 32))
-    assert model._records == {}
+    assert model._inputs == {}
 
 
 def test_recorded_maps_are_the_modules_own():
@@ -97,8 +96,9 @@ def test_recorded_maps_are_the_modules_own():
     seen = {}
     model.head_attn.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
     record = model.record_attention(x)["head_attn"]
-    assert torch.allclose(record["attention"], model.head_attn.attention_map(seen["x"]))
-    assert torch.allclose(record["attention"].sum(-1), torch.ones(2, 64))
+    assert torch.allclose(record, model.head_attn.attention_map(seen["x"]))
+    assert torch.allclose(record.sum(-1), torch.ones(2, 64))
+    assert torch.equal(model.module_inputs(x)["head_attn"], seen["x"])
 
 
 def test_cam_entries_are_the_two_variants():
@@ -138,9 +138,18 @@ def test_learner_module_plugs_in_anywhere(position):
         assert len(model.attention_modules) >= 1
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
         records = model.record_attention(torch.rand(2, 3, 32, 32))
-        assert all("attention" in r for r in records.values())
+        assert list(records) == list(model.attention_modules)
+        assert all(r.shape[0] == 2 for r in records.values())
     finally:
         unregister_mechanism("doubler_test")
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_a_module_class_plugs_in_without_registration(position):
+    model = TinyResNet(Doubler, position=position, kind="segmentation", num_classes=3)
+    assert model.mechanism == "Doubler" and "Doubler" not in MECHANISMS
+    assert all(isinstance(m, Doubler) for m in model.attention_modules.values())
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
 
 
 def test_register_errors():
@@ -159,6 +168,8 @@ def test_register_errors():
 def test_model_errors():
     with pytest.raises(ValueError, match="not registered"):
         TinyResNet("nope")
+    with pytest.raises(ValueError, match="position='stage' is only for a module class"):
+        TinyResNet("se", position="stage")
     with pytest.raises(ValueError, match="kind"):
         TinyResNet(kind="detection")
     with pytest.raises(ValueError, match="num_classes"):

@@ -95,6 +95,17 @@ def test_same_seed_same_run_other_seed_other_order():
     assert h0.losses != h2.losses
 
 
+def test_channels_last_is_the_same_training_up_to_rounding():
+    # the faster memory layout changes only the order of float operations
+    train, _ = small_problem()
+    histories = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        histories.append(fit(tiny_cnn(width=4), train, steps=6, batch_size=16,
+                             channels_last=channels_last).losses)
+    assert histories[0] == pytest.approx(histories[1], rel=1e-3, abs=1e-4)
+
+
 def test_steps_epochs_and_history_fields():
     train, test = small_problem()
     torch.manual_seed(0)
@@ -169,6 +180,18 @@ def test_evaluate_takes_a_task():
     (lambda t, m: evaluate(m, t, metric="miou"), "B×H×W"),
     (lambda t, m: evaluate(m, t, metric="f1"), "metric='f1'"),
     (lambda t, m: evaluate(m, t.images, t.labels[:, None].expand(-1, 16)), "shape"),
+    # one-hot float targets: one message that says what the targets are and what to pass
+    (lambda t, m: fit(m, (t.images, nn.functional.one_hot(t.labels, 4).float()), steps=1),
+     r"dtype torch.float32 and shape \(80, 4\); they must be integer class indices.*argmax"),
+    (lambda t, m: evaluate(m, t.images, nn.functional.one_hot(t.labels, 4).float()),
+     r"dtype torch.float32 .* must be integer class indices"),
+    # empty data and a zero batch: named, not "range() arg 3 must not be zero"
+    (lambda t, m: fit(m, (t.images[:0], t.labels[:0]), steps=1), "train has 0 images"),
+    (lambda t, m: fit(m, t, t[:0], steps=1), "test has 0 images"),
+    (lambda t, m: evaluate(m, t.images[:0], t.labels[:0]), "0 images"),
+    (lambda t, m: evaluate(m, t, batch_size=0), "batch_size=0 must be an int >= 1"),
+    (lambda t, m: evaluate(m, t, batch_size=2.5), "batch_size=2.5 must be an int >= 1"),
+    (lambda t, m: fit(m, t, batch_size=-3, steps=1), "batch_size=-3 must be an int >= 1"),
 ])
 def test_bad_arguments_are_refused(call, match):
     train, _ = small_problem()
