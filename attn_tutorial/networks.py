@@ -58,6 +58,7 @@ from .external import ExternalAttention
 from .psa import EPSABlock
 from .rest import BasicStem, Block, PatchEmbed, _rest_init
 from .scconv import SCBottleneck
+from .show import count_params
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResT", "EANetHead", "NETWORKS", "build",
            "count", "count_thop", "count_thop_2019", "Count", "Published", "Row", "row", "table",
@@ -595,7 +596,7 @@ def count_thop_2019(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def _count(name: str, model: nn.Module, x: torch.Tensor) -> Count:
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     return Count(name, params, _flops(model, x), tuple(x.shape[1:]))
 
 
@@ -606,7 +607,7 @@ def _count_with_thop(name: str, model: nn.Module, x: torch.Tensor, version: str
     thop = _ThopRules(version)
     with torch.no_grad(), FlopCounterMode(display=False) as counter, thop:
         model(x)
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     return (Count(name, params, int(counter.get_total_flops()), tuple(x.shape[1:])),
             dict(thop.ops))
 

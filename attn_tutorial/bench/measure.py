@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attn_tutorial.bench import timing
 from attn_tutorial.bench.matrix import MatrixRow
+from attn_tutorial.show import count_params
 
 __all__ = ["DTYPES", "measure_machine", "provenance", "measure_row", "empty_record", "row_input",
            "row_runner", "sdpa_backend", "peak_bytes_dispatch", "count_ops", "map_passes",
@@ -242,7 +243,7 @@ def _counted_bytes(row: MatrixRow, module: nn.Module, dtype_bytes: int) -> int:
     with torch.no_grad():  # on the meta device: shapes only, no arithmetic
         y = row_runner(copy.deepcopy(module).to("meta"), row)(torch.empty(shape, device="meta"))
     n_out = y.numel() * s["B"]
-    params = sum(p.numel() for p in module.parameters())
+    params = count_params(module)
     return dtype_bytes * (3 * n_in + 2 * n_out + 3 * params)
 
 
