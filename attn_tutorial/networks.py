@@ -39,7 +39,6 @@ line each, and every row of the table names its own):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -51,6 +50,7 @@ from einops import rearrange, reduce
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._init import resnet_conv_bn_init
 from .bam import BAM
 from .danet import DANetHead
 from .eca import ECA
@@ -204,18 +204,6 @@ class ResNet(nn.Module):
         return self.fc(reduce(x, "b c h w -> b c", "mean"))
 
 
-def _init_conv_bn_(model: nn.Module) -> None:
-    """The init of the ECA, SCNet and EPSANet ResNets: every Conv2d weight normal(0, √(2/(k·k·out)))
-    (= kaiming-normal, fan_out), BN weight 1 and bias 0. Other layers keep PyTorch's default."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def _init_bam_resnet_(model: ResNet) -> None:
     """The BAM authors' init, matched on their state_dict key names: weights of keys containing
     ``conv`` kaiming-normal (fan_out), of keys containing ``bn`` 1, every bias 0, fc weight
@@ -246,7 +234,7 @@ def resnet(depth: int = 50, num_classes: int = 1000) -> ResNet:
     """The plain ResNet-18/34/50/101/152 (torchvision's layout), for comparison."""
     block, layers = _DEPTHS[depth]
     model = ResNet(plain_block(block), layers, num_classes=num_classes)
-    _init_conv_bn_(model)
+    resnet_conv_bn_init(model)
     return model
 
 
@@ -263,7 +251,7 @@ def eca_resnet(depth: int = 50, k_size: Sequence[int] | None = None,
     block, layers = _DEPTHS[depth]
     model = ResNet(plain_block(block, lambda c, stage: ECA(c, k_size[stage - 1])), layers,
                    num_classes=num_classes)
-    _init_conv_bn_(model)
+    resnet_conv_bn_init(model)
     return model
 
 
@@ -295,7 +283,7 @@ def scnet(depth: int = 50, num_classes: int = 1000) -> ResNet:
                             is_first=stage != 1)
     make.expansion = 4  # type: ignore[attr-defined]
     model = ResNet(make, _DEPTHS[depth][1], num_classes=num_classes)
-    _init_conv_bn_(model)
+    resnet_conv_bn_init(model)
     return model
 
 
@@ -310,7 +298,7 @@ def epsanet(depth: int = 50, num_classes: int = 1000) -> ResNet:
         return EPSABlock(inplanes, planes, stride, downsample=downsample)
     make.expansion = 4  # type: ignore[attr-defined]
     model = ResNet(make, _DEPTHS[depth][1], num_classes=num_classes)
-    _init_conv_bn_(model)
+    resnet_conv_bn_init(model)
     return model
 
 

@@ -11,30 +11,17 @@ kernel size contributes.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import torch
 import torch.nn as nn
 from einops import rearrange, reduce
 
-from ._init import reset_torch_layers
+from ._init import reset_torch_layers, resnet_conv_bn_init
 from ._validate import (require_all, require_choice, require_divisible, require_feature_map,
                         require_int, require_positive_width)
 
 __all__ = ["PSA", "EPSABlock"]
-
-
-def _epsanet_init(module: nn.Module) -> None:
-    """EPSANet's init: Conv2d weight ~ normal(0, sqrt(2 / (k·k·out))); BN weight 1, bias 0.
-    Conv biases (only the SE's 1×1 convs have them) keep PyTorch's default."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class PSA(nn.Module):
@@ -114,13 +101,13 @@ class PSA(nn.Module):
         self.se_reduce = nn.Conv2d(split, se_hidden, kernel_size=1)
         self.se_relu = nn.ReLU(inplace=True)
         self.se_expand = nn.Conv2d(se_hidden, split, kernel_size=1)
-        _epsanet_init(self)
+        resnet_conv_bn_init(self)
 
     def reset_parameters(self) -> None:
         """The official initialisation (EPSANet's network constructor), which construction
-        applies: PyTorch's defaults, then :func:`_epsanet_init`."""
+        applies: PyTorch's defaults, then :func:`resnet_conv_bn_init`."""
         reset_torch_layers(self)
-        _epsanet_init(self)
+        resnet_conv_bn_init(self)
 
     def _scales(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """The S branch outputs stacked on a ``scale`` axis: B×S×Ps×H'×W' (smallest kernel first,
@@ -194,13 +181,13 @@ class EPSABlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        _epsanet_init(self)
+        resnet_conv_bn_init(self)
 
     def reset_parameters(self) -> None:
         """The official initialisation (EPSANet's network constructor), ``downsample`` included,
-        which construction applies: PyTorch's defaults, then :func:`_epsanet_init`."""
+        which construction applies: PyTorch's defaults, then :func:`resnet_conv_bn_init`."""
         reset_torch_layers(self)
-        _epsanet_init(self)
+        resnet_conv_bn_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×inplanes×H×W -> B×4·planes×H'×W'."""

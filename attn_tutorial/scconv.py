@@ -15,21 +15,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._init import reset_torch_layers
+from ._init import reset_torch_layers, resnet_conv_bn_init
 from ._validate import (require_batch_statistics, require_choice, require_divisible,
                         require_feature_map, require_int, require_min_size)
 
 __all__ = ["SCConv", "SCBottleneck"]
-
-
-def _scnet_init(module: nn.Module) -> None:
-    """SCNet's init: every Conv2d kaiming-normal (fan_out, relu), every BN weight 1 / bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class SCConv(nn.Module):
@@ -96,13 +86,13 @@ class SCConv(nn.Module):
         self.k3_bn = nn.BatchNorm2d(channels)
         self.k4_conv = conv3x3(stride)
         self.k4_bn = nn.BatchNorm2d(channels)
-        _scnet_init(self)
+        resnet_conv_bn_init(self)
 
     def reset_parameters(self) -> None:
         """The official initialisation (SCNet's network constructor), which construction applies:
-        PyTorch's defaults, then :func:`_scnet_init`."""
+        PyTorch's defaults, then :func:`resnet_conv_bn_init`."""
         reset_torch_layers(self)
-        _scnet_init(self)
+        resnet_conv_bn_init(self)
 
     def _require_input(self, x: torch.Tensor) -> None:
         require_feature_map(x, self.channels)
@@ -206,13 +196,13 @@ class SCBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        _scnet_init(self)
+        resnet_conv_bn_init(self)
 
     def reset_parameters(self) -> None:
         """The official initialisation (SCNet's network constructor), ``downsample`` included,
-        which construction applies: PyTorch's defaults, then :func:`_scnet_init`."""
+        which construction applies: PyTorch's defaults, then :func:`resnet_conv_bn_init`."""
         reset_torch_layers(self)
-        _scnet_init(self)
+        resnet_conv_bn_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×inplanes×H×W -> B×4·planes×H'×W'."""
