@@ -802,10 +802,7 @@ def _official_bam_resnet50(*, state_dict, num_classes: int = 1000):
 
 def _scbottleneck_rules(prefix: str, block: nn.Module) -> list:
     o = _official_rule_tables()
-    rules = (o._unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
-             + [o.Rule("k1.0.", "k1_conv."), o.Rule("k1.1.", "k1_bn.")]
-             + o._under("scconv.", o._SCCONV_RULES) + o._unchanged("conv3.", "bn3.", "downsample."))
-    return o._under(prefix, rules)
+    return o._under(prefix, o._SCBOTTLENECK_RULES)
 
 
 def _official_scnet(depth: int):
@@ -818,9 +815,7 @@ def _official_scnet(depth: int):
 
 def _epsa_block_rules(prefix: str, block: nn.Module) -> list:
     o = _official_rule_tables()
-    rules = (o._unchanged("conv1.", "bn1.") + o._under("conv2.", o._PSA_RULES, "psa.")
-             + o._unchanged("bn2.", "conv3.", "bn3.", "downsample."))
-    return o._under(prefix, rules)
+    return o._under(prefix, o._EPSA_BLOCK_RULES)
 
 
 def _official_epsanet(depth: int):

@@ -183,11 +183,7 @@ def _scbottleneck(inplanes: int, planes: int, stride: int = 1,
                           downsample=copy.deepcopy(downsample), cardinality=cardinality,
                           bottleneck_width=bottleneck_width, avd=avd, dilation=dilation,
                           is_first=is_first)
-    rules = (_unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
-             + [Rule("k1.0.", "k1_conv."), Rule("k1.1.", "k1_bn.")]
-             + _under("scconv.", _SCCONV_RULES)
-             + _unchanged("conv3.", "bn3.", "downsample."))
-    return module, rules
+    return module, _SCBOTTLENECK_RULES
 
 
 _PSA_RULES = [
@@ -195,6 +191,14 @@ _PSA_RULES = [
     Rule("conv_3.", "branches.2."), Rule("conv_4.", "branches.3."),
     Rule("se.fc1.", "se_reduce."), Rule("se.fc2.", "se_expand."),
 ]
+
+# Whole blocks (also used by attn_tutorial.networks for the papers' ResNets).
+_SCBOTTLENECK_RULES = (_unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
+                       + [Rule("k1.0.", "k1_conv."), Rule("k1.1.", "k1_bn.")]
+                       + _under("scconv.", _SCCONV_RULES)
+                       + _unchanged("conv3.", "bn3.", "downsample."))
+_EPSA_BLOCK_RULES = (_unchanged("conv1.", "bn1.") + _under("conv2.", _PSA_RULES, "psa.")
+                     + _unchanged("bn2.", "conv3.", "bn3.", "downsample."))
 
 
 def _check_four(conv_kernels: Sequence[int], conv_groups: Sequence[int]) -> None:
@@ -222,9 +226,7 @@ def _epsa_block(inplanes: int, planes: int, stride: int = 1,
     _check_four(conv_kernels, conv_groups)
     module = EPSABlock(inplanes, planes, stride=stride, downsample=copy.deepcopy(downsample),
                        conv_kernels=conv_kernels, conv_groups=conv_groups)
-    rules = (_unchanged("conv1.", "bn1.") + _under("conv2.", _PSA_RULES, "psa.")
-             + _unchanged("bn2.", "conv3.", "bn3.", "downsample."))
-    return module, rules
+    return module, _EPSA_BLOCK_RULES
 
 
 _EMSA_RULES = (_unchanged("q.", "kv.", "proj.")
