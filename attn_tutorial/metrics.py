@@ -473,7 +473,13 @@ def attention_metric(model: torch.nn.Module, task: Task, scorer=None,
 
     Returns None for the baseline or a mechanism without scorer.
     """
-    scores = list(attention_scores(model, task, scorer, inputs).values())
+    return mean_metric(attention_scores(model, task, scorer, inputs))
+
+
+def mean_metric(scores: dict[str, Metric]) -> Metric | None:
+    """The per-module metrics of :func:`attention_scores` averaged (value, chance and null);
+    None when there are none."""
+    scores = list(scores.values())
     if not scores:
         return None
     mean = lambda values: sum(values) / len(values)  # noqa: E731

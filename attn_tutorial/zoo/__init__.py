@@ -40,7 +40,7 @@ from torch import nn
 from attn_tutorial import data
 from attn_tutorial.compare import make_task
 from attn_tutorial.metrics import (attention_metric, attention_scores, class_selectivity,
-                                   score_gate_height, score_own_instance)
+                                   mean_metric, score_gate_height, score_own_instance)
 from attn_tutorial.models import TinyResNet, build_model
 from attn_tutorial.registry import MECHANISMS
 from attn_tutorial.show import count_params
@@ -171,9 +171,9 @@ def measure(model: TinyResNet, test: data.Task) -> dict[str, Any]:
     result: dict[str, Any] = {"accuracy": (predictions == test.labels).float().mean().item()}
     if test.kind == "segmentation":
         result["miou"] = mean_iou(predictions, test.labels, logits.shape[1])
-    result["metric"] = _metric_dict(attention_metric(model, test, inputs=inputs))
-    result["per_module"] = {path: _metric_dict(m) for path, m in
-                            attention_scores(model, test, inputs=inputs).items()}
+    per_module = attention_scores(model, test, inputs=inputs)
+    result["metric"] = _metric_dict(mean_metric(per_module))
+    result["per_module"] = {path: _metric_dict(m) for path, m in per_module.items()}
     for name, scorer in EXTRA_SCORERS.get(model.mechanism, {}).items():
         result[name] = _metric_dict(attention_metric(model, test, scorer, inputs))
     if test.kind == "classification":
