@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
 
 from attn_tutorial import course
-from attn_tutorial.course import ROOT
+from attn_tutorial.__main__ import main
 
 
-def test_execute_in_place_counts_and_no_churn(tmp_path: Path):
+# The command's own entry point, called in this process: a subprocess would spend ~2.5 s
+# importing nbformat and nbclient each time, for the same code path.
+def test_execute_in_place_counts_and_no_churn(tmp_path: Path, capsys):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("x = 6 * 7"),
@@ -22,9 +24,10 @@ def test_execute_in_place_counts_and_no_churn(tmp_path: Path):
     ]
     path = tmp_path / "toy.ipynb"
     nbformat.write(nb, path)
-    cmd = [sys.executable, "-m", "attn_tutorial", "execute", "--time", str(path)]
-    done = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
-    assert re.search(r"^  \d+\.\d s$", done.stdout, re.M), done.stdout  # --time: seconds taken
+    args = ["execute", "--time", str(path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^  \d+\.\d s$", printed, re.M), printed  # --time: seconds taken
     first = path.read_text()
     out = nbformat.reads(first, as_version=4)
     code = [c for c in out.cells if c.cell_type == "code"]
@@ -33,7 +36,7 @@ def test_execute_in_place_counts_and_no_churn(tmp_path: Path):
     assert all("execution" not in c.metadata for c in out.cells)
     assert out.metadata.kernelspec == course.KERNELSPEC  # what JupyterLab writes
     assert out.metadata.language_info["version"] == course.language_info()["version"]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    assert main(args) == 0
     assert path.read_text() == first  # a re-run with the same outputs changes nothing
 
 
@@ -42,6 +45,5 @@ def test_execute_reports_a_failing_notebook(tmp_path: Path):
     nb.cells = [nbformat.v4.new_code_cell("1 / 0")]
     path = tmp_path / "bad.ipynb"
     nbformat.write(nb, path)
-    result = subprocess.run([sys.executable, "-m", "attn_tutorial", "execute", str(path)],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode != 0 and "ZeroDivisionError" in result.stderr
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        main(["execute", str(path)])  # uncaught, so `python -m attn_tutorial` exits non-zero
