@@ -1,0 +1,19 @@
+"""Shared assertion for the per-lesson checker tests (tests/test_checks_lessonNN.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from attn_tutorial.checks import CHECKERS
+
+
+def assert_mistake_named(checker: str, learner, phrase: str) -> None:
+    """``checker`` fails ``learner`` — a learner's own way of writing a catalogued mistake — and
+    names exactly one mistake, the one whose name contains ``phrase``, in what it prints too."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = CHECKERS[checker](learner)
+    assert not result.passed
+    assert len(result.diagnoses) == 1 and phrase in result.diagnoses[0], result.diagnoses
+    assert phrase in printed.getvalue(), printed.getvalue()
