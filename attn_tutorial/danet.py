@@ -41,7 +41,10 @@ class PAM(nn.Module):
     Args:
         channels: C (>= 8, since q/k have C // 8 channels).
         use_sdpa: compute the same thing with ``F.scaled_dot_product_attention(scale=1.0)``
-            instead of materialising the N×N map (equal up to rounding).
+            (equal up to rounding). This does not by itself avoid the N×N map: PyTorch's
+            fused flash kernel needs q, k and v of one width, and PAM's v has C channels
+            against C // 8 for q and k, so on the CPU SDPA takes its math path, which
+            materialises the map (lesson 05 measures it and shows a way round).
 
     Code vs paper: the paper describes C-channel query/key maps; the official code (and this
     module) uses C // 8 (following SAGAN). Neither scales the energy.
