@@ -68,7 +68,11 @@ class ExternalAttention(nn.Module):
 
     * ``tie_memories=True`` (default, the official code): M_v is M_kᵀ. The official module assigns
       a permuted view of ``linear_0``'s storage to ``linear_1``, so the two stay exact transposes
-      through training; here that is ONE parameter ``memory_key.weight`` used twice.
+      through optimiser steps; here that is ONE parameter ``memory_key.weight`` used twice. A tie
+      by shared storage lasts only until the module is converted: ``Module._apply`` (``.cuda()``,
+      ``.double()``, ``.to(dtype)``) gives each parameter its own copy, and the official
+      ``train_torch.py`` calls ``.cuda()`` on the network before it builds the optimiser, so the
+      released training updated two memories that started equal (lesson 07, section 5).
       ``tie_memories=False`` gives the independent memory M_v of the paper's description.
     * S = 64 is hard-coded in the code (``memory_size=64`` here).
     * The segmentation code uses SyncBN (momentum 0.1); this uses BatchNorm2d(momentum 0.1).
