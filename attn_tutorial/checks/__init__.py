@@ -19,10 +19,13 @@ from attn_tutorial.checks._core import (
 from attn_tutorial.checks._cases import feature_map_cases, token_cases
 from attn_tutorial.checks.lesson00 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson01 import *  # noqa: F401,F403
+from attn_tutorial.checks.lesson04 import *  # noqa: F401,F403
 from attn_tutorial.checks import lesson00 as _l00, lesson01 as _l01
+from attn_tutorial.checks import lesson04 as _l04
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "TIME_LIMIT", "Case", "Checker", "CheckResult", "Mistake",
     "ModuleChecker", "register", "feature_map_cases", "token_cases",
     *_l00.__all__, *_l01.__all__,
+    *_l04.__all__,
 ]
