@@ -137,11 +137,21 @@ def learner_gate_ceil(x, k2_weight, pooling_r):
     return torch.sigmoid(x + up)
 
 
+def learner_gate_max(x, k2_weight, pooling_r):
+    t = nn.MaxPool2d(pooling_r)(x)
+    return torch.sigmoid(x + F.interpolate(F.conv2d(t, k2_weight, padding=1), size=x.shape[2:]))
+
+
+def learner_gate_conv_then_pool(x, k2_weight, pooling_r):
+    t = F.avg_pool2d(F.conv2d(x, k2_weight, padding=1), pooling_r)
+    return torch.sigmoid(x + F.interpolate(t, size=x.shape[2:]))
+
+
 class LearnerSC(nn.Module):
     """A learner's SCConv with switches for their slips (written independently of the
     reference: nn.Sequential-free, its own pooling layer, the gate by hand)."""
 
-    no_identity = bilinear = stride_k3 = gate_k4 = False
+    no_identity = bilinear = stride_k3 = gate_k4 = relu = False
 
     def __init__(self, channels, stride=1, pooling_r=4):
         super().__init__()
@@ -160,6 +170,8 @@ class LearnerSC(nn.Module):
         up = F.interpolate(self.k2_bn(self.k2_conv(self.down(x))), size=x.shape[2:], **mode)
         gate = torch.sigmoid(up if self.no_identity else up + x)
         k3 = self.k3_bn(self.k3_conv(x))
+        if self.relu:
+            k3 = k3.clamp_min(0)
         if self.gate_k4:
             return self.k4_bn(self.k4_conv(k3)) * gate[:, :, ::self.s, ::self.s]
         if self.stride_k3:  # the shapes did not fit: take the gate at the strided positions
@@ -187,6 +199,11 @@ class LearnerSCGateK4(LearnerSC):
     gate_k4 = True
 
 
+class LearnerSCReLU(LearnerSC):
+    relu = True
+
+
+# Every catalogued mistake has a learner's own version below (test_every_mistake_has_a_learner).
 @pytest.mark.parametrize("checker, learner, phrase", [
     ("check_nearest_rows", learner_rows_nearest_exact, "half-pixel centres"),
     ("check_nearest_rows", learner_rows_round, "rounded d·in/out"),
@@ -195,10 +212,13 @@ class LearnerSCGateK4(LearnerSC):
     ("check_calibration_gate", learner_gate_bilinear, "bilinear instead of nearest"),
     ("check_calibration_gate", learner_gate_scale_factor, "not brought back to H×W"),
     ("check_calibration_gate", learner_gate_ceil, "ceil-mode pooling"),
+    ("check_calibration_gate", learner_gate_max, "max instead of average pooling"),
+    ("check_calibration_gate", learner_gate_conv_then_pool, "the 3×3 conv runs before the pooling"),
     ("check_scconv", LearnerSCNoIdentity, "σ(up) without the identity"),
     ("check_scconv", LearnerSCBilinear, "bilinear instead of nearest"),
     ("check_scconv", LearnerSCStrideK3, "the stride on K3 instead of K4"),
     ("check_scconv", LearnerSCGateK4, "gating the wrong path"),
+    ("check_scconv", LearnerSCReLU, "a ReLU after K3's BatchNorm"),
 ])
 def test_a_learners_own_mistake_is_named(checker, learner, phrase):
     assert_mistake_named(checker, learner, phrase)
@@ -252,3 +272,14 @@ def test_stubs_say_not_implemented():
                              ("check_scconv", Stub)]:
         result, printed = _run(checker, learner)
         assert not result.implemented and NOT_IMPLEMENTED in printed
+
+
+def test_every_mistake_has_a_learner():
+    named = {}
+    for mark in test_a_learners_own_mistake_is_named.pytestmark:
+        if mark.name == "parametrize":
+            for checker, _, phrase in mark.args[1]:
+                named.setdefault(checker, []).append(phrase)
+    for name in NAMES:
+        for mistake in CHECKERS[name].mistake_names:
+            assert any(p in mistake for p in named[name]), mistake
