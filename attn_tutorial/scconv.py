@@ -142,9 +142,14 @@ class SCBottleneck(nn.Module):
     Input x: B×inplanes×H×W; output B×4·planes×H'×W'. ``downsample`` (any module) maps x to the
     residual; without it inplanes must equal 4·planes and stride must be 1.
 
-    Code vs paper: the paper splits the input channels into two halves X1, X2; the code (and
-    this module) feeds the whole input to two separate 1×1 convs, so the split is learned. The
-    SCConv up-sampling is nearest in the code, bilinear in the paper (``upsample``).
+    Code vs paper: the paper splits the channels of X, the input of the 3×3 conv it replaces,
+    into two halves X1, X2; the code (and this module) makes them with two separate 1×1 convs
+    (``conv1_a``, ``conv1_b``) from the block's input. That is the same function: one 1×1 conv
+    to 2g channels, its BN and ReLU (all per channel), split in half, computes exactly X1, X2 of
+    the code once its weights are the two convs' stacked (``tests/test_scconv.py`` maps the
+    weights both ways). Only the initialisation differs: kaiming fan_out sees g outputs per conv
+    instead of 2g, so the code's 1×1 weights start √2 larger. The SCConv up-sampling is nearest
+    in the code, bilinear in the paper (``upsample``).
 
     Initialisation: official (kaiming-normal fan_out/relu convs, BN 1/0, no zero-gamma), also
     applied to ``downsample`` as the official network constructor does.

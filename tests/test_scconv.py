@@ -224,3 +224,45 @@ def test_errors():
         SCBottleneck(64, 16, stride=2)
     with pytest.raises(ValueError, match="pooling_r = 4"):
         SCBottleneck(64, 16)(torch.randn(2, 64, 3, 8))
+
+
+def test_two_1x1_convs_are_one_conv_split_in_half():
+    """The paper's split of X (one 1×1 conv to 2g channels + BN + ReLU, then halves X1, X2)
+    and the code's two 1×1 convs are the same function, weights mapped either way, in train and
+    eval mode; only kaiming fan_out's scale differs (g vs 2g outputs)."""
+    m = randomize_(SCBottleneck(64, 16).double(), seed=3)
+    g = m.conv1_a.out_channels
+    conv1 = nn.Conv2d(64, 2 * g, 1, bias=False).double()
+    bn1 = nn.BatchNorm2d(2 * g).double()
+    randomize_(conv1, seed=4)
+    randomize_(bn1, seed=5)
+    names = ("weight", "bias", "running_mean", "running_var")
+
+    def paper_form(x):
+        x1, x2 = torch.relu(bn1(conv1(x))).chunk(2, dim=1)
+        a = torch.relu(m.k1_bn(m.k1_conv(x1)))
+        b = torch.relu(m.scconv(x2))
+        return torch.relu(m.bn3(m.conv3(torch.cat([a, b], 1))) + x)
+
+    x = torch.randn(2, 64, 9, 13, dtype=F64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the code's weights onto the paper's form ...
+        conv1.weight.copy_(torch.cat([m.conv1_a.weight, m.conv1_b.weight]))
+        for n in names:
+            getattr(bn1, n).copy_(torch.cat([getattr(m.bn1_a, n), getattr(m.bn1_b, n)]))
+    for train in (False, True):  # eval first: a train-mode pass moves bn1's running stats only
+        m.train(train), bn1.train(train)
+        torch.testing.assert_close(paper_form(x), ref_bottleneck(x, m, train, 1), **TOL)
+    randomize_(conv1, seed=6)
+    randomize_(bn1, seed=7)
+    with torch.no_grad():  # ... and the paper's onto the code's
+        m.conv1_a.weight.copy_(conv1.weight[:g])
+        m.conv1_b.weight.copy_(conv1.weight[g:])
+        for n in names:
+            getattr(m.bn1_a, n).copy_(getattr(bn1, n)[:g])
+            getattr(m.bn1_b, n).copy_(getattr(bn1, n)[g:])
+    for train in (False, True):
+        m.train(train), bn1.train(train)
+        torch.testing.assert_close(m(x), paper_form(x), **TOL)
+    torch.manual_seed(0)
+    big = SCBottleneck(2048, 512)  # g = 256: std sqrt(2 / 256), one conv to 512: sqrt(2 / 512)
+    assert abs(big.conv1_a.weight.std().item() / math.sqrt(2 / 256) - 1) < 0.01
