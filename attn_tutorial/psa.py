@@ -44,9 +44,14 @@ class PSA(nn.Module):
        "official"``; ``"natural"`` gives [k3, k5, k7, k9].
 
     Code vs paper: the shared SE and the reversed concatenation are code facts not visible in
-    the paper's figure; the branch convs read the whole input, not a quarter of it; the code's
-    groups (1, 4, 8, 16) do not follow the paper's G = 2^((K−1)/2) rule (unverified); the
-    "Large" models the official repository announces are not in its code.
+    the paper's figure. The branch convs read the whole input (``branch_input="full"``); the
+    paper splits the input's channels into S parts, one per kernel, as a reader described it in
+    murufeng/EPSANet issue #9, where the maintainer answered "follow the code";
+    ``branch_input="split"`` gives that form: conv s reads only channels
+    ``s·in_channels/S … (s+1)·in_channels/S − 1``. A rule G = 2^((K−1)/2) relating groups to
+    kernel size (which would give 2 for K = 3 where the code uses 1) is attributed to the paper
+    but unverified: the stored copies of the paper reachable here hold only its abstract. The
+    "Large" models the official README reports are not in its code.
 
     Kernels: padding k // 2 keeps ⌊(H − 1)/stride⌋ + 1 rows for an odd k but gives
     ⌊H/stride⌋ + 1 for an even k, so the scales can be stacked only when every kernel has the
@@ -62,7 +67,8 @@ class PSA(nn.Module):
     def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  stride: int = 1, conv_groups: Sequence[int] = (1, 4, 8, 16),
                  se_reduction: int = 16,
-                 concat_order: Literal["official", "natural"] = "official") -> None:
+                 concat_order: Literal["official", "natural"] = "official",
+                 branch_input: Literal["full", "split"] = "full") -> None:
         super().__init__()
         require_int("in_channels", in_channels)
         require_int("planes", planes)
@@ -82,19 +88,31 @@ class PSA(nn.Module):
             )
         require_choice("concat_order", concat_order,
                        {"official": "reversed, largest kernel first", "natural": "k3 first"})
+        require_choice("branch_input", branch_input,
+                       {"full": "every branch reads the whole input (the code)",
+                        "split": "branch s reads the s-th of S channel slices (the paper)"})
         num_scales = len(conv_kernels)
         require_divisible("planes", planes, "the number of kernels len(conv_kernels)", num_scales)
         split = planes // num_scales
+        if branch_input == "split":
+            require_divisible("in_channels", in_channels,
+                              'the number of kernels len(conv_kernels) (branch_input="split")',
+                              num_scales)
+            branch_in = in_channels // num_scales
+            branch_in_name = "in_channels // len(conv_kernels)"
+        else:
+            branch_in, branch_in_name = in_channels, "in_channels"
         for g in conv_groups:
-            require_divisible("in_channels", in_channels, "a conv_groups entry", g)
+            require_divisible(branch_in_name, branch_in, "a conv_groups entry", g)
             require_divisible("planes // len(conv_kernels)", split, "a conv_groups entry", g)
         se_hidden = require_positive_width("planes // len(conv_kernels)", split, se_reduction,
                                          "se_reduction")
         self.in_channels = in_channels
         self.num_scales = num_scales
         self.concat_order = concat_order
+        self.branch_input = branch_input
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, split, kernel_size=k, stride=stride, padding=k // 2, groups=g,
+            nn.Conv2d(branch_in, split, kernel_size=k, stride=stride, padding=k // 2, groups=g,
                       bias=False)
             for k, g in zip(conv_kernels, conv_groups)
         )
@@ -113,7 +131,11 @@ class PSA(nn.Module):
         """The S branch outputs stacked on a ``scale`` axis: B×S×Ps×H'×W' (smallest kernel first,
         or largest first with ``reverse``)."""
         require_feature_map(x, self.in_channels)
-        scales = [branch(x) for branch in self.branches]
+        if self.branch_input == "split":
+            parts = rearrange(x, "b (scale c) h w -> scale b c h w", scale=self.num_scales)
+            scales = [branch(part) for branch, part in zip(self.branches, parts)]
+        else:
+            scales = [branch(x) for branch in self.branches]
         if reverse:
             scales.reverse()
         # torch.stack on dim 1 writes "b scale c h w" contiguously, so the final
@@ -160,7 +182,8 @@ class EPSABlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16,
-                 concat_order: Literal["official", "natural"] = "official") -> None:
+                 concat_order: Literal["official", "natural"] = "official",
+                 branch_input: Literal["full", "split"] = "full") -> None:
         super().__init__()
         require_int("inplanes", inplanes)
         require_int("planes", planes)
@@ -175,7 +198,7 @@ class EPSABlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.psa = PSA(planes, planes, conv_kernels=conv_kernels, stride=stride,
                        conv_groups=conv_groups, se_reduction=se_reduction,
-                       concat_order=concat_order)
+                       concat_order=concat_order, branch_input=branch_input)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)

@@ -23,9 +23,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def ref_psa(x, m: PSA) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (output, attention B×S×Ps in natural order)."""
-    feats = [F.conv2d(x, conv.weight, None, conv.stride, conv.padding, 1, conv.groups)
-             for conv in m.branches]
-    S = len(feats)
+    S = len(m.branches)
+    if m.branch_input == "split":  # branch s reads the s-th slice of in_channels / S channels
+        width = x.shape[1] // S
+        inputs = [x[:, s * width:(s + 1) * width] for s in range(S)]
+    else:
+        inputs = [x] * S
+    feats = [F.conv2d(inp, conv.weight, None, conv.stride, conv.padding, 1, conv.groups)
+             for inp, conv in zip(inputs, m.branches)]
     B, Ps = feats[0].shape[:2]
     # the SE and the softmax in plain Python floats (float64), one number at a time
     w1, b1 = m.se_reduce.weight[:, :, 0, 0].tolist(), m.se_reduce.bias.tolist()
@@ -63,12 +68,18 @@ PSA_CASES = [  # (shape, planes, stride, kernels, groups)
 ]
 
 
+SPLIT_CASES = [  # the paper's form: each branch reads in_channels / S channels
+    ((2, 64, 9, 13), 64, 1, (3, 5, 7, 9), (1, 4, 8, 16)),
+    ((1, 36, 7, 5), 108, 2, (3, 5, 7), (1, 3, 6)),
+]
+
+
 @pytest.mark.parametrize("order", ["official", "natural"])
-@pytest.mark.parametrize("case", PSA_CASES)
+@pytest.mark.parametrize("case", [(c, "full") for c in PSA_CASES] + [(c, "split") for c in SPLIT_CASES])
 def test_psa_matches_loop_reference(case, order):
-    shape, planes, stride, kernels, groups = case
+    (shape, planes, stride, kernels, groups), branch_input = case
     m = PSA(shape[1], planes, conv_kernels=kernels, stride=stride, conv_groups=groups,
-            concat_order=order)
+            concat_order=order, branch_input=branch_input)
     m = randomize_(m.double(), seed=planes)
     x = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(shape[2]))
     expected, expected_att = ref_psa(x, m)
@@ -151,6 +162,20 @@ def test_official_init():
         assert (bn.weight == 1).all() and (bn.bias == 0).all()
 
 
+def test_split_branches_read_only_their_slice():
+    m = randomize_(PSA(64, 64, branch_input="split").double(), seed=5)
+    assert [c.in_channels for c in m.branches] == [16] * 4
+    # 16·16·9 + 16·4·25 + 16·2·49 + 16·1·81 weights in the convs, 17 + 32 in the shared SE
+    assert sum(p.numel() for p in m.parameters()) == 2304 + 1600 + 1568 + 1296 + 49
+    x = torch.randn(2, 64, 7, 9, dtype=F64)
+    y = x.clone()
+    y[:, 16:] += torch.randn(2, 48, 7, 9, dtype=F64)  # change every slice but the first
+    diff = (m.branches[0](x[:, :16]) - m.branches[0](y[:, :16])).abs().max()
+    assert diff == 0 and (m(x) - m(y)).abs().max() > 1e-3
+    block = EPSABlock(256, 64, branch_input="split")
+    assert block.psa.branch_input == "split" and block(torch.randn(1, 256, 5, 6)).shape == (1, 256, 5, 6)
+
+
 def test_errors():
     # wrong rank / channels / integer inputs, gradcheck and batch 1: tests/test_contracts.py
     with pytest.raises(ValueError, match="planes=66 must be divisible by"):
@@ -167,3 +192,9 @@ def test_errors():
         PSA(64, 64, concat_order="reversed")
     with pytest.raises(ValueError, match="downsample"):
         EPSABlock(64, 64)
+    with pytest.raises(ValueError, match="branch_input"):
+        PSA(64, 64, branch_input="quarter")
+    with pytest.raises(ValueError, match=r'in_channels=66 must be divisible by the number of kernels'):
+        PSA(66, 64, conv_groups=(1, 1, 1, 1), branch_input="split")
+    with pytest.raises(ValueError, match=r"in_channels // len\(conv_kernels\)=8 must be divisible by a conv_groups entry=16"):
+        PSA(32, 64, branch_input="split")
