@@ -12,10 +12,11 @@ Where the BatchNorms sit. The released code (``MODELS/bam.py``) normalises only 
 MLP's hidden layer and the spatial branch's reduced and dilated maps; neither branch's *output*
 has a BN. The paper's equations, Mc(F) = BN(MLP(AvgPool(F))) and Ms(F) = BN(f1×1(f3×3(f3×3(
 f1×1(F))))), put one BN on each branch's output. This is how every transcription of the paper's
-equations that could be read for this library gives them (three independent secondary sources:
+equations that could be read for this library gives them (secondary sources only:
 paperswithcode.com/method/bam, jjerry-k.github.io/blog/paper/bam, a Chinese summary at
-553668.com/manong/515745.html); the paper's own PDF/HTML text of Section 3 could not be read here,
-so the wording of its reason ("to adjust the scale" of one branch to the other) is unverified.
+553668.com/manong/515745.html, and two paper notes in public GitHub repositories); the paper's
+own text of Section 3 could not be read here, so its exact wording, and its reason (one note:
+to adjust the channel branch's scale to the spatial branch's output), are unverified.
 ``BAM(fusion="paper")`` builds the paper's form (sum and the two output BNs), ``fusion="sum"``
 the sum with the code's BN placement.
 """
