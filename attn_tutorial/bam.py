@@ -7,6 +7,18 @@ A channel map Mc (B×C×1×1, from a global average and a bottleneck MLP) and a 
 (B×1×H×W, from a bottleneck of dilated 3×3 convs) are combined into one B×C×H×W attention
 ``1 + sigmoid(Mc ∘ Ms)`` that rescales the input. ``∘`` is a product in the released code and a
 sum in the paper.
+
+Where the BatchNorms sit. The released code (``MODELS/bam.py``) normalises only hidden layers: the
+MLP's hidden layer and the spatial branch's reduced and dilated maps; neither branch's *output*
+has a BN. The paper's equations, Mc(F) = BN(MLP(AvgPool(F))) and Ms(F) = BN(f1×1(f3×3(f3×3(
+f1×1(F))))), put one BN on each branch's output. This is how every transcription of the paper's
+equations that could be read for this library gives them (secondary sources only:
+paperswithcode.com/method/bam, jjerry-k.github.io/blog/paper/bam, a Chinese summary at
+553668.com/manong/515745.html, and two paper notes in public GitHub repositories); the paper's
+own text of Section 3 could not be read here, so its exact wording, and its reason (one note:
+to adjust the channel branch's scale to the spatial branch's output), are unverified.
+``BAM(fusion="paper")`` builds the paper's form (sum and the two output BNs), ``fusion="sum"``
+the sum with the code's BN placement.
 """
 
 from __future__ import annotations
@@ -55,7 +67,8 @@ class BAMChannelGate(_BAMBranch):
     Official: class ``ChannelGate``.
 
     ``GAP(x)`` (B×C) -> Linear(C -> C//r, bias) -> BatchNorm1d -> ReLU -> Linear(C//r -> C, bias),
-    returned as B×C×1×1 (it broadcasts against B×C×H×W). No BN and no activation on the output.
+    returned as B×C×1×1 (it broadcasts against B×C×H×W). No BN and no activation on the output
+    (the code); ``output_bn=True`` adds a BatchNorm1d(C) on the output (the paper's equation).
 
     Pooling (official vs this module): the official code calls ``avg_pool2d`` with an H×H window
     and stride H, which equals a global average only for square maps (H = W). For W < H it raises,
@@ -64,14 +77,15 @@ class BAMChannelGate(_BAMBranch):
     code exactly on square maps and is the (intended) global pooling on non-square ones.
 
     Other official/paper differences: the official ``ChannelGate`` cannot be built as published
-    (a ``NameError`` on an undefined ``gate_activation``); the paper (as recalled, unverified)
-    puts a BN on the branch output, the code only on the hidden layer, as here.
+    (a ``NameError`` on an undefined ``gate_activation``); the paper's equation (as transcribed
+    by secondary sources, see the module docstring) puts a BN on the branch output, the code only
+    on the hidden layer (the default here).
 
     In train mode a batch of 1 is refused with a ``ValueError`` (BatchNorm1d needs >= 2 values
     per channel).
     """
 
-    def __init__(self, channels: int, reduction_ratio: int = 16) -> None:
+    def __init__(self, channels: int, reduction_ratio: int = 16, output_bn: bool = False) -> None:
         super().__init__()
         require_int("channels", channels)
         hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
@@ -81,6 +95,7 @@ class BAMChannelGate(_BAMBranch):
         self.bn = nn.BatchNorm1d(hidden)
         self.relu = nn.ReLU()
         self.fc_expand = nn.Linear(hidden, channels)
+        self.out_bn = nn.BatchNorm1d(channels) if output_bn else nn.Identity()
         self.to_map = Rearrange("b c -> b c 1 1")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +105,7 @@ class BAMChannelGate(_BAMBranch):
                                  "the channel gate's BatchNorm1d (after the global average)",
                                  f"x has batch size 1 (shape {tuple(x.shape)})", spatial=False)
         hidden = self.relu(self.bn(self.fc_reduce(self.pool(x))))
-        return self.to_map(self.fc_expand(hidden))
+        return self.to_map(self.out_bn(self.fc_expand(hidden)))
 
 
 class BAMSpatialGate(_BAMBranch):
@@ -101,12 +116,13 @@ class BAMSpatialGate(_BAMBranch):
     Conv1×1(C -> C//r, bias) + BN + ReLU, then ``num_dilated_convs`` times
     Conv3×3(C//r -> C//r, dilation d, padding d, bias) + BN + ReLU, then Conv1×1(C//r -> 1, bias).
     Input B×C×H×W, output Ms: B×1×H×W (it broadcasts against B×C×H×W; the official code
-    ``expand_as`` the input, which is the same broadcast). No BN on the output (the paper, as
-    recalled and unverified, has one).
+    ``expand_as`` the input, which is the same broadcast). No BN on the output (the code);
+    ``output_bn=True`` adds a BatchNorm2d(1) on the output map (the paper's equation, see the
+    module docstring).
     """
 
     def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
-                 num_dilated_convs: int = 2) -> None:
+                 num_dilated_convs: int = 2, output_bn: bool = False) -> None:
         super().__init__()
         require_int("channels", channels)
         hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
@@ -122,6 +138,7 @@ class BAMSpatialGate(_BAMBranch):
         self.dilated_bn = nn.ModuleList(nn.BatchNorm2d(hidden) for _ in range(num_dilated_convs))
         self.relu = nn.ReLU()
         self.project = nn.Conv2d(hidden, 1, kernel_size=1)
+        self.out_bn = nn.BatchNorm2d(1) if output_bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W -> Ms: B×1×H×W."""
@@ -129,7 +146,7 @@ class BAMSpatialGate(_BAMBranch):
         h = self.relu(self.reduce_bn(self.reduce(x)))
         for conv, bn in zip(self.dilated, self.dilated_bn):
             h = self.relu(bn(conv(h)))
-        return self.project(h)
+        return self.out_bn(self.project(h))
 
 
 class BAM(nn.Module):
@@ -145,15 +162,17 @@ class BAM(nn.Module):
         dilation: dilation (and padding) of the spatial branch's 3×3 convs.
         num_dilated_convs: how many dilated 3×3 convs the spatial branch stacks.
         fusion: ``"official"`` (default): ``1 + sigmoid(Mc * Ms)``, the product used by the released
-            code and its ImageNet checkpoint (issues #39, #52 of the official repository);
-            ``"paper"``: ``1 + sigmoid(Mc + Ms)``, the sum written in the paper.
+            code and its ImageNet checkpoint (issues #39, #52 of the official repository), BN on
+            the hidden layers only; ``"sum"``: ``1 + sigmoid(Mc + Ms)`` with the code's BN
+            placement (the sum alone); ``"paper"``: the paper's form, the sum *and* a BN on each
+            branch's output (``out_bn`` in both gates: Mc = BN(MLP(GAP F)), Ms = BN(convs(F))).
 
     Where the official code and the paper disagree:
       * fusion: product in code, sum in the paper (``fusion`` above);
+      * BN placement: the paper's equations (as transcribed by secondary sources; see the
+        module docstring) normalise each branch's output, the code only the hidden layers;
       * channel pooling: the code pools an H×H window (global only for square maps; see
-        :class:`BAMChannelGate`); this module always pools globally;
-      * BN placement: the paper (unverified recollection) normalises each branch's output, the
-        code (and this module) only the hidden layers.
+        :class:`BAMChannelGate`); this module always pools globally.
 
     Initialisation follows the official ResNet constructor: conv weights kaiming-normal
     (fan_out), BN weight 1, every bias 0 (Linear biases included), channel-gate Linear weights at
@@ -165,13 +184,17 @@ class BAM(nn.Module):
 
     def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
                  num_dilated_convs: int = 2,
-                 fusion: Literal["official", "paper"] = "official") -> None:
+                 fusion: Literal["official", "sum", "paper"] = "official") -> None:
         super().__init__()
-        require_choice("fusion", fusion, {"official": "product Mc * Ms", "paper": "sum Mc + Ms"})
+        require_choice("fusion", fusion, {
+            "official": "product Mc * Ms", "sum": "sum Mc + Ms, the code's BNs",
+            "paper": "sum Mc + Ms with a BN on each branch's output"})
         self.channels = channels
         self.fusion = fusion
-        self.channel_gate = BAMChannelGate(channels, reduction_ratio)
-        self.spatial_gate = BAMSpatialGate(channels, reduction_ratio, dilation, num_dilated_convs)
+        output_bn = fusion == "paper"
+        self.channel_gate = BAMChannelGate(channels, reduction_ratio, output_bn=output_bn)
+        self.spatial_gate = BAMSpatialGate(channels, reduction_ratio, dilation, num_dilated_convs,
+                                           output_bn=output_bn)
         _bam_init(self)
 
     def reset_parameters(self) -> None:

@@ -45,7 +45,8 @@ BAD = [  # (what a user typed, the call, a pattern with the argument, the value 
     ("SEGC(8, 0)", lambda: SEGC(8, 0), r"channels=8 must be divisible by groups=0; groups must "
                                        "be a positive integer"),
     ("BAM(32, fusion='mean')", lambda: BAM(32, fusion="mean"),
-     r"fusion='mean' must be one of 'official' \(product Mc \* Ms\), 'paper' \(sum Mc \+ Ms\)"),
+     r"fusion='mean' must be one of 'official' \(product Mc \* Ms\), "
+     r"'sum' \(sum Mc \+ Ms, the code's BNs\), 'paper'"),
     ("BAMSpatialGate(32, num_dilated_convs=-1)", lambda: BAMSpatialGate(32, num_dilated_convs=-1),
      r"num_dilated_convs=-1 must be an integer >= 0"),
     ("PSA(16, 64, conv_kernels=(3, 0, 7, 9))", lambda: PSA(16, 64, conv_kernels=(3, 0, 7, 9)),

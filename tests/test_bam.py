@@ -1,4 +1,6 @@
-"""BAM against an index-by-index reference written from the equations of the authors' code."""
+"""BAM against an index-by-index reference written from the equations: the authors' code (product,
+BN on hidden layers only), the sum alone, and the paper's form (sum, a BN on each branch's
+output: Mc = BN(MLP(GAP F)), Ms = BN(f1×1(f3×3(f3×3(f1×1 F)))))."""
 
 from __future__ import annotations
 
@@ -27,31 +29,37 @@ def ref_linear(v: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
     return out
 
 
-def ref_channel(x: torch.Tensor, gate: BAMChannelGate, train: bool) -> torch.Tensor:
+def ref_channel(x: torch.Tensor, gate: BAMChannelGate, train: bool,
+                output_bn: bool = False) -> torch.Tensor:
     B, C, H, W = x.shape
     pooled = torch.empty(B, C, dtype=x.dtype)
     for b in range(B):
         for c in range(C):
             pooled[b, c] = sum(x[b, c, i, j] for i in range(H) for j in range(W)) / (H * W)
     hidden = torch.relu(batchnorm_loop(ref_linear(pooled, gate.fc_reduce), gate.bn, train))
-    return ref_linear(hidden, gate.fc_expand)  # B×C
+    mc = ref_linear(hidden, gate.fc_expand)  # B×C
+    return batchnorm_loop(mc, gate.out_bn, train) if output_bn else mc
 
 
-def ref_spatial(x: torch.Tensor, gate: BAMSpatialGate, train: bool) -> torch.Tensor:
+def ref_spatial(x: torch.Tensor, gate: BAMSpatialGate, train: bool,
+                output_bn: bool = False) -> torch.Tensor:
     h = torch.relu(batchnorm_loop(ref_conv(x, gate.reduce), gate.reduce_bn, train))
     for conv, bn in zip(gate.dilated, gate.dilated_bn):
         assert conv.dilation == conv.padding
         h = torch.relu(batchnorm_loop(ref_conv(h, conv), bn, train))
-    return ref_conv(h, gate.project)[:, 0]  # B×H×W
+    ms = ref_conv(h, gate.project)  # B×1×H×W
+    return (batchnorm_loop(ms, gate.out_bn, train) if output_bn else ms)[:, 0]  # B×H×W
 
 
-def ref_bam(x: torch.Tensor, m: BAM, train: bool) -> torch.Tensor:
-    mc, ms = ref_channel(x, m.channel_gate, train), ref_spatial(x, m.spatial_gate, train)
+def ref_bam(x: torch.Tensor, m: BAM, train: bool, fusion: str) -> torch.Tensor:
+    paper = fusion == "paper"
+    mc = ref_channel(x, m.channel_gate, train, output_bn=paper)
+    ms = ref_spatial(x, m.spatial_gate, train, output_bn=paper)
     B, C, H, W = x.shape
     out = torch.empty_like(x)
     for b in range(B):
         for c in range(C):
-            z = mc[b, c] * ms[b] if m.fusion == "official" else mc[b, c] + ms[b]
+            z = mc[b, c] * ms[b] if fusion == "official" else mc[b, c] + ms[b]
             out[b, c] = x[b, c] * (1 + 1 / (1 + torch.exp(-z)))
     return out
 
@@ -68,15 +76,40 @@ CASES = [  # (B, C, H, W, reduction_ratio)
 MODES = [(case, train) for case in CASES for train in (True, False) if not (train and case[0] == 1)]
 
 
-@pytest.mark.parametrize("fusion", ["official", "paper"])
+@pytest.mark.parametrize("fusion", ["official", "sum", "paper"])
 @pytest.mark.parametrize("case,train", MODES)
 def test_matches_loop_reference(case, train, fusion):
     B, C, H, W, r = case
     m = randomize_(BAM(C, reduction_ratio=r, fusion=fusion).double(), seed=C + H)
     m.train(train)
     x = torch.randn(B, C, H, W, dtype=torch.float64, generator=torch.Generator().manual_seed(W))
-    expected = ref_bam(x, m, train)
+    expected = ref_bam(x, m, train, fusion)
     torch.testing.assert_close(m(x), expected, **TOL)
+
+
+def test_only_the_paper_form_has_output_batchnorms():
+    keys = {f: set(BAM(32, fusion=f).state_dict()) for f in ("official", "sum", "paper")}
+    assert keys["official"] == keys["sum"]
+    extra = keys["paper"] - keys["official"]
+    assert {k.rsplit(".", 1)[0] for k in extra} == {"channel_gate.out_bn", "spatial_gate.out_bn"}
+    paper = BAM(32, fusion="paper")
+    assert paper.channel_gate.out_bn.num_features == 32   # BN1d over the C outputs of the MLP
+    assert paper.spatial_gate.out_bn.num_features == 1    # BN2d over the one spatial map
+
+
+def test_paper_branch_outputs_are_batch_normalised_in_train_mode():
+    """With the init's BN weight 1 and bias 0, a BN on the output leaves each output channel with
+    batch mean 0 and (biased) variance 1: over B for Mc, over B, H, W for Ms."""
+    torch.manual_seed(0)
+    m = BAM(32, fusion="paper").double().train()
+    x = torch.randn(6, 32, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mc, ms = m.channel_gate(x)[:, :, 0, 0], m.spatial_gate(x)
+    torch.testing.assert_close(mc.mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(mc.var(0, unbiased=False), torch.ones(32, dtype=torch.float64),
+                               atol=1e-2, rtol=0)  # var / (var + eps), eps = 1e-5
+    assert abs(ms.mean().item()) < 1e-12 and abs(ms.var(unbiased=False).item() - 1) < 1e-3
+    code = BAM(32).double().train()                        # the code's form: not normalised
+    assert code.channel_gate(x)[:, :, 0, 0].var(0, unbiased=False).mean() < 0.5
 
 
 def test_channel_gate_is_global_average_on_non_square():
@@ -103,9 +136,12 @@ def test_shapes_and_attention_range():
 def test_fusion_variants_differ():
     x = torch.randn(2, 32, 6, 6, dtype=torch.float64)
     prod = randomize_(BAM(32, fusion="official").double(), seed=5)
-    summ = BAM(32, fusion="paper").double()
+    summ = BAM(32, fusion="sum").double()
     summ.load_state_dict(prod.state_dict())
     assert (prod(x) - summ(x)).abs().max() > 1e-3
+    paper = randomize_(BAM(32, fusion="paper").double(), seed=5).eval()
+    paper.load_state_dict(prod.state_dict(), strict=False)  # the output BNs keep their values
+    assert (paper.eval()(x) - summ.eval()(x)).abs().max() > 1e-3
 
 
 def test_dilated_conv_hyperparameters():

@@ -19,13 +19,14 @@ from attn_tutorial.checks._core import (
 from attn_tutorial.checks._cases import feature_map_cases, token_cases
 from attn_tutorial.checks.lesson00 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson01 import *  # noqa: F401,F403
+from attn_tutorial.checks.lesson02 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson03 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson04 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson05 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson07 import *  # noqa: F401,F403
-from attn_tutorial.checks import lesson00, lesson01, lesson03, lesson04, lesson05, lesson07
+from attn_tutorial.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson07
 
-_LESSONS = (lesson00, lesson01, lesson03, lesson04, lesson05, lesson07)
+_LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson07)
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "TIME_LIMIT", "Case", "Checker", "CheckResult", "Mistake",
