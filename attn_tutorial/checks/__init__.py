@@ -19,10 +19,12 @@ from attn_tutorial.checks._core import (
 from attn_tutorial.checks._cases import feature_map_cases, token_cases
 from attn_tutorial.checks.lesson00 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson01 import *  # noqa: F401,F403
+from attn_tutorial.checks.lesson06 import *  # noqa: F401,F403
 from attn_tutorial.checks import lesson00 as _l00, lesson01 as _l01
+from attn_tutorial.checks import lesson06 as _l06
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "TIME_LIMIT", "Case", "Checker", "CheckResult", "Mistake",
     "ModuleChecker", "register", "feature_map_cases", "token_cases",
-    *_l00.__all__, *_l01.__all__,
+    *_l00.__all__, *_l01.__all__, *_l06.__all__,
 ]
