@@ -18,6 +18,8 @@ from attn_tutorial.checks import CHECKERS, NOT_IMPLEMENTED, lesson06
 from attn_tutorial.official import from_official
 from attn_tutorial.rest import EMSA
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NAMES = lesson06.__all__
 
 # The mistakes issue 14 asks the lesson to recognise, by (part of) their name.
