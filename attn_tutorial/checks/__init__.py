@@ -23,10 +23,11 @@ from attn_tutorial.checks.lesson02 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson03 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson04 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson05 import *  # noqa: F401,F403
+from attn_tutorial.checks.lesson06 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson07 import *  # noqa: F401,F403
-from attn_tutorial.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson07
+from attn_tutorial.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07
 
-_LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson07)
+_LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07)
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "TIME_LIMIT", "Case", "Checker", "CheckResult", "Mistake",
