@@ -32,8 +32,15 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/00_einops.ipynb
 
+# The suite runs in TEST_JOBS pytest workers (pytest-xdist), each at one torch thread: one pytest
+# at two threads keeps a 2-core machine only ~1.1 cores busy (283 s for the whole course), two
+# workers at one thread keep both busy (167 s); two workers at two threads each oversubscribe the
+# cores (330 s). `--dist loadfile` keeps every notebook's cells in one worker, in order, so each
+# notebook still runs in one kernel. `make test TEST_JOBS=0` runs everything in one process.
+TEST_JOBS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 exercises: $(STAMP)
 	$(PY) -m attn_tutorial exercises
