@@ -1,4 +1,4 @@
-"""Shared assertion for the per-lesson checker tests (tests/test_checks_lessonNN.py)."""
+"""Shared assertions for the per-lesson checker tests (tests/test_checks_lessonNN.py)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def assert_mistake_named(checker: str, learner, phrase: str) -> None:
     assert not result.passed
     assert len(result.diagnoses) == 1 and phrase in result.diagnoses[0], result.diagnoses
     assert phrase in printed.getvalue(), printed.getvalue()
+
+
+def assert_catalogued(checker: str, phrases: list[str]) -> None:
+    """Every phrase (a mistake the lesson's issue asks for) is part of one of the names that
+    ``checker`` catalogues."""
+    names = CHECKERS[checker].mistake_names
+    for phrase in phrases:
+        assert any(phrase in name for name in names), f"{checker}: no mistake named {phrase!r}"

@@ -196,6 +196,21 @@ def test_lessons_registered_checkers():
     assert all(name == c.name == "check_" + c.title for name, c in CHECKERS.items())
 
 
+def test_every_lesson_exports_its_checkers_and_each_mechanism_lesson_has_a_module_exercise():
+    import attn_tutorial.checks as checks
+    from attn_tutorial.course import MECHANISM_LESSONS
+
+    by_lesson = {lesson.__name__[-2:]: lesson for lesson in checks._LESSONS}
+    assert set(MECHANISM_LESSONS) <= set(by_lesson), "a mechanism lesson has no checkers"
+    for number, lesson in by_lesson.items():
+        assert lesson.__all__, f"lesson {number} exports no checker"
+        for name in lesson.__all__:
+            assert getattr(checks, name) is CHECKERS[name], f"lesson {number}: {name}"
+        if number in MECHANISM_LESSONS[1:]:  # lesson 01's exercises are functions (it came first)
+            assert any(isinstance(CHECKERS[n], ModuleChecker) for n in lesson.__all__), (
+                f"lesson {number} has no module exercise")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_solution_passes(name, capsys):
     checker = ALL[name]

@@ -12,16 +12,9 @@ import torch.nn.functional as F
 
 from _learner import assert_mistake_named
 
-import attn_tutorial.checks as checks
 from attn_tutorial.checks import CHECKERS, lesson00
 
 NAMES = lesson00.__all__
-
-
-def test_checkers_are_registered_and_exported():
-    for name in NAMES:
-        assert name in CHECKERS
-        assert getattr(checks, name) is CHECKERS[name]
 
 
 @pytest.mark.parametrize("name", NAMES)
