@@ -28,6 +28,8 @@ REQUIRED = {
         "softmax over the channels instead of a sigmoid",
     ],
     "check_eca_matrix": ["padding that shifts the channel window", "circular"],
+    "check_eca_module": ["max pooling", "sigmoid missing", "softmax over the channels",
+                         "gate added as a residual"],
 }
 
 
@@ -138,7 +140,57 @@ def learner_gate_softmax(x, weight):
     return torch.softmax(y.unfold(1, k, 1) @ weight, dim=1)
 
 
+class LearnerECA(torch.nn.Module):
+    """A learner's own ECA module: the kernel from ψ written inline, the conv on a b 1 c view
+    made with unsqueeze, the gate broadcast with [:, :, None, None]."""
+
+    def __init__(self, channels, gamma=2, b=1):
+        super().__init__()
+        t = int(abs((math.log2(channels) + b) / gamma))
+        k = t if t % 2 else t + 1
+        self.conv = torch.nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def gate(self, y):
+        return torch.sigmoid(self.conv(y.unsqueeze(1)).squeeze(1))
+
+    def pool(self, x):
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return x * self.gate(self.pool(x))[:, :, None, None]
+
+
+class LearnerECAMaxPool(LearnerECA):
+    def pool(self, x):
+        return x.amax(dim=(2, 3))
+
+
+class LearnerECANoSigmoid(LearnerECA):
+    def gate(self, y):
+        return self.conv(y.unsqueeze(1)).squeeze(1)
+
+
+class LearnerECASoftmax(LearnerECA):
+    def gate(self, y):
+        return self.conv(y.unsqueeze(1)).squeeze(1).softmax(dim=-1)
+
+
+class LearnerECAResidual(LearnerECA):
+    def forward(self, x):
+        return x + x * self.gate(self.pool(x))[:, :, None, None]
+
+
+class LearnerECAFixedK(LearnerECA):
+    def __init__(self, channels, gamma=2, b=1):
+        torch.nn.Module.__init__(self)
+        self.conv = torch.nn.Conv1d(1, 1, 3, padding=1, bias=False)  # the official default k
+
+
 @pytest.mark.parametrize("name,learner,phrase", [
+    ("check_eca_module", LearnerECAMaxPool, "max pooling"),
+    ("check_eca_module", LearnerECANoSigmoid, "sigmoid missing"),
+    ("check_eca_module", LearnerECASoftmax, "softmax over the channels"),
+    ("check_eca_module", LearnerECAResidual, "gate added as a residual"),
     ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
     ("check_kernel_size", learner_psi_round, "round() instead of int()"),
     ("check_kernel_size", learner_psi_ceil, "math.ceil() instead of int()"),
@@ -184,9 +236,29 @@ def learner_matrix_correct(weight, channels):
     ("check_kernel_size", learner_psi_correct),
     ("check_eca_gate", learner_gate_correct),
     ("check_eca_matrix", learner_matrix_correct),
+    ("check_eca_module", LearnerECA),
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
+
+
+def test_a_fixed_kernel_of_3_is_told_by_the_weights_shape(capsys):
+    # k = 3 where ψ(256) = 5: the engine cannot load the reference's 5 taps and says so.
+    assert not CHECKERS["check_eca_module"](LearnerECAFixedK).passed
+    out = capsys.readouterr().out
+    assert "conv.weight (1, 1, 3) instead of (1, 1, 5)" in out, out
+
+
+def test_module_reference_is_the_librarys_adaptive_eca():
+    from attn_tutorial.eca import ECA
+
+    for channels, gamma, b in [(16, 2, 1), (256, 2, 1), (512, 3, 2)]:
+        ref = lesson01.ECAReference(channels, gamma, b).double()
+        lib = ECA(channels, adaptive=True, gamma=gamma, b=b).double()
+        lib.load_state_dict(ref.state_dict())
+        x = torch.randn(2, channels, 3, 5, dtype=torch.float64)
+        assert ref.conv.weight.shape == lib.conv.weight.shape
+        assert torch.allclose(ref(x), lib(x))
 
 
 def test_kernel_size_returning_a_tensor_or_a_float_is_reported(capsys):

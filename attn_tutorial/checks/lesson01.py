@@ -3,6 +3,8 @@
 1. ``check_kernel_size``: the paper's adaptive kernel size ψ(C).
 2. ``check_eca_gate``: the ECA channel gate, B×C×H×W map and k taps -> B×C.
 3. ``check_eca_matrix``: the banded C×C matrix that the 1-D conv over channels multiplies by.
+4. ``check_eca_module``: the paper's ECA as a module (``__init__`` picks k = ψ(C), ``forward``
+   gates the map), a module exercise.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The cases are chosen so that every mistake fails on at least one of them
@@ -18,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+import torch.nn as nn
 
-__all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix"]
+from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+
+__all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]
 
 
 # ------------------------------------------------------------------------ 1. ψ(C)
@@ -220,6 +224,67 @@ check_eca_matrix = register(
                     partial(ref_eca_matrix, padding="left")),
             Mistake("wrap-around (circular) padding instead of zeros at both ends",
                     partial(ref_eca_matrix, circular=True)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------------------ 4. the module
+class ECAReference(nn.Module):
+    """The paper's ECA: ``conv`` a Conv1d(1, 1, k = ψ(C), padding (k - 1) // 2, no bias) over
+    the channel axis of the GAP, then ``x · σ(z)``. The parameter is named ``conv.weight`` as
+    in the library's ``ECA`` and the official ``eca_layer``.
+
+    Knobs: ``pool`` ("max"), ``squash`` ("none": no sigmoid; "softmax": a softmax over the
+    channels), ``residual`` (True: ``x + x · σ(z)``, BAM's form).
+    """
+
+    def __init__(self, channels: int, gamma: float = 2, b: float = 1, *, pool: str = "mean",
+                 squash: str = "sigmoid", residual: bool = False) -> None:
+        super().__init__()
+        k = ref_kernel_size(channels, gamma, b)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.pool, self.squash, self.residual = pool, squash, residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = rearrange(self.conv(reduce(x, "b c h w -> b 1 c", self.pool)), "b 1 c -> b c 1 1")
+        if self.squash == "sigmoid":
+            gate = torch.sigmoid(z)
+        elif self.squash == "softmax":
+            gate = torch.softmax(z, dim=1)
+        else:
+            gate = z
+        return x + x * gate if self.residual else x * gate
+
+
+def _module_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
+    def make(g: torch.Generator, shape=shape):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 2,)
+
+    k = ref_kernel_size(shape[1], build.get("gamma", 2), build.get("b", 1))
+    knobs = "".join(f", {name} = {v}" for name, v in build.items())
+    return Case("x " + "×".join(map(str, shape)) + f"{knobs} (k = {k})", make, seed=seed,
+                build={"channels": shape[1], **build})
+
+
+check_eca_module = register(
+    ModuleChecker(
+        "eca_module",
+        reference=ECAReference,
+        cases=[
+            _module_case((2, 16, 7, 9), 0),       # ψ(16) = 3
+            _module_case((1, 256, 5, 6), 1),      # ψ(256) = 5: a k fixed at 3 has the wrong shape
+            _module_case((2, 512, 3, 4), 2, gamma=3, b=2),  # γ, b passed on: k = 3, not ψ(512) = 5
+        ],
+        mistakes=[
+            Mistake("max pooling instead of the global average over space",
+                    partial(ECAReference, pool="max")),
+            Mistake("sigmoid missing: the gate is σ(conv(y)), not conv(y)",
+                    partial(ECAReference, squash="none")),
+            Mistake("softmax over the channels instead of a sigmoid per channel: ECA's gates "
+                    "do not compete", partial(ECAReference, squash="softmax")),
+            Mistake("gate added as a residual, x + x·σ(z) (BAM's form, lesson 02): ECA "
+                    "multiplies, x·σ(z)", partial(ECAReference, residual=True)),
         ],
     )
 )
