@@ -53,7 +53,10 @@ How to write a checker for a new lesson
    with the same keyword arguments, loads the reference's ``state_dict`` into it by parameter name
    (a missing, unexpected or mis-shaped parameter is reported by name), runs both in float64 eval
    mode, and compares the outputs and the gradients of the loss ``(output * g).sum()`` (a seeded
-   random ``g``) with respect to every floating-point input.
+   random ``g``) with respect to every floating-point input. A module that needs more (a gamma
+   that must count, memories tied by shared storage) gets a subclass that overrides one step of
+   ``ModuleChecker.evaluate``: ``_runs_reference``, ``_build``, ``_load`` or ``_measure``
+   (lessons 05 and 07).
 
 5. Per-lesson tests (``tests/test_checks_lessonNN.py``) keep only that lesson's facts and slips
    in a learner's own words; the generic proofs run over every registered checker.
@@ -758,15 +761,32 @@ class ModuleChecker(Checker):
 
     def evaluate(self, subject: Any, case: Case, args: tuple) -> Any:
         ref = self._reference_module(case)
-        if subject is self.reference:
+        if self._runs_reference(subject, case):
             module = ref
         else:
-            with torch.random.fork_rng(devices=[]):  # building may draw random init weights
-                module = subject(**case.build)
+            module = self._build(subject, case)
             if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"building it gave {_describe(module)}, not an nn.Module")
-            _load_by_name(module, ref)
-        module = module.double().train(self.train)
+            self._load(module, ref, case)
+        return self._measure(module.double().train(self.train), case, args)
+
+    # The steps of ``evaluate``; a lesson's subclass changes one of them (lessons 05 and 07).
+    def _runs_reference(self, subject: Any, case: Case) -> bool:
+        """Whether the reference module itself is measured, rather than ``subject`` built and
+        loaded with the reference's weights."""
+        return subject is self.reference
+
+    def _build(self, subject: Any, case: Case) -> Any:
+        """The learner's module, built with the case's keyword arguments."""
+        with torch.random.fork_rng(devices=[]):  # building may draw random init weights
+            return subject(**case.build)
+
+    def _load(self, module: torch.nn.Module, ref: torch.nn.Module, case: Case) -> None:
+        """Give the learner's module the reference's weights (by parameter name)."""
+        _load_by_name(module, ref)
+
+    def _measure(self, module: torch.nn.Module, case: Case, args: tuple) -> dict:
+        """The output and the gradients of ``(output * g).sum()`` (g seeded) w.r.t. the inputs."""
         inputs = [a.detach().requires_grad_(a.is_floating_point())
                   if isinstance(a, torch.Tensor) else a for a in args]
         with torch.enable_grad():
@@ -785,23 +805,32 @@ class ModuleChecker(Checker):
             value[key] = torch.zeros_like(wrt[i]) if grad is None else grad
         return value
 
+    @staticmethod
+    def _check_names(mine: dict, theirs: dict, shape_free: tuple[str, ...] = ()) -> None:
+        """Raise the one-line report of the names (and shapes) in which the learner's state dict
+        ``mine`` differs from the reference's ``theirs``; names starting with one of
+        ``shape_free`` may differ in shape."""
+        missing = [k for k in theirs if k not in mine]
+        unexpected = [k for k in mine if k not in theirs]
+        shapes = [f"{k} {tuple(mine[k].shape)} instead of {tuple(v.shape)}"
+                  for k, v in theirs.items() if k in mine and mine[k].shape != v.shape
+                  and not (shape_free and k.startswith(shape_free))]
+        if missing or unexpected or shapes:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(missing))
+            if unexpected:
+                parts.append("unexpected " + ", ".join(unexpected))
+            if shapes:
+                parts.append("shape of " + ", ".join(shapes))
+            raise _WeightsMismatch("its parameters do not match the reference's: "
+                                   + "; ".join(parts))
+
 
 def _load_by_name(module: torch.nn.Module, ref: torch.nn.Module) -> None:
     """Copy ``ref``'s parameters and buffers into ``module`` by name, or say which names differ."""
-    mine, theirs = module.state_dict(), ref.state_dict()
-    missing = [k for k in theirs if k not in mine]
-    unexpected = [k for k in mine if k not in theirs]
-    shapes = [f"{k} {tuple(mine[k].shape)} instead of {tuple(v.shape)}"
-              for k, v in theirs.items() if k in mine and mine[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing))
-        if unexpected:
-            parts.append("unexpected " + ", ".join(unexpected))
-        if shapes:
-            parts.append("shape of " + ", ".join(shapes))
-        raise _WeightsMismatch("its parameters do not match the reference's: " + "; ".join(parts))
+    theirs = ref.state_dict()
+    ModuleChecker._check_names(module.state_dict(), theirs)
     module.load_state_dict(copy.deepcopy(theirs))
 
 

@@ -20,7 +20,6 @@ from einops import einsum, rearrange
 from torch import nn
 
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
-from attn_tutorial.checks._core import _WeightsMismatch
 
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
            "check_pam_module"]
@@ -240,17 +239,7 @@ class PAMChecker(ModuleChecker):
 
     def _load(self, module: nn.Module, ref: nn.Module, case: Case) -> None:
         mine, theirs = module.state_dict(), ref.state_dict()
-        missing = [k for k in theirs if k not in mine]
-        unexpected = [k for k in mine if k not in theirs]
-        wrong = [f"{k} {tuple(mine[k].shape)} instead of {tuple(v.shape)}"
-                 for k, v in theirs.items() if k in mine and mine[k].shape != v.shape
-                 and not k.startswith(("query.", "key."))]
-        if missing or unexpected or wrong:
-            parts = (["missing " + ", ".join(missing)] if missing else []) \
-                + (["unexpected " + ", ".join(unexpected)] if unexpected else []) \
-                + (["shape of " + ", ".join(wrong)] if wrong else [])
-            raise _WeightsMismatch("its parameters do not match the reference's: "
-                                   + "; ".join(parts))
+        self._check_names(mine, theirs, shape_free=("query.", "key."))
         g = torch.Generator().manual_seed(case.seed + 100)
         state = {}
         for name in sorted(theirs):
@@ -263,31 +252,13 @@ class PAMChecker(ModuleChecker):
             state["gamma"] = mine["gamma"].clone()
         module.load_state_dict(state)
 
-    def evaluate(self, subject, case: Case, args: tuple):
-        ref = self._reference_module(case)
-        if subject is self.reference and case.name not in self.fresh:
-            module = ref
-        else:
-            with torch.random.fork_rng(devices=[]):  # building may draw random init weights
-                module = subject(**case.build)
-            if not isinstance(module, nn.Module):
-                raise TypeError(f"building it gave a {type(module).__name__}, not an nn.Module")
-            self._load(module, ref, case)
-        module = module.double().train(self.train)
-        value = {QK: int(module.state_dict()["query.weight"].shape[0])}
-        x = args[0].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = module(x)
-            if not isinstance(out, torch.Tensor) or not out.requires_grad \
-                    or out.dtype != torch.float64 or out.device != x.device:
-                value["output"] = out
-                return value
-            g = torch.randn(out.shape, generator=torch.Generator().manual_seed(case.seed + 1),
-                            dtype=out.dtype)
-            (grad,) = torch.autograd.grad(out, [x], g, allow_unused=True)
-        value["output"] = out.detach()
-        value["gradient w.r.t. the input"] = torch.zeros_like(x) if grad is None else grad
-        return value
+    def _runs_reference(self, subject, case: Case) -> bool:
+        return subject is self.reference and case.name not in self.fresh
+
+    def _measure(self, module: nn.Module, case: Case, args: tuple) -> dict:
+        # the number of query/key channels first: it says what is wrong when they differ
+        return {QK: int(module.state_dict()["query.weight"].shape[0]),
+                **super()._measure(module, case, args)}
 
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = False) -> Case:

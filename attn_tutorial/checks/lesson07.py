@@ -209,24 +209,20 @@ class TiedModuleChecker(ModuleChecker):
     and compares ``memory_key.weight`` after it: with tied memories it moves by the gradient of
     both of its uses (as M_k and as M_vᵀ), with untied ones by its use as M_k only."""
 
-    def evaluate(self, subject, case, args):
-        ref = self._reference_module(case)
-        if subject is self.reference:
-            module = ref
-        else:
-            # built in float64 so that .double() has nothing to convert: a conversion gives
-            # every parameter its own copy and would undo a tie made by shared storage
-            dtype = torch.get_default_dtype()
-            torch.set_default_dtype(torch.float64)
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    module = subject(**case.build)
-            finally:
-                torch.set_default_dtype(dtype)
-            if not isinstance(module, nn.Module):
-                raise TypeError(f"building it gave a {type(module).__name__}, not an nn.Module")
-            _load_by_name(module, _TiedState(module, ref))
-        module = module.double().train(self.train)
+    def _build(self, subject, case):
+        # built in float64 so that .double() has nothing to convert: a conversion gives every
+        # parameter its own copy and would undo a tie made by shared storage
+        dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            return super()._build(subject, case)
+        finally:
+            torch.set_default_dtype(dtype)
+
+    def _load(self, module, ref, case):
+        _load_by_name(module, _TiedState(module, ref))
+
+    def _measure(self, module, case, args):
         x = args[0].detach().requires_grad_(True)
         with torch.enable_grad():
             out = module(x)
