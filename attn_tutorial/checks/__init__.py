@@ -16,7 +16,7 @@ from attn_tutorial.checks._core import (
     ModuleChecker,
     register,
 )
-from attn_tutorial.checks._cases import feature_map_cases, token_cases
+from attn_tutorial.checks._cases import feature_map_cases, map_case, token_cases
 from attn_tutorial.checks.lesson00 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson01 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson02 import *  # noqa: F401,F403
@@ -31,6 +31,6 @@ _LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "TIME_LIMIT", "Case", "Checker", "CheckResult", "Mistake",
-    "ModuleChecker", "register", "feature_map_cases", "token_cases",
+    "ModuleChecker", "register", "feature_map_cases", "map_case", "token_cases",
     *(name for lesson in _LESSONS for name in lesson.__all__),
 ]

@@ -32,7 +32,8 @@ How to write a checker for a new lesson
 
 2. Choose cases (float64 inputs, odd / non-square / batch-1 sizes, plus whatever separates the
    slips: a kernel longer than C, a scale that is not d**-0.5, ...). ``_cases.py`` has the
-   standard feature-map and token cases. Every mistake must differ from the reference on some case
+   standard feature-map and token cases, and ``map_case`` for one seeded map (with a module
+   exercise's ``build`` arguments). Every mistake must differ from the reference on some case
    and from every other mistake (``tests/test_checks.py`` proves it for every registered checker).
 
 3. Register it in the lesson's file ``lessonNN.py`` (the public name is ``check_`` + title) and

@@ -22,6 +22,7 @@ from einops import rearrange, reduce
 
 import torch.nn as nn
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
 __all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]
@@ -258,13 +259,10 @@ class ECAReference(nn.Module):
 
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
-    def make(g: torch.Generator, shape=shape):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 2,)
-
     k = ref_kernel_size(shape[1], build.get("gamma", 2), build.get("b", 1))
     knobs = "".join(f", {name} = {v}" for name, v in build.items())
-    return Case("x " + "×".join(map(str, shape)) + f"{knobs} (k = {k})", make, seed=seed,
-                build={"channels": shape[1], **build})
+    return map_case(shape, seed, f"{knobs} (k = {k})", scale=2,
+                    build={"channels": shape[1], **build})
 
 
 check_eca_module = register(

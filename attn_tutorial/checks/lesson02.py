@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
 __all__ = ["check_bam_fuse", "check_dilated_conv", "check_bam_block"]
@@ -184,12 +185,8 @@ class BAMBlockReference(nn.Module):
 
 
 def _block_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
-    def make(g: torch.Generator, shape=shape):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 2,)
-
-    knobs = ", ".join(f"{k} {v}" for k, v in build.items() if k != "channels")
-    return Case("x " + "×".join(map(str, shape)) + (f", {knobs}" if knobs else ""), make,
-                seed=seed, build={"channels": shape[1], **build})
+    knobs = "".join(f", {k} {v}" for k, v in build.items())
+    return map_case(shape, seed, knobs, scale=2, build={"channels": shape[1], **build})
 
 
 check_bam_block = register(

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
 __all__ = ["check_nearest_rows", "check_calibration_gate", "check_scconv"]
@@ -196,11 +197,8 @@ class SCConvReference(nn.Module):
 
 
 def _module_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: int) -> Case:
-    return Case(
-        "x " + "×".join(map(str, shape)) + f", stride {stride}, r = {r}",
-        lambda g, shape=shape: (torch.randn(*shape, generator=g, dtype=torch.float64),),
-        seed=seed, build={"channels": shape[1], "stride": stride, "pooling_r": r},
-    )
+    return map_case(shape, seed, f", stride {stride}, r = {r}",
+                    build={"channels": shape[1], "stride": stride, "pooling_r": r})
 
 
 check_scconv = register(

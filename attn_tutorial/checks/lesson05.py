@@ -19,6 +19,7 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
@@ -262,11 +263,8 @@ class PAMChecker(ModuleChecker):
 
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = False) -> Case:
-    b, c, h, w = shape
-    name = "x " + "×".join(map(str, shape)) + (", a freshly built module (gamma as "
-                                                  "__init__ sets it)" if fresh else "")
-    return Case(name, lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64),),
-                seed=seed, build={"channels": c})
+    label = ", a freshly built module (gamma as __init__ sets it)" if fresh else ""
+    return map_case(shape, seed, label, build={"channels": shape[1]})
 
 
 _MODULE_CASES = [

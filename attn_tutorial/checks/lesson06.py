@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from einops import einsum, rearrange
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
 __all__ = ["check_overlapping_grid", "check_emsa_weights", "check_emsa_module"]
@@ -213,12 +214,9 @@ class EMSAMap(nn.Module):
 
 
 def _map_case(shape: tuple[int, int, int, int], heads: int, sr: int, seed: int) -> Case:
-    def make(g: torch.Generator, shape=shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-    label = "x " + "×".join(map(str, shape)) + f", {heads} head{'s' if heads > 1 else ''}, sr {sr}"
-    return Case(label, make, seed=seed,
-                build={"dim": shape[1], "num_heads": heads, "sr_ratio": sr})
+    label = f", {heads} head{'s' if heads > 1 else ''}, sr {sr}"
+    return map_case(shape, seed, label,
+                    build={"dim": shape[1], "num_heads": heads, "sr_ratio": sr})
 
 
 check_emsa_module = register(

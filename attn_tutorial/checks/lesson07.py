@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
+from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, _load_by_name, \
     register
 
@@ -244,11 +245,7 @@ class TiedModuleChecker(ModuleChecker):
 
 
 def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
-    def make(g: torch.Generator, shape=shape):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64),)
-
-    return Case("x " + "×".join(map(str, shape)) + f", S = {s}", make, seed=seed,
-                build={"channels": shape[1], "memory_size": s})
+    return map_case(shape, seed, f", S = {s}", build={"channels": shape[1], "memory_size": s})
 
 
 check_ea_block = register(
