@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,bench,networks,zoo} ...``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,checks,bench,networks,zoo} ...``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="folder of solution notebooks (default: the course's solutions/)")
     gen.add_argument("--exercises", default=None, metavar="DIR",
                      help="folder of exercise notebooks (default: the course's exercises/)")
+
+    sub.add_parser("checks", help="the catalogue of exercises: lesson, the name the learner "
+                                  "defines, checker, tier, kind and named mistakes")
 
     be = sub.add_parser("bench", help="run the benchmark matrix and write JSON result cards")
     be.add_argument("--device", choices=("cuda", "cpu"), default=None,
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(parallel processes)")
 
     args = parser.parse_args(argv)
+    if args.command == "checks":
+        from attn_tutorial.checks._catalogue import table
+
+        print(table())
+        return 0
     if args.command == "networks":
         from attn_tutorial import networks
 

@@ -84,6 +84,8 @@ import torch
 
 OK, FAIL = "✓", "✗"
 NOT_IMPLEMENTED = "not implemented yet"
+TIERS = ("build", "predict", "extend")  # design §6
+STATUSES = ("passed", "failed", "not implemented", "error", "timeout")
 TIME_LIMIT = 10.0  # seconds per learner call
 SHOWN_LINES = 3  # lines of a learner's captured output shown per case
 LINE_CHARS = 120
@@ -93,6 +95,9 @@ CHECKERS: dict[str, "Checker"] = {}
 
 def register(checker: "Checker") -> "Checker":
     """Record a checker under its public name, ``check_`` + its title (the tests use them all)."""
+    if not checker.exercise:
+        raise ValueError(f"{checker.name}: say exercise= (the name the learner's notebook "
+                         "defines) and tier= where it is registered")
     if checker.name in CHECKERS and CHECKERS[checker.name] is not checker:
         raise ValueError(f"two checkers are called {checker.name!r}")
     CHECKERS[checker.name] = checker
@@ -141,7 +146,12 @@ class Mistake:
 
 @dataclass
 class CheckResult:
-    """What a checker found. ``passed`` is True only when every case matched the reference."""
+    """What a checker found. ``passed`` is True only when every case matched the reference.
+
+    ``checks_passed`` of ``checks_total`` cases matched; ``status`` is one of ``STATUSES``
+    ("error" or "timeout" when the learner's code raised or ran out of time on some case, then
+    ``error`` is that case's reason, with the learner's line where known).
+    """
 
     title: str
     passed: bool = False
@@ -149,6 +159,10 @@ class CheckResult:
     lines: list[str] = field(default_factory=list)
     diagnoses: list[str] = field(default_factory=list)
     printed: bool = False
+    checks_passed: int = 0
+    checks_total: int = 0
+    status: str = "failed"
+    error: str = ""
 
     def __repr__(self) -> str:
         if not self.implemented:
@@ -572,14 +586,25 @@ class Checker:
         reference: Callable[..., Any],
         cases: Sequence[Case],
         mistakes: Sequence[Mistake] = (),
+        *,
+        exercise: str = "",
+        tier: str = "build",
         rtol: float = 1e-5,
         atol: float = 1e-6,
         success: str = "all checks passed",
         solution: Any = None,
         time_limit: float = TIME_LIMIT,
     ) -> None:
+        if tier not in TIERS:
+            raise ValueError(f"tier={tier!r}: must be one of {', '.join(TIERS)}")
+        if exercise and not exercise.isidentifier():
+            raise ValueError(f"exercise={exercise!r}: must be the Python name the learner's "
+                             "notebook defines")
         self.title = title
         self.name = "check_" + title
+        # The name the learner's notebook defines and passes to the checker, and the tier.
+        self.exercise = exercise
+        self.tier = tier
         self.reference = reference
         self.cases = list(cases)
         self.mistakes = list(mistakes)
@@ -650,7 +675,7 @@ class Checker:
             torch.set_num_threads(threads)
 
     def _run(self, learner: Any, verbose: bool) -> CheckResult:
-        result = CheckResult(self.title)
+        result = CheckResult(self.title, checks_total=len(self.cases))
         invalid = self.validate(learner)
         if invalid:
             result.lines.append(f"{FAIL} {self.title}: {invalid}")
@@ -669,6 +694,7 @@ class Checker:
                     changed.append(name)
             if outcome.kind == "stub":
                 result.implemented = False
+                result.status = "not implemented"
                 result.lines = [f"{self.title}: {NOT_IMPLEMENTED}"]
                 return self._finish(result, verbose)
             run = _CaseRun(case, expected, outcome)
@@ -708,6 +734,15 @@ class Checker:
                 + "; the checker put it back")
         passed = len(runs) - len(failed)
         result.passed = passed == len(self.cases)
+        result.checks_passed = passed
+        crashed = next((r for r in runs if r.outcome.kind == "timeout" or (
+            r.outcome.error is not None and not isinstance(r.outcome.error, _WeightsMismatch))),
+            None)
+        if result.passed:
+            result.status = "passed"
+        elif crashed is not None:
+            result.status = "timeout" if crashed.outcome.kind == "timeout" else "error"
+            result.error = crashed.reason
         if result.passed:
             say(f"{self.title}: {self.success} ({passed}/{len(self.cases)})")
             return

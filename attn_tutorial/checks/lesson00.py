@@ -16,6 +16,7 @@ from einops import rearrange, reduce
 from attn_tutorial.checks._cases import feature_map_cases, token_cases
 from attn_tutorial.checks._core import Case, Checker, Mistake, register
 
+NOTEBOOK = "00_einops"  # exercises/00_einops.ipynb holds these exercises, in this order
 __all__ = [
     "check_to_tokens",
     "check_from_tokens",
@@ -45,6 +46,8 @@ def ref_to_tokens(x: torch.Tensor, *, order: str = "h w", channels_last: bool = 
 check_to_tokens = register(
     Checker(
         "to_tokens",
+        exercise="to_tokens",
+        tier="build",
         reference=ref_to_tokens,
         cases=feature_map_cases(),
         mistakes=[
@@ -76,6 +79,8 @@ def ref_from_tokens(t: torch.Tensor, h: int, w: int, *, order: str = "h w",
 check_from_tokens = register(
     Checker(
         "from_tokens",
+        exercise="from_tokens",
+        tier="build",
         reference=ref_from_tokens,
         cases=token_cases(),
         mistakes=[
@@ -121,6 +126,8 @@ def _split_cases() -> list[Case]:
 check_split_heads = register(
     Checker(
         "split_heads",
+        exercise="split_heads",
+        tier="build",
         reference=ref_split_heads,
         cases=_split_cases(),
         mistakes=[
@@ -178,6 +185,8 @@ def _score_cases() -> list[Case]:
 check_attention_scores = register(
     Checker(
         "attention_scores",
+        exercise="attention_scores",
+        tier="build",
         reference=ref_attention_scores,
         cases=_score_cases(),
         mistakes=[
@@ -213,6 +222,8 @@ def ref_global_avg_pool(x: torch.Tensor, *, op: str = "mean", over: str = "space
 check_global_avg_pool = register(
     Checker(
         "global_avg_pool",
+        exercise="global_avg_pool",
+        tier="build",
         reference=ref_global_avg_pool,
         cases=feature_map_cases(),
         mistakes=[
@@ -267,6 +278,8 @@ def _dilated_cases() -> list[Case]:
 check_dilated_conv_by_phases = register(
     Checker(
         "dilated_conv_by_phases",
+        exercise="dilated_conv_by_phases",
+        tier="build",
         reference=ref_dilated_conv_by_phases,
         cases=_dilated_cases(),
         mistakes=[

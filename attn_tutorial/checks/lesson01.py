@@ -25,6 +25,7 @@ import torch.nn as nn
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
+NOTEBOOK = "01_eca"  # exercises/01_eca.ipynb holds these exercises, in this order
 __all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]
 
 
@@ -62,6 +63,8 @@ def _psi_case(channels: int, gamma: float | None = None, b: float | None = None)
 check_kernel_size = register(
     Checker(
         "kernel_size",
+        exercise="kernel_size",
+        tier="build",
         reference=ref_kernel_size,
         cases=[
             _psi_case(24),    # t = 2.79 -> 2, even: the odd rounding; log10 and "forgot γ" fail
@@ -146,6 +149,8 @@ def _gate_case(shape: tuple[int, int, int, int], k: int, seed: int) -> Case:
 check_eca_gate = register(
     Checker(
         "eca_gate",
+        exercise="eca_gate",
+        tier="build",
         reference=ref_eca_gate,
         cases=[
             _gate_case((2, 16, 7, 9), 3, 0),
@@ -211,6 +216,8 @@ def _matrix_case(k: int, channels: int, seed: int) -> Case:
 check_eca_matrix = register(
     Checker(
         "eca_matrix",
+        exercise="eca_matrix",
+        tier="build",
         reference=ref_eca_matrix,
         cases=[
             _matrix_case(3, 7, 0),
@@ -268,6 +275,8 @@ def _module_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
 check_eca_module = register(
     ModuleChecker(
         "eca_module",
+        exercise="MyECA",
+        tier="build",
         reference=ECAReference,
         cases=[
             _module_case((2, 16, 7, 9), 0),       # ψ(16) = 3

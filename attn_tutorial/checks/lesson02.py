@@ -22,6 +22,7 @@ from einops import rearrange, reduce
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
+NOTEBOOK = "02_bam"  # exercises/02_bam.ipynb holds these exercises, in this order
 __all__ = ["check_bam_fuse", "check_dilated_conv", "check_bam_block"]
 
 
@@ -59,6 +60,8 @@ def _fuse_case(b: int, c: int, h: int, w: int, seed: int) -> Case:
 check_bam_fuse = register(
     Checker(
         "bam_fuse",
+        exercise="bam_fuse",
+        tier="build",
         reference=ref_bam_fuse,
         cases=[
             # B = C > 1 (and B = 1): a spatial map without its channel axis still broadcasts,
@@ -110,6 +113,8 @@ def _conv_case(shape: tuple[int, int, int, int], out: int, dilation: int, seed: 
 check_dilated_conv = register(
     Checker(
         "dilated_conv",
+        exercise="dilated_conv",
+        tier="build",
         reference=ref_dilated_conv,
         cases=[
             _conv_case((2, 3, 9, 11), 4, 2, 0),   # d = 2: "d = 4 hard-coded" fails here
@@ -192,6 +197,8 @@ def _block_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
 check_bam_block = register(
     ModuleChecker(
         "bam_block",
+        exercise="BAMBlock",
+        tier="build",
         reference=BAMBlockReference,
         cases=[
             _block_case((2, 16, 9, 11), 0, reduction_ratio=4, dilation=2),

@@ -24,6 +24,7 @@ from einops import einsum, rearrange, reduce
 from attn_tutorial._init import resnet_conv_bn_init
 from attn_tutorial.checks._core import Case, Mistake, Checker, ModuleChecker, register
 
+NOTEBOOK = "03_psa"  # exercises/03_psa.ipynb holds these exercises, in this order
 __all__ = ["check_psa_param_count", "check_scale_weights", "check_psa_module"]
 
 
@@ -65,6 +66,8 @@ def _count_case(in_channels, planes, kernels, groups, reduction) -> Case:
 check_psa_param_count = register(
     Checker(
         "psa_param_count",
+        exercise="psa_param_count",
+        tier="build",
         reference=ref_psa_param_count,
         cases=[
             _count_case(64, 64, (3, 5, 7, 9), (1, 4, 8, 16), 16),    # the official PSAModule(64, 64)
@@ -132,6 +135,8 @@ def _weights_case(b: int, s: int, c: int, h: int, w: int, d: int, seed: int) -> 
 check_scale_weights = register(
     Checker(
         "scale_weights",
+        exercise="scale_weights",
+        tier="build",
         reference=ref_scale_weights,
         cases=[
             _weights_case(2, 4, 16, 5, 7, 4, 0),
@@ -221,6 +226,8 @@ def _x(shape: tuple[int, ...]):
 check_psa_module = register(
     ModuleChecker(
         "psa_module",
+        exercise="MyPSA",
+        tier="build",
         reference=PSAReference,
         solution=PSASolution,
         cases=[

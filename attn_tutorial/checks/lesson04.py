@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
+NOTEBOOK = "04_scconv"  # exercises/04_scconv.ipynb holds these exercises, in this order
 __all__ = ["check_nearest_rows", "check_calibration_gate", "check_scconv"]
 
 
@@ -56,6 +57,8 @@ def _rows_case(out_size: int, in_size: int) -> Case:
 check_nearest_rows = register(
     Checker(
         "nearest_rows",
+        exercise="nearest_rows",
+        tier="build",
         reference=ref_nearest_rows,
         cases=[
             _rows_case(9, 2),    # the lesson's example: H = 9, r = 4
@@ -117,6 +120,8 @@ def _gate_case(shape: tuple[int, int, int, int], r: int, seed: int) -> Case:
 check_calibration_gate = register(
     Checker(
         "calibration_gate",
+        exercise="calibration_gate",
+        tier="build",
         reference=ref_calibration_gate,
         cases=[
             _gate_case((2, 6, 9, 13), 4, 0),   # H % r, W % r != 0: ceil mode, scale_factor, bilinear
@@ -204,6 +209,8 @@ def _module_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: in
 check_scconv = register(
     ModuleChecker(
         "scconv",
+        exercise="MySCConv",
+        tier="build",
         reference=SCConvReference,
         cases=[
             _module_case((2, 4, 9, 13), 1, 4, 0),   # non-divisible, stride 1

@@ -22,6 +22,7 @@ from torch import nn
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
+NOTEBOOK = "05_danet"  # exercises/05_danet.ipynb holds these exercises, in this order
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
            "check_pam_module"]
 
@@ -58,6 +59,8 @@ def _qk_case(b: int, d: int, h: int, w: int, seed: int) -> Case:
 check_pam_attention = register(
     Checker(
         "pam_attention",
+        exercise="pam_attention",
+        tier="build",
         reference=ref_pam_attention,
         cases=[
             _qk_case(2, 4, 3, 5, 0),  # non-square: the column-major flattening shows
@@ -107,6 +110,8 @@ def _aggregate_case(b: int, c: int, h: int, w: int, seed: int) -> Case:
 check_pam_aggregate = register(
     Checker(
         "pam_aggregate",
+        exercise="pam_aggregate",
+        tier="build",
         reference=ref_pam_aggregate,
         cases=[
             _aggregate_case(2, 6, 3, 5, 0),
@@ -159,6 +164,8 @@ def _cam_case(shape: tuple[int, int, int, int], form: str, seed: int) -> Case:
 check_cam_attention = register(
     Checker(
         "cam_attention",
+        exercise="cam_attention",
+        tier="build",
         reference=ref_cam_attention,
         cases=[
             _cam_case((2, 6, 3, 5), "official", 0),
@@ -276,6 +283,8 @@ _MODULE_CASES = [
 check_pam_module = register(
     PAMChecker(
         "pam_module",
+        exercise="MyPAM",
+        tier="build",
         reference=PAMReference,
         cases=_MODULE_CASES,
         gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3},

@@ -23,6 +23,7 @@ from einops import einsum, rearrange
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
 
+NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
 __all__ = ["check_overlapping_grid", "check_emsa_weights", "check_emsa_module"]
 
 
@@ -58,6 +59,8 @@ def _grid_case(H: int, W: int, s: int) -> Case:
 check_overlapping_grid = register(
     Checker(
         "overlapping_grid",
+        exercise="overlapping_grid",
+        tier="build",
         reference=ref_overlapping_grid,
         cases=[
             _grid_case(56, 56, 8),   # ResT stage 1 (224² input): 7×7 keys
@@ -137,6 +140,8 @@ def _weights_case(B: int, N: int, M: int, C: int, h: int, seed: int) -> Case:
 check_emsa_weights = register(
     Checker(
         "emsa_weights",
+        exercise="emsa_weights",
+        tier="build",
         reference=ref_emsa_weights,
         cases=[
             _weights_case(2, 12, 4, 8, 2, 0),
@@ -222,6 +227,8 @@ def _map_case(shape: tuple[int, int, int, int], heads: int, sr: int, seed: int) 
 check_emsa_module = register(
     ModuleChecker(
         "emsa_module",
+        exercise="MyEMSA",
+        tier="build",
         reference=EMSAMap,
         cases=[
             _map_case((2, 16, 7, 9), 2, 2, 0),   # odd sides: a 4×5 key grid

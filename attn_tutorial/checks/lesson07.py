@@ -25,6 +25,7 @@ from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, _load_by_name, \
     register
 
+NOTEBOOK = "07_external"  # exercises/07_external.ipynb holds these exercises, in this order
 __all__ = ["check_double_normalise", "check_external_attention", "check_ea_block"]
 
 EPS = 1e-9
@@ -75,6 +76,8 @@ SOFTMAX_ALONE = ("softmax alone: the l1 normalisation over the memory slots is m
 check_double_normalise = register(
     Checker(
         "double_normalise",
+        exercise="double_normalise",
+        tier="build",
         reference=ref_double_normalise,
         cases=[
             _logits_case(2, 63, 8, 0),          # a 7×9 map, 8 slots
@@ -127,6 +130,8 @@ SCALED = "logits scaled by 1/√d (d = C) as in self-attention: external attenti
 check_external_attention = register(
     Checker(
         "external_attention",
+        exercise="external_attention",
+        tier="build",
         reference=ref_external_attention,
         cases=[
             _core_case(2, 63, 16, 8, 0),
@@ -251,6 +256,8 @@ def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
 check_ea_block = register(
     TiedModuleChecker(
         "ea_block",
+        exercise="EABlock",
+        tier="build",
         reference=EABlockReference,
         cases=[
             _block_case((2, 16, 7, 9), 8, 0),
