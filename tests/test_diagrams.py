@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from matplotlib.patches import Circle, FancyBboxPatch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from attn_tutorial import attention, bam, danet, diagrams, eca, external, psa, rest, scconv  # noqa: E402
@@ -186,6 +186,7 @@ def test_readable_inside_the_figure_and_nothing_overlaps(name, case):
     page = fig.bbox
     boxes = [p.get_window_extent(renderer) for p in fig.findobj(FancyBboxPatch)
              if p.get_gid() == "box"]
+    circles = [p.get_window_extent(renderer) for p in fig.findobj(Circle)]
     labels = []
     for t in texts(fig):
         assert t.get_fontsize() >= 9, f"{t.get_text()!r} at {t.get_fontsize()} pt"
@@ -195,11 +196,12 @@ def test_readable_inside_the_figure_and_nothing_overlaps(name, case):
             f"{t.get_text()!r} leaves the figure: {extent} vs {page}"
         if t.get_gid() == "op":
             labels.append((t.get_text(), extent))
-            hit = [b for b in boxes if b.overlaps(extent)]
-            assert not hit, f"label {t.get_text()!r} lies on a tensor box"
+            hit = [b for b in boxes + circles if b.overlaps(extent)]
+            assert not hit, f"label {t.get_text()!r} lies on a tensor box or a merge circle"
     for i, (a, ea) in enumerate(labels):
         for b, eb in labels[i + 1:]:
             assert not ea.overlaps(eb), f"labels {a!r} and {b!r} overlap"
+    assert len(circles) == sum(t.get_text() in "⊗⊙+" for t in texts(fig))
     # every box's text fits inside its box
     box_texts = [t for t in texts(fig) if "\n" in t.get_text() and t.get_gid() is None
                  and re.search(r"= [\d×]+$", t.get_text())]
@@ -242,3 +244,14 @@ def test_bad_config_is_refused_clearly():
         diagrams.draw("self_attention", heads=5)
     with pytest.raises(ValueError, match="pooling_r"):                  # H < r
         diagrams.draw("scconv", H=3)
+    with pytest.raises(ValueError, match=r"sr=1, heads=4: .* need sr >= 2"):
+        diagrams.draw("emsa", sr=1)
+
+
+def test_defaults_are_what_draw_uses_and_shows_shape_matches_whole_shapes():
+    assert diagrams.defaults("pam") == dict(B=2, C=64, H=14, W=14)
+    fig = diagrams.draw("pam")
+    assert fig.shapes["x"] == (2, 64, 14, 14) and fig.shapes["A"] == (2, 196, 196)
+    assert diagrams.shows_shape(fig, (2, 196, 196))
+    assert not diagrams.shows_shape(fig, (2, 196))        # a prefix of a shape is not a shape
+    assert not diagrams.shows_shape(fig, (196, 196))      # nor a suffix

@@ -17,13 +17,17 @@ The style, the same in every diagram (Okabe-Ito colours, safe for colour-blind r
 - a circle is where branches merge: ``⊗`` contraction (matrix product), ``⊙`` element-wise
   product (with broadcasting), ``+`` sum;
 - the residual (identity) path is dashed, and the label where it merges gives its scale.
+
+The diagrams: ``self_attention`` (the baseline), ``eca_se`` (lesson 01, ECA beside SE), ``bam``
+(02), ``psa`` (03), ``scconv`` (04), ``pam`` and ``cam`` (05, DANet), ``emsa`` (06, ResT's patch
+embedding with PA, then EMSA) and ``external`` (07, EANet). ``layout`` is the drawing engine they
+share; ``mechanisms`` holds one short spec per diagram.
 """
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import re
+from typing import Callable
 
 from .._validate import require_int
 from .layout import render
@@ -69,15 +73,13 @@ def draw(name: str, **config: int):
 
 def labels(fig) -> list[str]:
     """Every text drawn on a diagram (boxes, arrows, title, legend)."""
-    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text()]
+    from matplotlib.text import Text
 
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """How a shape is written on a box: ``2×64×14×14``."""
-    return "×".join(map(str, shape))
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
 
 
 def shows_shape(fig, shape: tuple[int, ...]) -> bool:
-    """Whether some box of ``fig`` ends with ``= <shape>`` (the whole shape, not a part)."""
-    pattern = re.compile(rf"= {re.escape(shape_text(shape))}$", re.M)
-    return any(pattern.search(text) for text in labels(fig))
+    """Whether a box of ``fig`` is labelled with ``shape`` (``... = 2×64×14×14``, the whole
+    shape: ``(2, 64)`` does not match ``2×64×14×14``)."""
+    written = "×".join(map(str, shape))
+    return any(re.search(rf"= {re.escape(written)}$", text, re.M) for text in labels(fig))

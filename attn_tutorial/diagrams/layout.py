@@ -40,7 +40,7 @@ class Box:
 
     def __post_init__(self) -> None:
         if len(self.axes.split("×")) != self.tensor.dim():
-            raise AssertionError(f"box {self.key!r}: axes {self.axes} for a tensor of shape "
+            raise ValueError(f"box {self.key!r}: axes {self.axes} for a tensor of shape "
                                  f"{tuple(self.tensor.shape)}")
 
     @property

@@ -79,11 +79,11 @@ def _bam(B, C, H, W, reduction_ratio, dilation):
     ]
     conv3 = describe(sg.dilated[0]) if n else "none"
     arrows = [
-        Arrow("x", "gap", "reduce b c h w -> b c, mean", t=0.7),
+        Arrow("x", "gap", "reduce b c h w -> b c, mean", t=0.55),
         Arrow("gap", "hid", **op(f"{describe(cg.fc_reduce)}, BN, ReLU", cg.fc_reduce, cg.bn)),
         Arrow("hid", "mc", **op(f"{describe(cg.fc_expand)};  b c -> b c 1 1", cg.fc_expand)),
         Arrow("x", "s1", **op(f"{describe(sg.reduce)}, BN, ReLU", sg.reduce, sg.reduce_bn),
-              t=0.7),
+              t=0.55),
         Arrow("s1", "s2", **op(f"{n} × ({conv3}, BN, ReLU)", sg.dilated, sg.dilated_bn)),
         Arrow("s2", "ms", **op(describe(sg.project), sg.project)),
         Arrow("mc", "f"), Arrow("ms", "f"),
@@ -207,26 +207,26 @@ def _scconv(B, C, H, W, pooling_r, stride):
     gate = m.attention_map(x)
     items = [
         Box("x", "x", "B×C×H×W", x, (1, 0)),
-        Box("p", "pooled", "B×C×⌊H/r⌋×⌊W/r⌋", got["pool"], (0, 1.1)),
-        Box("k2", "context", "B×C×⌊H/r⌋×⌊W/r⌋", got["k2_bn"], (0, 2.3)),
-        Box("up", "context, up-sampled", "B×C×H×W", up, (0, 3.4)),
-        Merge("add", "+", (0, 4.2)),
-        Box("g", "gate σ(x + up)", "B×C×H×W", gate, (0, 5.0), "map"),
-        Box("k3", "features", "B×C×H×W", got["k3_bn"], (2, 2.3)),
-        Merge("mul", "⊙", (1, 5.8)),
-        Box("cal", "calibrated features", "B×C×H×W", gate * got["k3_bn"], (1, 6.6)),
-        Box("y", "y (K4 carries the stride)", "B×C×H′×W′", y, (1, 7.8)),
+        Box("p", "pooled", "B×C×⌊H/r⌋×⌊W/r⌋", got["pool"], (0, 1.2)),
+        Box("k2", "context", "B×C×⌊H/r⌋×⌊W/r⌋", got["k2_bn"], (0, 2.4)),
+        Box("up", "context, up-sampled", "B×C×H×W", up, (0, 3.5)),
+        Merge("add", "+", (0, 4.3)),
+        Box("g", "gate σ(x + up)", "B×C×H×W", gate, (0, 5.1), "map"),
+        Box("k3", "features", "B×C×H×W", got["k3_bn"], (2, 2.4)),
+        Merge("mul", "⊙", (1, 5.9)),
+        Box("cal", "calibrated features", "B×C×H×W", gate * got["k3_bn"], (1, 6.7)),
+        Box("y", "y (K4 carries the stride)", "B×C×H′×W′", y, (1, 7.9)),
     ]
     arrows = [
-        Arrow("x", "p", f"{describe(m.pool)}  (r = {pooling_r})", t=0.7),
+        Arrow("x", "p", f"{describe(m.pool)}  (r = {pooling_r})", t=0.75),
         Arrow("p", "k2", **op(f"K2: {describe(m.k2_conv)}, BN", m.k2_conv, m.k2_bn)),
         Arrow("k2", "up", f"{m.upsample} up-sampling to H×W"),
         Arrow("up", "add"),
-        Arrow("x", "add", "identity", via=((0.5, 0), (0.5, 4.2)), residual=True, t=0.6),
+        Arrow("x", "add", "identity", via=((0.5, 0), (0.5, 4.3)), residual=True, t=0.6),
         Arrow("add", "g", "sigmoid σ"),
         Arrow("x", "k3", **op(f"K3: {describe(m.k3_conv)}, BN", m.k3_conv, m.k3_bn),
               via=((2, 0),), label_at=(2, 1.2)),
-        Arrow("g", "mul"), Arrow("k3", "mul", via=((2, 5.8),)),
+        Arrow("g", "mul"), Arrow("k3", "mul", via=((2, 5.9),)),
         Arrow("mul", "cal"),
         Arrow("cal", "y", **op(f"K4: {describe(m.k4_conv)}, BN", m.k4_conv, m.k4_bn)),
     ]
@@ -271,6 +271,9 @@ def _psa(B, C, H, W, planes, stride):
 
 
 def _emsa(B, in_ch, H, W, patch, C, heads, sr):
+    if sr < 2 or heads < 2:
+        raise ValueError(f"draw('emsa') got sr={sr}, heads={heads}: the diagram shows the reduced "
+                         "key grid and the head mixing, which need sr >= 2 and heads >= 2")
     embed = rest.PatchEmbed(patch, in_ch, C, with_pos=True)
     m = rest.EMSA(C, num_heads=heads, sr_ratio=sr, apply_transform=True)
     img = example_input(B, in_ch, H, W)
@@ -334,10 +337,10 @@ def _external(B, C, H, W, memory_size):
         Box("A", "A: double-normalised", "B×N×S", a, (0.5, 4.1), "map"),
         Merge("v", "⊗", (0.5, 4.85)),
         Box("o", "read from memory", "B×N×C",
-            einsum(a, m.memory_value_weight.detach(), "b n s, c s -> b n c"), (0.5, 5.7)),
-        Box("n", "projected", "B×C×H×W", got["norm"], (0.5, 6.9)),
-        Merge("sum", "+", (0.5, 7.7)),
-        Box("y", "y = ReLU(x + projected)", "B×C×H×W", y, (0.5, 8.5)),
+            einsum(a, m.memory_value_weight.detach(), "b n s, c s -> b n c"), (0.5, 5.8)),
+        Box("n", "projected", "B×C×H×W", got["norm"], (0.5, 7.0)),
+        Merge("sum", "+", (0.5, 7.8)),
+        Box("y", "y = ReLU(x + projected)", "B×C×H×W", y, (0.5, 8.6)),
     ]
     tie = "Mᵀ: the same tensor (tied)" if m.tie_memories else "its own memory M_v"
     arrows = [
@@ -345,12 +348,12 @@ def _external(B, C, H, W, memory_size):
         Arrow("t", "k"), Arrow("mk", "k", "einsum b n c, s c -> b n s", t=0.45),
         Arrow("k", "l"),
         Arrow("l", "A", "softmax over the N tokens,\nthen ÷ sum over the S slots"),
-        Arrow("A", "v"), Arrow("mk", "v", tie, via=((1.5, 4.9),)),
+        Arrow("A", "v"), Arrow("mk", "v", tie, via=((1.5, 4.85),)),
         Arrow("v", "o", "einsum b n s, c s -> b n c"),
         Arrow("o", "n", **op(f"b (h w) c -> b c h w;  {describe(m.conv_out)}, BN", m.conv_out,
                              m.norm)),
         Arrow("n", "sum"),
-        Arrow("x", "sum", "identity", via=((-0.05, 0), (-0.05, 7.7)), residual=True, t=0.7),
+        Arrow("x", "sum", "identity", via=((-0.05, 0), (-0.05, 7.8)), residual=True, t=0.7),
         Arrow("sum", "y", "ReLU"),
     ]
     return ("External attention (EANet): N tokens attend to S learnable memory slots",
