@@ -24,7 +24,7 @@ from attn_tutorial import attention, bam, danet, diagrams, eca, external, psa, r
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = ["self_attention", "bam", "eca_se", "psa", "scconv", "pam", "cam", "emsa", "external"]
+NAMES = ["self_attention", "eca_se", "bam", "psa", "scconv", "pam", "cam", "emsa", "external"]
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

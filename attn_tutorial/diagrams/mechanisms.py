@@ -363,8 +363,8 @@ def _external(B, C, H, W, memory_size):
 
 SPECS: dict[str, tuple[Callable, dict]] = {
     "self_attention": (_self_attention, dict(B=2, C=64, H=14, W=14, heads=4)),
-    "bam": (_bam, dict(B=2, C=64, H=14, W=14, reduction_ratio=16, dilation=4)),
     "eca_se": (_eca_se, dict(B=2, C=64, H=14, W=14, k_size=3, reduction=16)),
+    "bam": (_bam, dict(B=2, C=64, H=14, W=14, reduction_ratio=16, dilation=4)),
     "psa": (_psa, dict(B=2, C=64, H=14, W=14, planes=64, stride=1)),
     "scconv": (_scconv, dict(B=2, C=64, H=14, W=14, pooling_r=4, stride=1)),
     "pam": (_pam, dict(B=2, C=64, H=14, W=14)),
