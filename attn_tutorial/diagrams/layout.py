@@ -222,7 +222,7 @@ class _Canvas:
 
 def render(title: str, subtitle: str, items: list, arrows: list[Arrow]):
     """The figure: items on a grid as wide as the rightmost column (or bend) needs."""
-    cols = max([i.at[0] + 1 for i in items] + [p[0] + 0.6 for a in arrows for p in a.via])
+    cols = max([i.at[0] + 1 for i in items] + [p[0] + 0.65 for a in arrows for p in a.via])
     canvas = _Canvas(cols, max(item.at[1] for item in items))
     for item in items:
         canvas.add(item)
