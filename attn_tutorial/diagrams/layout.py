@@ -67,26 +67,33 @@ class Arrow:
     t: float = 0.5                                # label's place along the longest segment
     label_at: tuple[float, float] | None = None  # or a grid point for the label
     residual: bool = False
+    into_label: bool = False    # an arrowhead also where the line enters the label
 
 
 def describe(layer: nn.Module) -> str:
-    """A layer in a few words, read from the layer itself: ``conv 3×3 d4 16→16``."""
+    """A layer in a few words, read from the layer itself: ``conv 3×3, dilation 4, padding 4,
+    16→16``. Stride, dilation and padding are named where they change the grid (stride or
+    dilation above 1); a 3×3 conv with padding 1 and stride 1 keeps H×W."""
     if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         kernel = "×".join(map(str, layer.kernel_size))
-        text = f"conv {kernel}" if isinstance(layer, nn.Conv2d) else f"conv1d k={kernel}"
+        parts = [f"conv {kernel}" if isinstance(layer, nn.Conv2d) else f"conv1d k={kernel}"]
         if max(layer.stride) > 1:
-            text += f"/{layer.stride[0]}"
+            parts.append(f"stride {layer.stride[0]}")
         if max(layer.dilation) > 1:
-            text += f" d{layer.dilation[0]}"
+            parts.append(f"dilation {layer.dilation[0]}")
+        if max(layer.stride) > 1 or max(layer.dilation) > 1:
+            parts.append(f"padding {layer.padding[0]}")
         if layer.groups > 1:
-            text += " depthwise" if layer.groups == layer.in_channels else f" g{layer.groups}"
+            parts.append("depthwise" if layer.groups == layer.in_channels
+                         else f"groups {layer.groups}")
         if isinstance(layer, nn.Conv1d) and layer.in_channels == layer.out_channels == 1:
-            return text
-        return text + f" {layer.in_channels}→{layer.out_channels}"
+            return ", ".join(parts)
+        return ", ".join(parts) + f", {layer.in_channels}→{layer.out_channels}"
     if isinstance(layer, nn.Linear):
         return f"Linear {layer.in_features}→{layer.out_features}"
     if isinstance(layer, nn.AvgPool2d):
-        return f"avg pool {layer.kernel_size}/{layer.stride}"
+        k, stride = (v if isinstance(v, int) else v[0] for v in (layer.kernel_size, layer.stride))
+        return f"avg pool {k}×{k}, stride {stride}"
     names = {nn.BatchNorm1d: "BN", nn.BatchNorm2d: "BN", nn.LayerNorm: "LayerNorm",
              nn.InstanceNorm2d: "InstanceNorm", nn.ReLU: "ReLU"}
     return names.get(type(layer), type(layer).__name__)
@@ -117,14 +124,15 @@ def run(module: nn.Module, x: torch.Tensor, *layers: str, **kwargs) -> tuple:
 class _Canvas:
     """Grid coordinates -> inches on one full-figure axes (y grows downwards)."""
 
-    def __init__(self, cols: float, last_row: float) -> None:
+    def __init__(self, cols: float, last_row: float, subtitle_lines: int = 1) -> None:
         import matplotlib.pyplot as plt
 
+        self.top = _TOP + 0.17 * (subtitle_lines - 1)      # room for a longer subtitle
         self.col_w = min(_COL_W, _MAX_WIDTH / cols)
         self.box_w = min(2.45, self.col_w - 0.3)
         self.ncol = 3 if cols * self.col_w > 8 else 2          # legend columns
         bottom = _BOTTOM + (0.2 if self.ncol == 2 else 0)
-        self.width, self.height = cols * self.col_w, _TOP + last_row * _ROW_H + _BOX_H + bottom
+        self.width, self.height = cols * self.col_w, self.top + last_row * _ROW_H + _BOX_H + bottom
         self.fig = plt.figure(figsize=(self.width, self.height), dpi=100)
         self.ax = self.fig.add_axes((0, 0, 1, 1))
         self.ax.set_xlim(0, self.width)
@@ -132,15 +140,17 @@ class _Canvas:
         self.ax.axis("off")
         self.items: dict[str, Box | Merge] = {}
         self.sizes: dict[str, tuple[float, float]] = {}   # each box's width, height (inches)
+        self.used: set[str] = set()     # what the legend must explain: box kinds, "residual", ...
 
     def xy(self, at: tuple[float, float]) -> tuple[float, float]:
-        return (at[0] + 0.5) * self.col_w, _TOP + at[1] * _ROW_H + _BOX_H / 2
+        return (at[0] + 0.5) * self.col_w, self.top + at[1] * _ROW_H + _BOX_H / 2
 
     def add(self, item: Box | Merge) -> None:
         from matplotlib.patches import Circle, FancyBboxPatch
 
         self.items[item.key] = item
         x, y = self.xy(item.at)
+        self.used.add("merge" if isinstance(item, Merge) else item.kind)
         if isinstance(item, Merge):
             self.ax.add_patch(Circle((x, y), _NODE_R, fc="white", ec="black", lw=1.2, zorder=3))
             self.ax.text(x, y, item.symbol, ha="center", va="center", fontsize=12, zorder=4)
@@ -180,24 +190,36 @@ class _Canvas:
                      color="#0072b2" if arrow.residual else "black",
                      linestyle=(0, (4, 3)) if arrow.residual else "-")
         path = Path(points, [Path.MOVETO] + [Path.LINETO] * (len(points) - 1))
-        self.ax.add_patch(FancyArrowPatch(path=path, **style))
+        self.ax.add_patch(FancyArrowPatch(path=path, gid=f"{arrow.src}->{arrow.dst}", **style))
+        if arrow.residual:
+            self.used.add("residual")
         if not arrow.op:
             return
+        a, b = max(zip(points, points[1:]),     # the longest segment
+                   key=lambda s: (s[0][0] - s[1][0]) ** 2 + (s[0][1] - s[1][1]) ** 2)
         if arrow.label_at is not None:
             lx, ly = self.xy(arrow.label_at)
         else:   # at t along the longest segment
-            a, b = max(zip(points, points[1:]),
-                       key=lambda s: (s[0][0] - s[1][0]) ** 2 + (s[0][1] - s[1][1]) ** 2)
             lx, ly = a[0] + arrow.t * (b[0] - a[0]), a[1] + arrow.t * (b[1] - a[1])
         text = arrow.op
         kind = "op"
         if arrow.params is not None:
             text += f"\n{arrow.params:,} learnable parameter{'s' if arrow.params != 1 else ''}"
             kind = "param"
+        self.used.add(kind)
         fill, edge = _STYLE[kind]
-        self.ax.text(lx, ly, text, ha="center", va="center", fontsize=9, zorder=5,
-                     linespacing=1.25, gid="op",
-                     bbox=dict(boxstyle="round,pad=0.25", fc=fill, ec=edge, lw=1.0))
+        label = self.ax.text(lx, ly, text, ha="center", va="center", fontsize=9, zorder=5,
+                             linespacing=1.25, gid="op",
+                             bbox=dict(boxstyle="round,pad=0.25", fc=fill, ec=edge, lw=1.0))
+        if arrow.into_label:   # a head where the segment from a enters the label's frame
+            extent = label.get_window_extent()
+            half_w = extent.width / self.fig.dpi / 2 + 0.05    # + the frame's pad
+            half_h = extent.height / self.fig.dpi / 2 + 0.05
+            dx, dy = a[0] - lx, a[1] - ly
+            s = min(half_w / abs(dx) if dx else float("inf"),
+                    half_h / abs(dy) if dy else float("inf"))
+            self.ax.add_patch(FancyArrowPatch(a, (lx + s * dx, ly + s * dy),
+                                              gid=f"{arrow.src}->{arrow.dst} label", **style))
 
     def finish(self, title: str, subtitle: str) -> None:
         from matplotlib.lines import Line2D
@@ -206,15 +228,19 @@ class _Canvas:
         self.ax.text(self.width / 2, 0.12, title, ha="center", va="top", fontsize=_TITLE_FONT,
                      fontweight="bold")
         self.ax.text(self.width / 2, 0.42, subtitle, ha="center", va="top", fontsize=9.5)
-        handles = [
-            Patch(fc=_STYLE["tensor"][0], ec=_STYLE["tensor"][1], label="tensor: shape in named axes"),
-            Patch(fc=_STYLE["map"][0], ec=_STYLE["map"][1], label="attention map / gate"),
-            Patch(fc=_STYLE["param"][0], ec=_STYLE["param"][1], label="learnable parameters"),
-            Patch(fc=_STYLE["op"][0], ec=_STYLE["op"][1], label="op without parameters"),
-            Line2D([], [], color="#0072b2", ls=(0, (4, 3)), label="residual (identity) path"),
-            Line2D([], [], marker="o", ls="", mfc="white", mec="black", ms=10,
-                   label="merge: ⊗ contract, ⊙ product, + sum"),
-        ]
+        entries = {   # only what this diagram draws
+            "tensor": Patch(fc=_STYLE["tensor"][0], ec=_STYLE["tensor"][1],
+                            label="tensor: shape in named axes"),
+            "map": Patch(fc=_STYLE["map"][0], ec=_STYLE["map"][1], label="attention map / gate"),
+            "param": Patch(fc=_STYLE["param"][0], ec=_STYLE["param"][1],
+                           label="learnable parameters"),
+            "op": Patch(fc=_STYLE["op"][0], ec=_STYLE["op"][1], label="op without parameters"),
+            "residual": Line2D([], [], color="#0072b2", ls=(0, (4, 3)),
+                               label="residual (identity) path"),
+            "merge": Line2D([], [], marker="o", ls="", mfc="white", mec="black", ms=10,
+                            label="merge: ⊗ contract, ⊙ product, + sum"),
+        }
+        handles = [handle for kind, handle in entries.items() if kind in self.used]
         self.fig.legend(handles=handles, loc="lower center", ncol=self.ncol, fontsize=9,
                         frameon=False, bbox_to_anchor=(0.5, 0.0), handlelength=1.8,
                         columnspacing=1.2)
@@ -223,7 +249,7 @@ class _Canvas:
 def render(title: str, subtitle: str, items: list, arrows: list[Arrow]):
     """The figure: items on a grid as wide as the rightmost column (or bend) needs."""
     cols = max([i.at[0] + 1 for i in items] + [p[0] + 0.65 for a in arrows for p in a.via])
-    canvas = _Canvas(cols, max(item.at[1] for item in items))
+    canvas = _Canvas(cols, max(item.at[1] for item in items), subtitle.count("\n") + 1)
     for item in items:
         canvas.add(item)
     for arrow in arrows:

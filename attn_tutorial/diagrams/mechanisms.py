@@ -8,14 +8,28 @@ arrow executed on a captured tensor.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
 from einops import einsum, rearrange, reduce
 from torch import nn
 
-from .. import attention, bam, danet, eca, external, psa, rest, scconv
+from .. import attention, bam, danet, eca, external, networks, psa, rest, scconv
 from .layout import Arrow, Box, Merge, describe, example_input, op, run
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    """A long layer description on lines of at most ``width`` characters, broken after commas."""
+    lines = [""]
+    for part in text.split(", "):
+        longer = f"{lines[-1]}, {part}" if lines[-1] else part
+        if len(longer) > width and lines[-1]:
+            lines[-1] += ","
+            lines.append(part)
+        else:
+            lines[-1] = longer
+    return "\n".join(lines)
 
 
 def _self_attention(B, C, H, W, heads):
@@ -45,7 +59,8 @@ def _self_attention(B, C, H, W, heads):
                for c, (n, lin) in enumerate((("q", m.attn.q), ("k", m.attn.k), ("v", m.attn.v)))]
     arrows += [
         Arrow("q", "qk"), Arrow("k", "qk"),
-        Arrow("qk", "A", f"q·kᵀ·d^-½ (d = C/h = {C // heads}), softmax over keys"),
+        Arrow("qk", "A", "einsum b h n d, b h m d -> b h n m  (q·kᵀ)\n"
+                         f"× d^-½ (d = C/h = {C // heads}), softmax over keys m"),
         Arrow("A", "av"), Arrow("v", "av", via=((2, 5.5),)),
         Arrow("av", "o", "einsum b h n m, b h m d -> b h n d;  b h n d -> b n (h d)"),
         Arrow("o", "p", **op(describe(m.attn.proj), m.attn.proj)),
@@ -79,12 +94,14 @@ def _bam(B, C, H, W, reduction_ratio, dilation):
     ]
     conv3 = describe(sg.dilated[0]) if n else "none"
     arrows = [
-        Arrow("x", "gap", "reduce b c h w -> b c, mean", t=0.55),
+        Arrow("x", "gap", "reduce b c h w -> b c, mean\n(authors' code: an H×H avg-pool\n"
+                          "window, the same only when H = W)", t=0.55),
         Arrow("gap", "hid", **op(f"{describe(cg.fc_reduce)}, BN, ReLU", cg.fc_reduce, cg.bn)),
         Arrow("hid", "mc", **op(f"{describe(cg.fc_expand)};  b c -> b c 1 1", cg.fc_expand)),
         Arrow("x", "s1", **op(f"{describe(sg.reduce)}, BN, ReLU", sg.reduce, sg.reduce_bn),
               t=0.55),
-        Arrow("s1", "s2", **op(f"{n} × ({conv3}, BN, ReLU)", sg.dilated, sg.dilated_bn)),
+        Arrow("s1", "s2", **op(_wrap(f"{n} × ({conv3}, BN, ReLU)", 36), sg.dilated,
+                               sg.dilated_bn)),
         Arrow("s2", "ms", **op(describe(sg.project), sg.project)),
         Arrow("mc", "f"), Arrow("ms", "f"),
         Arrow("f", "M", "broadcast to B×C×H×W, sigmoid σ"),
@@ -125,7 +142,8 @@ def _pam(B, C, H, W):
                                                         ("v", m.value, "b c h w -> b c (h w)")))]
     arrows += [
         Arrow("q", "qk"), Arrow("k", "qk"),
-        Arrow("qk", "A", "energy q·k (no 1/√d), softmax over keys j"),
+        Arrow("qk", "A", "einsum b i d, b d j -> b i j  (q·k)\n"
+                         "energy without 1/√d, softmax over keys j"),
         Arrow("A", "av"), Arrow("v", "av", via=((2, 4.6),)),
         Arrow("av", "o", "einsum b c j, b i j -> b c i;  b c (h w) -> b c h w"),
         Arrow("o", "sum", **op("× γ (starts at 0)", nn.ParameterList([m.gamma]))),
@@ -157,7 +175,9 @@ def _cam(B, C, H, W):
     arrows = [
         Arrow("x", "f", "b c h w -> b c (h w)  (N = H·W)"),
         Arrow("f", "E", "einsum b c n, b k n -> b c k"),
-        Arrow("E", "A", "softmax over k of (max − E)\nofficial code: equals softmax(−E)"),
+        Arrow("E", "A", "softmax over k of (rowmax_k E − E) = softmax(−E):\n"
+                        "the least similar channels get the most weight\n"
+                        "(the paper writes softmax(E))"),
         Arrow("A", "af"), Arrow("f", "af", via=((1.1, 1), (1.1, 4.0))),
         Arrow("af", "o", "einsum b c k, b k n -> b c n;  b c (h w) -> b c h w"),
         Arrow("o", "sum", **op("× γ (starts at 0)", m)),
@@ -169,8 +189,9 @@ def _cam(B, C, H, W):
             items, arrows)
 
 
-def _eca_se(B, C, H, W, k_size, reduction):
-    e, s = eca.ECA(C, k_size=k_size), eca.SE(C, reduction=reduction)
+def _eca_se(B, C, H, W, reduction):
+    e, s = eca.ECA(C, adaptive=True), eca.SE(C, reduction=reduction)   # k = ψ(C)
+    k, pad = e.conv.kernel_size[0], e.conv.padding[0]
     x = example_input(B, C, H, W)
     ye, ge = run(e, x, "conv")
     ys, gs = run(s, x, "fc_reduce", "fc_expand")
@@ -179,7 +200,9 @@ def _eca_se(B, C, H, W, k_size, reduction):
              Box("elog", "logits", "B×C", rearrange(ge["conv"], "b 1 c -> b c"), (0, 2.5)),
              Box("shid", "hidden", "B×C/r", gs["fc_reduce"], (2, 2.05)),
              Box("slog", "logits", "B×C", gs["fc_expand"], (2, 3.1))]
-    arrows = [Arrow("egap", "elog", **op(f"b c -> b 1 c;  {describe(e.conv)} along C", e.conv)),
+    arrows = [Arrow("egap", "elog", **op(f"b c -> b 1 c;  conv1d along C,\n"
+                                         f"k = ψ(C) = {k} for C = {C},\n"
+                                         f"zero padding {pad} at both ends of C", e.conv)),
               Arrow("sgap", "shid", **op(f"{describe(s.fc_reduce)}, ReLU", s.fc_reduce)),
               Arrow("shid", "slog", **op(describe(s.fc_expand), s.fc_expand)),
               Arrow("elog", "eg", "sigmoid σ"), Arrow("slog", "sg", "sigmoid σ")]
@@ -222,7 +245,7 @@ def _scconv(B, C, H, W, pooling_r, stride):
         Arrow("p", "k2", **op(f"K2: {describe(m.k2_conv)}, BN", m.k2_conv, m.k2_bn)),
         Arrow("k2", "up", f"{m.upsample} up-sampling to H×W"),
         Arrow("up", "add"),
-        Arrow("x", "add", "identity", via=((0.5, 0), (0.5, 4.3)), residual=True, t=0.6),
+        Arrow("x", "add", via=((-0.45, 0), (-0.45, 4.3))),   # x itself, no parameters
         Arrow("add", "g", "sigmoid σ"),
         Arrow("x", "k3", **op(f"K3: {describe(m.k3_conv)}, BN", m.k3_conv, m.k3_bn),
               via=((2, 0),), label_at=(2, 1.2)),
@@ -232,7 +255,9 @@ def _scconv(B, C, H, W, pooling_r, stride):
     ]
     return ("SCConv: a pooled context gates a 3×3 conv, so each position sees a wider field",
             f"Liu et al. 2020 (CVPR); attn_tutorial.scconv.SCConv ({m.upsample} up-sampling, "
-            "as the official code)", items, arrows)
+            "as the official code). This is the self-calibrated half of\nSCNet's operator: the "
+            "channel split, the plain K1 branch and the concat are in scconv.SCBottleneck; "
+            "no skip connection here", items, arrows)
 
 
 def _psa(B, C, H, W, planes, stride):
@@ -253,13 +278,13 @@ def _psa(B, C, H, W, planes, stride):
         Merge("mul", "⊙", ((S - 1) / 2, 6.1)),
         Box("y", "y: scales side by side", "B×(S·Ps)×H′×W′", y, ((S - 1) / 2, 6.9)),
     ]
-    arrows = [Arrow("x", f"f{i}", **op(describe(conv), conv), via=((i, 0.6),),
+    arrows = [Arrow("x", f"f{i}", **op(_wrap(describe(conv), 26), conv), via=((i, 0.6),),
                     label_at=(i, 1.1)) for i, conv in enumerate(m.branches)]
     arrows += [Arrow(f"f{i}", "st") for i in range(S)]
     arrows += [
         Arrow("st", "sc", **op("mean over h w, then one SE shared by all scales:\n"
                                f"{describe(m.se_reduce)}, ReLU, {describe(m.se_expand)}, σ",
-                               m.se_reduce, m.se_expand)),
+                               m.se_reduce, m.se_expand), into_label=True),
         Arrow("sc", "a", "softmax over the scale axis"),
         Arrow("a", "mul", "b scale c -> b scale c 1 1", t=0.45),
         Arrow("st", "mul", via=(((S - 1) / 2 + 1, 2.8), ((S - 1) / 2 + 1, 6.1))),
@@ -267,7 +292,8 @@ def _psa(B, C, H, W, planes, stride):
     ]
     return ("PSA (EPSANet): S kernel sizes, one shared SE, softmax over the scales per channel",
             "Zhang et al. 2021, arXiv 2105.14447; attn_tutorial.psa.PSA (official: whole input "
-            "to every branch)", items, arrows)
+            f"to every branch)\nS = {S} scales, Ps = planes/S = {planes // S} channels per scale; "
+            "groups g: a conv in g independent channel groups", items, arrows)
 
 
 def _emsa(B, in_ch, H, W, patch, C, heads, sr):
@@ -275,7 +301,7 @@ def _emsa(B, in_ch, H, W, patch, C, heads, sr):
         raise ValueError(f"draw('emsa') got sr={sr}, heads={heads}: the diagram shows the reduced "
                          "key grid and the head mixing, which need sr >= 2 and heads >= 2")
     embed = rest.PatchEmbed(patch, in_ch, C, with_pos=True)
-    m = rest.EMSA(C, num_heads=heads, sr_ratio=sr, apply_transform=True)
+    m = rest.EMSA(C, num_heads=heads, qkv_bias=True, sr_ratio=sr, apply_transform=True)
     img = example_input(B, in_ch, H, W)
     (tokens, (h, w)), got = run(embed, img, "norm", "pos.gate")
     y, e = run(m, tokens, "q", "reduce", "reduce_norm", "kv", H=h, W=w)
@@ -283,7 +309,7 @@ def _emsa(B, in_ch, H, W, patch, C, heads, sr):
     k, v = rearrange(e["kv"], "b m (two heads d) -> two b heads m d", two=2, heads=heads)
     a = m.attention_map(tokens, h, w)
     items = [   # column 0: patch embedding with PA; columns 1-3: EMSA
-        Box("img", "① image or feature map", "B×Cin×H×W", img, (0, 0)),
+        Box("img", "① previous stage's feature map", "B×Cin×H×W", img, (0, 0)),
         Box("e", "embedded", "B×C×H′×W′", got["norm"], (0, 1.2)),
         Box("g", "PA gate σ(dw conv)", "B×C×H′×W′", torch.sigmoid(got["pos.gate"]), (0, 2.4),
             "map"),
@@ -295,29 +321,47 @@ def _emsa(B, in_ch, H, W, patch, C, heads, sr):
         Box("kv", "keys k (values v alike)", "B×h×M×d", k, (3, 3.9)),
         Box("q", "queries q", "B×h×N×d", q, (1, 3.9)),
         Merge("qk", "⊗", (2, 4.7)),
-        Box("A", "weights A", "B×h×N×M", a, (2, 6.0), "map"),
+        Box("A", "weights A (after the InstanceNorm:\neach row sums to 0, some are < 0)",
+            "B×h×N×M", a, (2, 6.0), "map"),
         Merge("av", "⊗", (2.5, 6.8)),
         Box("y", "y", "B×N×C", y, (2.5, 8.1)),
     ]
     arrows = [
-        Arrow("img", "e", **op(f"{describe(embed.proj)}, BN", embed.proj, embed.norm)),
-        Arrow("e", "g", **op(describe(embed.pos.gate), embed.pos.gate)),
+        Arrow("img", "e", **op(_wrap(f"{describe(embed.proj)}, BN"), embed.proj, embed.norm)),
+        Arrow("e", "g", **op(_wrap(describe(embed.pos.gate)), embed.pos.gate)),
         Arrow("g", "pa"), Arrow("e", "pa", via=((-0.42, 1.2), (-0.42, 3.2))),
         Arrow("pa", "t", "b c h w -> b (h w) c\nN = H′·W′"),
         Arrow("t2", "q", **op(f"{describe(m.q)}\nb n (h d) -> b h n d", m.q), t=0.55),
-        Arrow("t2", "r", **op(f"b (h w) c -> b c h w\n{describe(m.reduce)}", m.reduce),
+        Arrow("t2", "r", **op(f"b (h w) c -> b c h w\n{_wrap(describe(m.reduce))}", m.reduce),
               t=0.55),
         Arrow("r", "kt", **op("b c h w -> b (h w) c, LayerNorm", m.reduce_norm)),
         Arrow("kt", "kv", **op(f"{describe(m.kv)}\nb m (two h d) -> two b h m d", m.kv)),
         Arrow("q", "qk"), Arrow("kv", "qk"),
-        Arrow("qk", "A", **op(f"× d^-½, {describe(m.head_mix)} across heads,\n"
+        Arrow("qk", "A", **op("einsum b h n d, b h m d -> b h n m, × d^-½\n"
+                              f"{describe(m.head_mix)} across heads,\n"
                               "softmax over M keys, InstanceNorm", m.head_mix)),
         Arrow("A", "av"), Arrow("kv", "av", via=((3, 6.8),), op="v", t=0.5),
         Arrow("av", "y", **op(f"b h n d -> b n (h d)\n{describe(m.proj)}", m.proj)),
     ]
+    stage = _rest_stage(in_ch, C, patch, heads, sr)
+    setting = (f"the settings of ResTv1-Lite/S stage {stage}" if stage
+               else "a configuration no ResT stage uses")
     return ("ResT: ① patch embedding with pixel attention (PA), ② EMSA on a reduced key grid",
             "Zhang & Yang 2021, arXiv 2105.13677; attn_tutorial.rest: PatchEmbed(with_pos=True), "
-            "EMSA(apply_transform=True)", items, arrows)
+            "EMSA(qkv_bias=True, apply_transform=True)\n① sits between two stages (the image "
+            f"itself enters through a stem of 3×3 convs); {setting}",
+            items, arrows)
+
+
+def _rest_stage(in_ch, C, patch, heads, sr) -> int | None:
+    """The ResT stage (2-4) whose patch embedding and EMSA these settings are, if any, read from
+    the defaults of :class:`attn_tutorial.networks.ResT` (ResTv1-Lite and -S)."""
+    defaults = {k: v.default for k, v in inspect.signature(networks.ResT).parameters.items()}
+    dims, all_heads, srs = defaults["embed_dims"], defaults["num_heads"], defaults["sr_ratios"]
+    for i in range(1, 4):
+        if (in_ch, C, patch, heads, sr) == (dims[i - 1], dims[i], 2, all_heads[i], srs[i]):
+            return i + 1
+    return None
 
 
 def _external(B, C, H, W, memory_size):
@@ -330,7 +374,7 @@ def _external(B, C, H, W, memory_size):
     items = [
         Box("x", "x", "B×C×H×W", x, (0.5, 0)),
         Box("t", "tokens", "B×N×C", tokens, (0.5, 1.2)),
-        Box("mk", f"memory M: {memory.numel():,} learnable parameters", "S×C", memory,
+        Box("mk", f"memory M_k: {memory.numel():,} learnable parameters", "S×C", memory,
             (1.5, 1.2), "param"),
         Merge("k", "⊗", (0.5, 2.1)),
         Box("l", "logits", "B×N×S", einsum(tokens, memory, "b n c, s c -> b n s"), (0.5, 2.9)),
@@ -342,12 +386,15 @@ def _external(B, C, H, W, memory_size):
         Merge("sum", "+", (0.5, 7.8)),
         Box("y", "y = ReLU(x + projected)", "B×C×H×W", y, (0.5, 8.6)),
     ]
-    tie = "Mᵀ: the same tensor (tied)" if m.tie_memories else "its own memory M_v"
+    tie = ("M_v = M_kᵀ: the released code\nties two Parameters by sharing\nstorage "
+           "(paper: two memories)" if m.tie_memories else "its own memory M_v")
+    eps = inspect.signature(external.double_normalise).parameters["eps"].default
     arrows = [
         Arrow("x", "t", **op(f"{describe(m.conv_in)};  b c h w -> b (h w) c", m.conv_in)),
         Arrow("t", "k"), Arrow("mk", "k", "einsum b n c, s c -> b n s", t=0.45),
         Arrow("k", "l"),
-        Arrow("l", "A", "softmax over the N tokens,\nthen ÷ sum over the S slots"),
+        Arrow("l", "A", f"softmax over the N tokens, then\n÷ (sum over the S slots + ε), "
+                        f"ε = {eps:g}".replace("e-0", "e-")),
         Arrow("A", "v"), Arrow("mk", "v", tie, via=((1.5, 4.85),)),
         Arrow("v", "o", "einsum b n s, c s -> b n c"),
         Arrow("o", "n", **op(f"b (h w) c -> b c h w;  {describe(m.conv_out)}, BN", m.conv_out,
@@ -363,13 +410,14 @@ def _external(B, C, H, W, memory_size):
 
 SPECS: dict[str, tuple[Callable, dict]] = {
     "self_attention": (_self_attention, dict(B=2, C=64, H=14, W=14, heads=4)),
-    "eca_se": (_eca_se, dict(B=2, C=64, H=14, W=14, k_size=3, reduction=16)),
+    "eca_se": (_eca_se, dict(B=2, C=64, H=14, W=14, reduction=16)),
     "bam": (_bam, dict(B=2, C=64, H=14, W=14, reduction_ratio=16, dilation=4)),
     "psa": (_psa, dict(B=2, C=64, H=14, W=14, planes=64, stride=1)),
     "scconv": (_scconv, dict(B=2, C=64, H=14, W=14, pooling_r=4, stride=1)),
     "pam": (_pam, dict(B=2, C=64, H=14, W=14)),
     "cam": (_cam, dict(B=2, C=64, H=14, W=14)),
-    "emsa": (_emsa, dict(B=2, in_ch=3, H=56, W=56, patch=4, C=64, heads=4, sr=2)),
-    "external": (_external, dict(B=2, C=64, H=14, W=14, memory_size=64)),
+    # ResTv1-Lite/S stage 3 on a 224×224 image: stage 2's 28×28 map, 128 -> 256 channels
+    "emsa": (_emsa, dict(B=2, in_ch=128, H=28, W=28, patch=2, C=256, heads=4, sr=2)),
+    "external": (_external, dict(B=2, C=128, H=14, W=14, memory_size=64)),   # S ≠ C
 }
 
