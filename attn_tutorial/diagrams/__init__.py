@@ -13,15 +13,19 @@ The style, the same in every diagram (Okabe-Ito colours, safe for colour-blind r
 - an attention map or gate (what the lesson plots) is a reddish-purple box; a learnable tensor
   used as data (EANet's memory) an orange box;
 - an operation is written on its arrow: an einops pattern, or a layer with its kernel, stride,
-  dilation and groups; a layer with learnable parameters has an orange label with its count;
+  dilation, padding (where stride or dilation change the grid) and groups; a layer with learnable
+  parameters has an orange label with its count;
 - a circle is where branches merge: ``⊗`` contraction (matrix product), ``⊙`` element-wise
   product (with broadcasting), ``+`` sum;
-- the residual (identity) path is dashed, and the label where it merges gives its scale.
+- the residual (identity) path is dashed, and the label where it merges gives its scale; a
+  mechanism without one (self-attention here, ECA, SE, PSA, SCConv, EMSA) has no dashed line;
+- the legend explains only what the diagram draws.
 
 The diagrams: ``self_attention`` (the baseline), ``eca_se`` (lesson 01, ECA beside SE), ``bam``
-(02), ``psa`` (03), ``scconv`` (04), ``pam`` and ``cam`` (05, DANet), ``emsa`` (06, ResT's patch
-embedding with PA, then EMSA) and ``external`` (07, EANet). ``layout`` is the drawing engine they
-share; ``mechanisms`` holds one short spec per diagram.
+(02), ``psa`` (03), ``scconv`` (04), ``pam`` and ``cam`` (05, DANet), ``emsa`` (06, ResT's
+between-stage patch embedding with PA, then EMSA; by default ResTv1-Lite/S stage 3) and
+``external`` (07, EANet). ``layout`` is the drawing engine they share; ``mechanisms`` holds one
+short spec per diagram.
 """
 
 from __future__ import annotations
