@@ -53,6 +53,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# a `make test` around this test must not pass its own flags (jobserver, -n, variables) to `make lab`
+MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
 def _make_lab(extra: str, dry_run: bool) -> list[str]:
     """`make lab` with JupyterLab from this test's environment (VENV) and nothing to install
     (STAMP empty: the environment is already set up)."""
@@ -66,7 +70,7 @@ def _make_lab(extra: str, dry_run: bool) -> list[str]:
 def _the_makefiles_lab_command() -> list[str]:
     """The `jupyter lab …` line of the Makefile's recipe, as make expands it."""
     out = subprocess.run(_make_lab("", dry_run=True), capture_output=True, text=True, check=True,
-                         timeout=60).stdout
+                         timeout=60, env=MAKE_ENV).stdout
     lines = [line for line in out.splitlines() if "/bin/jupyter lab" in line]
     assert len(lines) == 1, f"one `jupyter lab` line expected in `make -n lab`:\n{out}"
     return shlex.split(lines[0])
@@ -81,7 +85,7 @@ def test_make_lab_serves_the_course_root_with_lesson_00_open(tmp_path: Path):
     extra = (f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} "
              f"--ServerApp.port_retries=0 --IdentityProvider.token={token}")
     first_start = tmp_path
-    env = dict(os.environ,
+    env = dict(MAKE_ENV,
                JUPYTERLAB_SETTINGS_DIR=str(first_start / "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(first_start / "workspaces"),
                JUPYTER_RUNTIME_DIR=str(first_start / "runtime"))
