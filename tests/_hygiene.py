@@ -33,7 +33,9 @@ tests can prove the detectors on small examples before trusting them on the cour
 
 3. ``making_of_phrases(text)``: sentences about how the course was made (design §4c) — "not read
    here", "this course's issue", "spec §", "the search … did not find", "no GPU card yet", "we
-   could not read", "while writing this lesson" and their close variants.
+   could not read", "while writing this lesson", "in our runs", "this project's CPU" and their
+   close variants — and prose that quotes the committed run's timings ("in the committed run …
+   was faster"), which a re-execution makes stale.
 
 4. ``recorded_gpu_claims(text)``: a claim that GPU measurements have been recorded ("the recorded
    GPU measurements", "GPU results of all seven mechanisms are in lesson 08"); the test allows it
@@ -268,7 +270,10 @@ MAKING_OF = [re.compile(p, re.I) for p in (
     r"\bthis course's issue\b|\bthe course's issue\b",
     r"\bspec §",
     r"\bthe search (?:for this lesson )?did not find\b",
-    r"\bno GPU card (?:has been recorded|yet|was recorded)\b",
+    r"\bno GPU (?:card|measurement|result|timing)s? (?:has |have |was |were )?(?:been )?recorded\b",
+    r"\bno GPU card yet\b",
+    r"\brecorded for this (?:course|project|group)\b",
+    r"\bGPU (?:timings|results|measurements|cards) will appear\b",
     r"\bwe could not (?:read|check|run|find|search)\b",
     r"\bwe could (?:read|search)\b",
     r"\bcould not check here\b",
@@ -276,6 +281,11 @@ MAKING_OF = [re.compile(p, re.I) for p in (
     r"\bwhile writing (?:the|this) lesson\b|\bwhile writing\s+this lesson\b",
     r"\b(?:this|the) (?:course|repository) was built without\b",
     r"\b(?:course|lesson) has \**not\** (?:re-?)?read\b",
+    r"\b(?:in|over) our runs\b|\bruns we made\b|\bwe have not (?:traced|read|checked)\b",
+    r"\bthis project's (?:CPU|machine|box|\d-core)",
+    r"\bthe course's (?:shared )?(?:\d-core )?(?:box|machine)\b",
+    # prose that quotes the committed run's timings goes stale when the notebook is re-executed
+    r"\b(?:in|of) the committed (?:run|one)\b|\bthe committed run (?:above )?(?:shows|read)\b",
 )]
 
 
