@@ -40,6 +40,9 @@ tests can prove the detectors on small examples before trusting them on the cour
 4. ``recorded_gpu_claims(text)``: a claim that GPU measurements have been recorded ("the recorded
    GPU measurements", "GPU results of all seven mechanisms are in lesson 08"); the test allows it
    only when a GPU result card exists.
+
+5. ``timing_cells_without_load(cells)``: a code cell that runs a timing call (outside a ``def``)
+   and prints no load average beside it.
 """
 
 from __future__ import annotations
@@ -305,3 +308,24 @@ GPU_CLAIM = re.compile(r"\brecorded GPU (?:measurements?|results?|timings?|cards
 def recorded_gpu_claims(text: str) -> list[str]:
     """Phrases of ``text`` that say GPU measurements have been recorded."""
     return [m.group(0) for m in GPU_CLAIM.finditer(" ".join(text.split()))]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. a cell that times prints the load
+
+LOAD_PRINT = re.compile(r"\bload_note\(|\bgetloadavg\(")
+
+
+def timing_cells_without_load(cells: Iterable[str]) -> list[int]:
+    """Numbers (from 1) of the code cells that run a timing call at top level (outside a ``def``)
+    and print no load average (``render.load_note()`` or ``os.getloadavg()``) in the same cell."""
+    found = []
+    for number, source in enumerate(cells, 1):
+        tree = ast.parse(_without_magics(source))
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        inside = {id(sub) for d in defs for sub in ast.walk(d)}
+        times = any(isinstance(n, ast.Call) and _is_timing_call(n) and id(n) not in inside
+                    for n in ast.walk(tree))
+        if times and not LOAD_PRINT.search(source):
+            found.append(number)
+    return found
