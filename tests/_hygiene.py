@@ -20,7 +20,9 @@ tests can prove the detectors on small examples before trusting them on the cour
    * any expression that involves a timing, or a name bound from one. Names are followed
      through the notebook in cell order: assignments (also tuple targets, ``+=``, walrus),
      ``for`` targets, ``with … as``, ``append``/``extend``/``update``/``add``/``insert``/
-     ``setdefault`` into a container, and a function whose body makes a timing call.
+     ``setdefault`` into a container, and a function whose body makes a timing call. A name
+     bound again to something else stops being a timing; lambda parameters and comprehension
+     variables are local to them.
 
    Fields that are counts, not times, cut the chain: ``len(…)``, ``isinstance(…)``, ``type(…)``
    and the attributes ``name, flops, runs, device, pass_, peak_bytes, shape, dtype, task_spec,
@@ -121,9 +123,8 @@ def _timed(node: ast.AST | None, names: set[str]) -> bool:
     if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
         inner = set(names)
         for gen in node.generators:  # a loop variable is a timing only if what it runs over is one
-            if _timed(gen.iter, inner):
-                return True
-            inner -= _bound_names(gen.target)
+            bound = _bound_names(gen.target)
+            inner = inner | bound if _timed(gen.iter, inner) else inner - bound
             if any(_timed(cond, inner) for cond in gen.ifs):
                 return True
         parts = (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,)
@@ -144,6 +145,17 @@ def _bound_names(target: ast.AST) -> set[str]:
     return set()
 
 
+def _plain_names(target: ast.AST) -> set[str]:
+    """The names a target rebinds outright (``a`` and ``a, b``; not ``a[i]`` or ``a.x``)."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return set().union(*(_plain_names(t) for t in target.elts)) if target.elts else set()
+    if isinstance(target, ast.Starred):
+        return _plain_names(target.value)
+    return set()
+
+
 class _Scan:
     def __init__(self) -> None:
         self.names: set[str] = set()
@@ -152,12 +164,10 @@ class _Scan:
         self.source = ""
 
     def expr_bindings(self, node: ast.AST) -> None:
-        # walrus targets and comprehension variables bound from timings
+        # walrus targets (a comprehension's own variables stay inside it: see _timed)
         for sub in ast.walk(node):
-            if isinstance(sub, ast.NamedExpr) and _timed(sub.value, self.names):
-                self.names |= _bound_names(sub.target)
-            if isinstance(sub, ast.comprehension) and _timed(sub.iter, self.names):
-                self.names |= _bound_names(sub.target)
+            if isinstance(sub, ast.NamedExpr):
+                self.bind(sub.target, sub.value)
 
     def bind(self, target: ast.AST, value: ast.AST) -> None:
         # `a, b = x, y` pairs each name with its own value; any other form binds all it names
@@ -168,6 +178,8 @@ class _Scan:
                 self.bind(t, v)
         elif _timed(value, self.names):
             self.names |= _bound_names(target)
+        else:  # a name bound again to something that is not a timing is no longer one
+            self.names -= _plain_names(target)
 
     def report(self, node: ast.AST) -> None:
         text = ast.get_source_segment(self.source, node) or ast.unparse(node)
@@ -186,6 +198,8 @@ class _Scan:
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             if _timed(node.iter, self.names):
                 self.names |= _bound_names(node.target)
+            else:
+                self.names -= _plain_names(node.target)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 if item.optional_vars is not None and _timed(item.context_expr, self.names):

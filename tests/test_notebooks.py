@@ -182,6 +182,13 @@ TIMING_CASES = {
     "tuple assignment pairs names": (
         ["flop_from, time_from = first_below(tab, 'flop_ratio'), first_below(tab, 'time_ratio')",
          "assert flop_from == 13"], 0),
+    "a list of medians": (["ts = bench.compare(fns, x)\nmeds = [t.median for t in ts]",
+                           "assert meds[0] < 1"], 1),
+    "names of timings": (["ts = bench.compare(fns, x)\nnames = [t.name for t in ts]",
+                          "assert names == ['a', 'b']"], 0),
+    "a name bound again to a count": (["t = bench.compare(fns, x)", "t = 3", "assert t == 3"], 0),
+    "a loop variable reused": (["for t in bench.compare(fns, x):\n    print(t.median)",
+                                "for t in range(3):\n    assert t < 3"], 0),
     "printing a timing is fine": (["t = bench.compare(fns, x)", "print(t[0].median, t[0].iqr)"], 0),
 }
 
