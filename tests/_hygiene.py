@@ -43,8 +43,9 @@ tests can prove the detectors on small examples before trusting them on the cour
    GPU measurements", "GPU results of all seven mechanisms are in lesson 08"); the test allows it
    only when a GPU result card exists.
 
-5. ``timing_cells_without_load(cells)``: a code cell that runs a timing call (outside a ``def``)
-   and prints no load average beside it.
+5. ``timing_cells(cells)``: the code cells that run a timing call (outside a ``def``); each must
+   print the load average beside its timings (``timing_cells_without_load``) and keep its output
+   out of nbval's comparison (``# NBVAL_IGNORE_OUTPUT``).
 """
 
 from __future__ import annotations
@@ -330,16 +331,21 @@ def recorded_gpu_claims(text: str) -> list[str]:
 LOAD_PRINT = re.compile(r"\bload_note\(|\bgetloadavg\(")
 
 
-def timing_cells_without_load(cells: Iterable[str]) -> list[int]:
-    """Numbers (from 1) of the code cells that run a timing call at top level (outside a ``def``)
-    and print no load average (``render.load_note()`` or ``os.getloadavg()``) in the same cell."""
+def timing_cells(cells: Iterable[str]) -> list[int]:
+    """Numbers (from 1) of the code cells that run a timing call at top level (outside a ``def``)."""
     found = []
     for number, source in enumerate(cells, 1):
         tree = ast.parse(_without_magics(source))
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         inside = {id(sub) for d in defs for sub in ast.walk(d)}
-        times = any(isinstance(n, ast.Call) and _is_timing_call(n) and id(n) not in inside
-                    for n in ast.walk(tree))
-        if times and not LOAD_PRINT.search(source):
+        if any(isinstance(n, ast.Call) and _is_timing_call(n) and id(n) not in inside
+               for n in ast.walk(tree)):
             found.append(number)
     return found
+
+
+def timing_cells_without_load(cells: Iterable[str]) -> list[int]:
+    """The timing cells (``timing_cells``) that print no load average (``render.load_note()`` or
+    ``os.getloadavg()``) in the same cell."""
+    cells = list(cells)
+    return [n for n in timing_cells(cells) if not LOAD_PRINT.search(cells[n - 1])]

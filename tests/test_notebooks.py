@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from _hygiene import (future_lesson_references, making_of_phrases, recorded_gpu_claims,
-                      timing_asserts, timing_cells_without_load)
+                      timing_asserts, timing_cells, timing_cells_without_load)
 
 from attn_tutorial.course import LESSON_SECTIONS, MECHANISM_LESSONS, ROOT
 
@@ -217,6 +217,7 @@ def test_load_detector():
     assert not timing_cells_without_load(["t = bench.compare(f, x)\nprint(os.getloadavg())"])
     assert not timing_cells_without_load(["def clock(f):\n    return time.perf_counter()"])  # a def
     assert not timing_cells_without_load(["f = bench.count_flops(m, x)"])
+    assert timing_cells(["x = 1", "m = Timer('f()').timeit(10)", "def g():\n    time.perf_counter()"]) == [2]
 
 
 @pytest.mark.parametrize("path", _marked(CHECKED, "load"))
@@ -225,6 +226,16 @@ def test_every_timing_cell_prints_the_load(path: Path):
     wait for a core as much as the work)."""
     found = timing_cells_without_load(c.source for c in code_cells(nbformat.read(path, as_version=4)))
     assert not found, f"{path.name}: code cells {found} time something and print no load average"
+
+
+@pytest.mark.parametrize("path", _marked(CHECKED, "load"))
+def test_timing_cells_are_not_compared(path: Path):
+    """nbval compares what a cell prints: a timing cell's output differs on every run."""
+    cells = code_cells(nbformat.read(path, as_version=4))
+    compared = [n for n in timing_cells(c.source for c in cells)
+                if "NBVAL_IGNORE_OUTPUT" not in cells[n - 1].source
+                and "nbval-ignore-output" not in cells[n - 1].metadata.get("tags", [])]
+    assert not compared, f"{path.name}: code cells {compared} time something and their output is compared"
 
 
 EXISTING_LESSONS = {p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
