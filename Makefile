@@ -29,8 +29,18 @@ $(STAMP): pyproject.toml | $(PY)
 # JupyterLab keeps its normal token authentication; root (e.g. inside a container) needs --allow-root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# The lab serves the course folder, so lessons, exercises and solutions are all reachable, and its
+# default URL (the one it prints, and opens in a browser) is lesson 00. The course's JupyterLab
+# defaults live in .jupyter/lab/settings/overrides.json (no news pop-up on first start); your own
+# settings still override them. More options for `jupyter lab`: make lab LAB_ARGS="--port=9999"
+LAB_FIRST := notebooks/00_einops.ipynb
+LAB_FLAGS := --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LAB_FIRST) \
+	--LabApp.app_settings_dir=.jupyter/lab/settings
+LAB_ARGS ?=
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/00_einops.ipynb
+	@echo "JupyterLab on the course folder; lesson 00 opens at the URL printed below: .../lab/tree/$(LAB_FIRST)?token=..."
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_FLAGS) $(LAB_ARGS)
 
 # The suite runs in TEST_JOBS pytest workers (pytest-xdist), each at one torch thread: one pytest
 # at two threads keeps a 2-core machine only ~1.1 cores busy (283 s for the whole course), two
