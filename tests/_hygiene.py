@@ -16,7 +16,8 @@ tests can prove the detectors on small examples before trusting them on the cour
    * an attribute ``.median``, ``.iqr``, ``.p20``, ``.p80`` or ``.times`` that is read, not
      called (``timing.median`` is a timing, ``tensor.median()`` is not unless the tensor is one);
    * a subscript by a string key that names a time (``row["median"]``, ``t["time_ratio"]``,
-     ``stats["ms"]``), or a call given such a key (``first_below(table, "time_ratio")``);
+     ``stats["ms"]``), or a call given such a key (``first_below(table, "time_ratio")``); a
+     subscript of a plain field (``fig.shapes["ms"]``, the shape of BAM's M_s) is not;
    * any expression that involves a timing, or a name bound from one. Names are followed
      through the notebook in cell order: assignments (also tuple targets, ``+=``, walrus),
      ``for`` targets, ``with … as``, ``append``/``extend``/``update``/``add``/``insert``/
@@ -67,7 +68,7 @@ TIMING_DOTTED = frozenset({"time.time", "bench.compare"})
 TIMING_ATTRS = frozenset({"median", "iqr", "p20", "p80", "times"})
 TIMING_KEY = re.compile(r"median|iqr|time|seconds|^p[0-9]{2}$|(^|_)(s|ms|us|ns)$")
 TIMING_ARG = re.compile(r"median|iqr|time|seconds")  # a key passed by name: f(table, "time_ratio")
-PLAIN_FIELDS = frozenset({"name", "flops", "runs", "device", "pass_", "peak_bytes", "shape",
+PLAIN_FIELDS = frozenset({"name", "flops", "runs", "device", "pass_", "peak_bytes", "shape", "shapes",
                           "dtype", "task_spec", "num_threads", "number_per_run"})
 COUNTING_CALLS = frozenset({"len", "isinstance", "type"})
 FILLING_METHODS = frozenset({"append", "extend", "update", "add", "insert", "setdefault"})
@@ -114,6 +115,8 @@ def _timed(node: ast.AST | None, names: set[str]) -> bool:
         return _timed(node.func, names) or any(_timed(a, names) for a in args)
     if isinstance(node, ast.Subscript):
         key = node.slice
+        if isinstance(node.value, ast.Attribute) and node.value.attr in PLAIN_FIELDS:
+            return _timed(key, names)  # fig.shapes["ms"] is the shape of M_s, not milliseconds
         if isinstance(key, ast.Constant) and isinstance(key.value, str) and TIMING_KEY.search(key.value):
             return True
         return _timed(node.value, names) or _timed(key, names)

@@ -189,6 +189,9 @@ TIMING_CASES = {
     "a name bound again to a count": (["t = bench.compare(fns, x)", "t = 3", "assert t == 3"], 0),
     "a loop variable reused": (["for t in bench.compare(fns, x):\n    print(t.median)",
                                 "for t in range(3):\n    assert t < 3"], 0),
+    "a plain field subscripted by a unit-like key": (
+        ["fig = diagrams.draw('bam')", "assert fig.shapes['ms'] == (2, 1, 14, 14)"], 0),
+    "a unit key of a timing table still counts": (["stats = card['rows'][0]", "assert stats['ms'] < 3"], 1),
     "printing a timing is fine": (["t = bench.compare(fns, x)", "print(t[0].median, t[0].iqr)"], 0),
 }
 
