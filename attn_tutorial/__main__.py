@@ -129,21 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from attn_tutorial import course
 
     if args.command == "execute":
-        import os
-
-        times = []
-        for path in args.paths:
-            print(f"executing {path}", flush=True)
-            took = course.execute_notebook(path, timeout=args.timeout)
-            times.append((path, took))
-            if args.time:
-                print(f"  {took:.1f} s", flush=True)
-        if args.time and len(times) > 1:
-            load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-            print(f"wall time per notebook (load average {load}):")
-            for path, took in sorted(times, key=lambda t: -t[1]):
-                print(f"  {took:7.1f} s  {path}")
-        return 0
+        return course.execute_command(args.paths, args.timeout, args.time)
     if args.command == "exercises":
         return course.sync_exercises(args.solutions, args.exercises, check=args.check,
                                      force=args.force)
