@@ -145,11 +145,21 @@ class _TimeUp(BaseException):
 
 
 def _alarm(seconds: float) -> None:
+    """Raise ``_TimeUp`` in this (main) thread after ``seconds``; where the OS has no interval
+    timer (Windows) only the parent's limit for the whole notebook applies."""
+    if not hasattr(signal, "setitimer"):
+        return
+
     def on_alarm(signum, frame):
         raise _TimeUp()
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _disarm() -> None:
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _limit_resources(memory_mb: int) -> None:
@@ -204,6 +214,80 @@ def _neutralise_checker_calls() -> None:
                 setattr(module, name, graded_by_the_grader)
 
 
+# What the student's code could change to sway the checkers: the grader's own modules and classes
+# (and the trusted checkers), and the torch/einops functions the checkers and references call.
+_LIBRARIES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special",
+              "torch.fft", "einops", "math")
+
+
+def _pristine(checkers) -> list[tuple[object, dict, bool]]:
+    """(object, a copy of its attributes, whether it is the grader's own) for every module, class
+    and checker that ``_put_back`` restores; taken before any student code runs."""
+    import torch
+
+    ours = [m for name, m in sorted(sys.modules.items())
+            if m is not None and (name == "attn_tutorial" or name.startswith("attn_tutorial."))]
+    libraries = [sys.modules[name] for name in _LIBRARIES if name in sys.modules]
+    classes = {torch.Tensor} | {
+        value for module in (*ours, torch.nn) for value in vars(module).values()
+        if isinstance(value, type) and (value.__module__ or "").startswith(("attn_tutorial",
+                                                                            "torch.nn"))}
+    saved = [(m, dict(vars(m)), True) for m in ours]
+    saved += [(m, dict(vars(m)), False) for m in libraries]
+    saved += [(c, dict(vars(c)), c.__module__.startswith("attn_tutorial"))
+              for c in sorted(classes, key=lambda c: (c.__module__, c.__qualname__))]
+    saved += [(c, dict(vars(c)), True) for c in checkers]
+    return saved
+
+
+def _put_back(saved) -> list[str]:
+    """Restore what ``_pristine`` saved; name what the student's code had replaced (torch's own
+    lazy rebinding of a few names is restored silently). Names added to a module stay (an import
+    adds them); names added to a class or a checker are removed (they could shadow a method)."""
+    import types
+
+    changed = []
+    for obj, before, ours in saved:
+        is_module = isinstance(obj, types.ModuleType)
+        label = getattr(obj, "__name__", None) or getattr(obj, "title", type(obj).__name__)
+        now = dict(vars(obj))
+        for name, value in now.items():
+            old = before.get(name, _MISSING)
+            if old is value or (old is _MISSING and (is_module or name.startswith("__"))):
+                continue
+            try:
+                if old is _MISSING:
+                    delattr(obj, name)
+                else:
+                    setattr(obj, name, old)
+            except (AttributeError, TypeError):
+                continue
+            from_torch = isinstance(value, types.ModuleType) or str(
+                getattr(value, "__module__", "") or "").startswith("torch")
+            if ours or not from_torch:
+                changed.append(f"{label}.{name}")
+        for name in before.keys() - now.keys():
+            setattr(obj, name, before[name])
+            changed.append(f"{label}.{name}")
+    return changed
+
+
+_MISSING = object()
+
+
+def _fresh_state(scratch: str) -> None:
+    """The global state a fresh kernel has, for the checkers (the engine restores it after each
+    of the student's calls, from what it finds when it starts)."""
+    import torch
+
+    os.chdir(scratch)
+    torch.set_grad_enabled(True)
+    torch.set_default_dtype(torch.float32)
+    if hasattr(torch, "set_default_device"):
+        torch.set_default_device(None)
+    torch.set_num_threads(1)
+
+
 def _run_cells(shell, nb, limits: Limits) -> list[str]:
     """Run every code cell, errors allowed; what went wrong, one line each."""
     problems = []
@@ -224,7 +308,7 @@ def _run_cells(shell, nb, limits: Limits) -> list[str]:
         except _TimeUp as exc:  # outside the student's code, where IPython did not catch it
             error = exc
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _disarm()
         if isinstance(error, _TimeUp):
             problems.append(f"cell {number} stopped after {min(limits.cell, left):g} s")
         elif error is not None:
@@ -244,7 +328,7 @@ def _check(namespace: dict, exercise: str, checker, limits: Limits) -> dict:
     except BaseException as exc:  # noqa: BLE001 - whatever the student's object did
         return {"status": "error", "detail": f"the checker stopped: {_describe(exc)}"}
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _disarm()
     failed = [line.lstrip("✗ ") for line in result.lines if line.startswith("✗")]
     detail = result.error if result.status in ("error", "timeout") else ""
     if result.status == "failed" and not result.diagnoses and failed:
@@ -256,14 +340,26 @@ def _check(namespace: dict, exercise: str, checker, limits: Limits) -> dict:
 
 def _child(copy: str, exercises: list[tuple[str, str]], limits: Limits, conn) -> None:
     """A notebook's process: run the copy's cells, then the grader's checkers; report twice."""
-    os.setsid()  # its own process group: the parent ends it with everything it started
+    if hasattr(os, "setsid"):
+        os.setsid()  # its own process group: the parent ends it with everything it started
     os.chdir(os.path.dirname(copy))
-    null = os.open(os.devnull, os.O_RDONLY)
-    printed = os.open("printed.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(null, 0)
-    os.dup2(printed, 1)
-    os.dup2(printed, 2)
+    # No input; what the notebook prints is never read, so it goes nowhere.
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    if hasattr(signal, "SIGXFSZ"):  # a file past the size limit: an error in the cell, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     os.environ["MPLBACKEND"] = "Agg"
+    try:
+        _grade_here(copy, exercises, limits, conn)
+    except BaseException as exc:  # noqa: BLE001 - a fault of the grader's, not the student's
+        conn.send(("crashed", f"{type(exc).__name__}: {exc}"[:300]))
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)  # skip the student's atexit handlers and lingering threads
+
+
+def _grade_here(copy: str, exercises: list[tuple[str, str]], limits: Limits, conn) -> None:
     import nbformat
     import torch
     from IPython.core.interactiveshell import InteractiveShell
@@ -274,16 +370,20 @@ def _child(copy: str, exercises: list[tuple[str, str]], limits: Limits, conn) ->
     torch.set_num_threads(1)
     trusted = {checker: CHECKERS[checker] for _, checker in exercises}
     _neutralise_checker_calls()
+    saved = _pristine(trusted.values())
     _limit_resources(limits.memory_mb)
     config = Config()
     config.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=config)
     problems = _run_cells(shell, nbformat.read(copy, as_version=4), limits)
+    changed = _put_back(saved)
+    if changed:
+        problems.append("the notebook replaced functions the checkers use (put back before "
+                        f"grading): {', '.join(changed[:8])}" + (" ..." if changed[8:] else ""))
+    _fresh_state(os.path.dirname(copy))
     conn.send(("ran", problems))
     conn.send(("graded", [_check(shell.user_ns, exercise, trusted[checker], limits)
                           for exercise, checker in exercises]))
-    sys.stdout.flush()
-    os._exit(0)  # skip the student's atexit handlers and lingering threads
 
 
 # ------------------------------------------------------------------ in the grader
@@ -355,6 +455,11 @@ def grade_notebook(ctx, student: str, notebook: str, path: Path | None, rows: li
             receiver.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    crashed = next((m[1] for m in (ran, graded) if isinstance(m, tuple) and m[0] == "crashed"),
+                   None)
+    if crashed:
+        why = f"the grader failed on this notebook ({crashed})"
+        return every("error", why, [why])
     if ran == "timeout":
         why = f"the notebook ran past {limits.notebook:g} s and was stopped"
         return every("timeout", why, [why])

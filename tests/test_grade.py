@@ -10,7 +10,8 @@ The class (one or two small notebooks per student, to keep the time down):
 - erin: stubs, but every checker cell rewritten to print a pass, with forged outputs;
 - gina: a cell that sleeps far past the per-cell time limit, between correct answers;
 - hugo: a 00_einops.ipynb that is not JSON;
-- ivan: only an unrelated file and a misnamed copy of a notebook.
+- ivan: only an unrelated file and a misnamed copy of a notebook;
+- mallory: stubs, and a cell that patches the checker engine in memory to pass everything.
 
 Every student gets every exercise of every notebook someone handed in (00_einops and 01_eca).
 Expected statuses and mistake names come from the students' answers as written here and from the
@@ -78,6 +79,20 @@ def forged(nb) -> nbformat.NotebookNode:
     return nb
 
 
+FORGE_IN_MEMORY = """\
+import torch
+from attn_tutorial.checks import _core
+
+def passes(self, learner, verbose=True):
+    return _core.CheckResult(self.title, passed=True, status="passed", checks_passed=3,
+                             checks_total=3)
+
+_core.Checker.run = passes
+_core.ModuleChecker.run = passes
+torch.allclose = lambda *args, **kwargs: True
+"""
+
+
 def build_class(root: Path) -> None:
     def put(student: str, name: str, nb) -> None:
         (root / student).mkdir(parents=True, exist_ok=True)
@@ -100,6 +115,9 @@ def build_class(root: Path) -> None:
     gina = correct("00_einops")
     insert_after(gina, "check_to_tokens", "import time\ntime.sleep(600)")
     put("gina", "00_einops", gina)
+    mallory = exercise("00_einops")  # stubs, and code that makes every checker say "passed"
+    insert_after(mallory, "check_to_tokens", FORGE_IN_MEMORY)
+    put("mallory", "00_einops", mallory)
     (root / "hugo").mkdir()
     (root / "hugo" / "00_einops.ipynb").write_text('{"cells": [ not json')
     (root / "ivan").mkdir()
@@ -116,7 +134,7 @@ def expected(student: str, notebook: str, exercise: str) -> tuple[str, str]:
         return "missing", "not a readable notebook"
     if student == "ivan":
         return "missing", "00_einops.ipynb"
-    if student in ("carol", "erin"):
+    if student in ("carol", "erin", "mallory"):
         return "not implemented", ""
     if student == "bob" and exercise == "global_avg_pool":
         return "failed", MAX_POOL
@@ -165,7 +183,7 @@ def test_every_row_of_the_csv(graded):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["student", "notebook", "exercise", "tier", "status",
                              "checks_passed", "checks_total", "mistake", "detail"]
-    students = ["alice", "bob", "carol", "dave", "erin", "gina", "hugo", "ivan"]
+    students = ["alice", "bob", "carol", "dave", "erin", "gina", "hugo", "ivan", "mallory"]
     wanted = [(s, nb, r.exercise, r.tier) for s in students for nb in NOTEBOOKS
               for r in ROWS[nb]]
     assert [(r["student"], r["notebook"], r["exercise"], r["tier"]) for r in rows] == wanted
@@ -195,6 +213,9 @@ def test_problems_are_reported_and_ignored_files_listed(graded):
     if Path("/proc/self/statm").exists():
         assert "allocate" in memory, memory
     assert problems["alice", "00_einops"] == [] and problems["erin", "00_einops"] == []
+    [put_back] = problems["mallory", "00_einops"]
+    for name in ("Checker.run", "ModuleChecker.run", "torch.allclose"):
+        assert name in put_back, put_back
     assert data["ignored"] == ["README.txt", "alice/notes.txt", "ivan/00_einops-Copy1.ipynb",
                                "ivan/essay.md"]
     for name in data["ignored"]:
@@ -217,11 +238,11 @@ def test_report_counts_and_common_mistakes(graded):
                           ("| bob | 5/6 | 0/", "bob"), ("| carol | 0/6 | 0/", "carol"),
                           ("| gina | 6/6 | 0/", "gina"), ("| hugo | 0/6 | 0/", "hugo")):
         assert line in report, student
-    # global_avg_pool: alice, dave, gina passed; bob failed; carol, erin not implemented;
+    # global_avg_pool: alice, dave, gina passed; bob failed; carol, erin, mallory not implemented;
     # hugo, ivan missing.
     [row] = [ln for ln in report.splitlines() if ln.startswith("| 00_einops | global_avg_pool |")]
-    assert row == f"| 00_einops | global_avg_pool | build | 3 | 1 | 2 | 0 | 2 | 0 | {MAX_POOL} (1) |"
-    assert printed.splitlines()[-1].startswith("graded 8 student(s) x 2 notebook(s)")
+    assert row == f"| 00_einops | global_avg_pool | build | 3 | 1 | 3 | 0 | 2 | 0 | {MAX_POOL} (1) |"
+    assert printed.splitlines()[-1].startswith("graded 9 student(s) x 2 notebook(s)")
 
 
 def test_submissions_never_written_and_jobs_agree(graded):
@@ -245,6 +266,17 @@ def test_a_notebook_that_swallows_the_time_limit_is_ended(tmp_path: Path):
     assert [g.status for g in run.grades] == ["timeout"] * len(ROWS["00_einops"])
     assert run.seconds < 30
     assert "ran past 2 s" in run.grades[0].detail
+
+
+def test_a_notebook_that_ends_its_process_is_reported(tmp_path: Path):
+    nb = correct("00_einops")
+    insert_after(nb, "check_to_tokens", "import os\nos._exit(3)")
+    path = tmp_path / "00_einops.ipynb"
+    nbformat.write(nb, path)
+    run = grading.grade_notebook(grading._context(), "zoe", "00_einops", path, ROWS["00_einops"],
+                                 grading.Limits(cell=10, notebook=30))
+    assert [g.status for g in run.grades] == ["error"] * len(ROWS["00_einops"])
+    assert "exit code 3" in run.grades[0].detail and "exit code 3" in run.problems[-1]
 
 
 def test_a_learners_own_folder_prints_the_table_and_writes_nothing(tmp_path: Path, monkeypatch):
