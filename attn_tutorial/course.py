@@ -1,5 +1,5 @@
 """Course tooling: re-execute notebooks in place, and generate exercises from solutions.
-(Grading learners' submissions, ``python -m attn_tutorial grade``, is in ``grading.py``.)
+(Grading learners' submissions, ``python -m attn_tutorial grade``, is in ``grading/``.)
 
 ``python -m attn_tutorial execute PATH...`` runs each notebook top to bottom in a fresh kernel
 (Restart & Run All) and saves it with counts 1..N and no timestamps, so a re-run changes a
