@@ -101,6 +101,8 @@ def build_class(root: Path) -> None:
     put("alice", "00_einops", correct("00_einops"))
     put("alice", "01_eca", correct("01_eca"))
     (root / "alice" / "notes.txt").write_text("my notes\n")
+    (root / "alice" / ".ipynb_checkpoints").mkdir()  # hidden: skipped without a word
+    nbformat.write(exercise("01_eca"), root / "alice" / ".ipynb_checkpoints" / "01_eca.ipynb")
     bob = correct("00_einops")
     replace(bob, "def global_avg_pool",
             "def global_avg_pool(x):\n    return reduce(x, 'b c h w -> b c', 'max')")
@@ -124,6 +126,7 @@ def build_class(root: Path) -> None:
     (root / "ivan" / "essay.md").write_text("text\n")
     nbformat.write(correct("00_einops"), root / "ivan" / "00_einops-Copy1.ipynb")
     (root / "README.txt").write_text("class of 2026\n")
+    (root / ".DS_Store").write_bytes(b"\0\1")
 
 
 def expected(student: str, notebook: str, exercise: str) -> tuple[str, str]:

@@ -124,9 +124,14 @@ def find(root: Path, notebooks) -> tuple[bool, dict[str, dict[str, Path]], list[
 
     A folder with exercise notebooks (``NN_topic.ipynb`` of the catalogue) directly inside it is
     one learner's: the student is named after the folder. Otherwise every sub-folder is a student.
+    Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are skipped silently.
     """
     names = {f"{nb}.ipynb": nb for nb in notebooks}
-    entries = sorted(root.iterdir())
+
+    def listing(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+    entries = listing(root)
     learner = any(p.is_file() and p.name in names for p in entries)
     students: dict[str, dict[str, Path]] = {}
     ignored: list[str] = []
@@ -135,7 +140,7 @@ def find(root: Path, notebooks) -> tuple[bool, dict[str, dict[str, Path]], list[
         folders = [(root.resolve().name, entries)]
     else:
         ignored += [p.name for p in entries if not p.is_dir()]
-        folders = [(p.name, sorted(p.iterdir())) for p in entries if p.is_dir()]
+        folders = [(p.name, listing(p)) for p in entries if p.is_dir()]
     for student, files in folders:
         handed_in = students.setdefault(student, {})
         for path in files:
