@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,grade,checks,bench,networks,zoo} ...``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,grade,checks,bench,networks,zoo}``."""
 
 from __future__ import annotations
 

@@ -207,8 +207,9 @@ def grade_notebook(ctx, student: str, notebook: str, path: Path | None, rows: li
         copy = scratch / path.name
         copy.write_bytes(data)
         receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=worker.run_notebook, args=(str(copy), [(r.exercise, r.checker) for r in rows],
-                                                limits, sender))
+        exercises = [(r.exercise, r.checker) for r in rows]
+        proc = ctx.Process(target=worker.run_notebook,
+                           args=(str(copy), exercises, limits, sender))
         proc.start()
         sender.close()
         try:

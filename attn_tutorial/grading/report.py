@@ -15,6 +15,8 @@ import json
 from collections import Counter
 from dataclasses import asdict
 
+from attn_tutorial.grading import worker
+
 COLUMNS = ("student", "notebook", "exercise", "tier", "status", "checks_passed", "checks_total",
            "mistake", "detail")
 STATUSES = ("passed", "failed", "not implemented", "error", "missing", "timeout")
@@ -138,7 +140,8 @@ def markdown(runs, ignored: list[str]) -> str:
     for notebook, exercise, tier in exercises:
         mine = [g for g in grades if (g.notebook, g.exercise) == (notebook, exercise)]
         counts = Counter(g.status for g in mine)
-        named = Counter(m for g in mine if g.mistake for m in g.mistake.split("; "))
+        named = Counter(m for g in mine if g.mistake
+                        for m in g.mistake.split(worker.MISTAKES_JOINED_BY))
         common = "; ".join(f"{m} ({n})" for m, n in
                            sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))[:COMMON])
         body.append([notebook, exercise, tier, *(counts[s] for s in STATUSES), common])

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 FILE_MB = 256  # largest file the student's code may write
+MISTAKES_JOINED_BY = " | "  # in the mistake column, when a checker names more than one
+# (mistake names may contain "; " and ","; none contains "|")
 
 
 class _TimeUp(BaseException):
@@ -214,7 +216,8 @@ def _check(namespace: dict, exercise: str, checker, limits) -> dict:
     if result.status == "failed" and not result.diagnoses and failed:
         detail = failed[0]
     return {"status": result.status, "checks_passed": result.checks_passed,
-            "checks_total": result.checks_total, "mistake": "; ".join(result.diagnoses),
+            "checks_total": result.checks_total,
+            "mistake": MISTAKES_JOINED_BY.join(result.diagnoses),
             "detail": " ".join(detail.split()), "lines": list(result.lines)}
 
 
