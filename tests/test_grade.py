@@ -4,6 +4,7 @@ course's checkers, with verdicts the notebooks' printed output cannot change.
 The class (one or two small notebooks per student, to keep the time down):
 
 - alice: correct answers (the solution regions) in 00_einops and 01_eca, and an unrelated file;
+  a cell after her checker call proves that the call did not run;
 - bob: a catalogued wrong answer (max instead of mean pooling) in 00_einops;
 - carol: 00_einops untouched (every exercise a stub);
 - dave: the first exercise raises; a later cell asks for more memory than the limit allows;
@@ -93,12 +94,24 @@ torch.allclose = lambda *args, **kwargs: True
 """
 
 
+NOTED_CALLS = """\
+CALLS = []
+
+def to_tokens(x):
+    CALLS.append(1)
+    return rearrange(x, "b c h w -> b (h w) c")
+"""
+
+
 def build_class(root: Path) -> None:
     def put(student: str, name: str, nb) -> None:
         (root / student).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, root / student / f"{name}.ipynb")
 
-    put("alice", "00_einops", correct("00_einops"))
+    alice = correct("00_einops")  # her answer counts its calls: her own checker call must not
+    replace(alice, "def to_tokens", NOTED_CALLS)  # run (the grader's comes after her cells)
+    insert_after(alice, "check_to_tokens", "assert not CALLS, 'the notebook ran its checker'")
+    put("alice", "00_einops", alice)
     put("alice", "01_eca", correct("01_eca"))
     (root / "alice" / "notes.txt").write_text("my notes\n")
     (root / "alice" / ".ipynb_checkpoints").mkdir()  # hidden: skipped without a word

@@ -84,16 +84,16 @@ def _describe(error: BaseException) -> str:
 
 def _neutralise_checker_calls() -> None:
     """Replace the public ``check_*`` names with a stub: the grader runs each checker itself."""
-    from attn_tutorial import checks
     from attn_tutorial.checks import CHECKERS
 
     def graded_by_the_grader(*args, **kwargs):
         print("(this checker call is not run when grading: the grader runs the checker itself)")
 
-    for module in (checks, *checks._LESSONS):
-        for name in CHECKERS:
-            if hasattr(module, name):
-                setattr(module, name, graded_by_the_grader)
+    for module_name, module in list(sys.modules.items()):
+        if module is not None and module_name.startswith("attn_tutorial.checks"):
+            for name in CHECKERS:
+                if hasattr(module, name):
+                    setattr(module, name, graded_by_the_grader)
 
 
 # What the student's code could change to sway the checkers: the grader's own modules and classes
