@@ -40,7 +40,7 @@ NOTEBOOKS = ("00_einops", "01_eca")
 ROWS = {nb: [r for r in catalogue() if r.notebook == nb] for nb in NOTEBOOKS}
 MAX_POOL = next(m for m in {r.exercise: r for r in ROWS["00_einops"]}["global_avg_pool"].mistakes
                 if m.startswith("max instead of mean"))
-CELL_TIMEOUT = 3
+CELL_TIMEOUT = 5  # seconds per cell: far above what any correct cell here takes
 MARKER = "oops-the-first-exercise-raised"
 
 
@@ -272,17 +272,17 @@ def test_submissions_never_written_and_jobs_agree(graded):
 def test_a_notebook_that_swallows_the_time_limit_is_ended(tmp_path: Path):
     """A cell that catches the per-cell alarm runs on; the parent ends the whole process."""
     nb = correct("00_einops")
-    insert_after(nb, "check_to_tokens",
+    insert_after(nb, "import torch",
                  "import time\nwhile True:\n    try:\n        time.sleep(5)\n"
                  "    except BaseException:\n        pass")
     path = tmp_path / "00_einops.ipynb"
     nbformat.write(nb, path)
-    limits = grading.Limits(cell=1, notebook=2, grace=2)
+    limits = grading.Limits(cell=1, notebook=3, grace=2)
     run = grading.grade_notebook(grading._context(), "zoe", "00_einops", path, ROWS["00_einops"],
                                  limits)
     assert [g.status for g in run.grades] == ["timeout"] * len(ROWS["00_einops"])
-    assert run.seconds < 30
-    assert "ran past 2 s" in run.grades[0].detail
+    assert run.seconds < 120  # ended at 3 + 2 s (plus, if first, the server's import of torch)
+    assert "ran past 3 s" in run.grades[0].detail
 
 
 def test_a_notebook_that_ends_its_process_is_reported(tmp_path: Path):
