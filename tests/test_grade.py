@@ -314,6 +314,7 @@ def test_a_learners_own_folder_prints_the_table_and_writes_nothing(tmp_path: Pat
 
 @pytest.mark.parametrize("args, names", [
     (["grade", "no-such-folder"], "no-such-folder"),
+    (["grade", "{root}"], "no exercise notebook"),  # amy/ is empty
     (["grade", "{root}", "--jobs", "0"], "--jobs"),
     (["grade", "{root}", "--timeout", "-1"], "--timeout"),
     (["grade", "{root}", "--out", "{file}/grades"], "--out"),

@@ -289,6 +289,9 @@ def main(submissions: str, out: str | None, jobs: int, timeout: float, notebook_
         return refuse(f"--out {out!r} is inside SUBMISSIONS {submissions!r}: the grades would "
                       "be graded as a student next time; write them elsewhere")
     learner, students, ignored = find(root, exercise_rows())
+    if not any(students.values()):
+        return refuse(f"SUBMISSIONS {submissions!r}: no exercise notebook (NN_topic.ipynb, as in "
+                      "exercises/) in it or in its sub-folders")
     if not learner and target is None:
         target = Path("grades")
         if target.resolve().is_relative_to(root.resolve()):
