@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,checks,bench,networks,zoo} ...``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,grade,checks,bench,networks,zoo}``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,27 @@ def main(argv: list[str] | None = None) -> int:
                      help="folder of solution notebooks (default: the course's solutions/)")
     gen.add_argument("--exercises", default=None, metavar="DIR",
                      help="folder of exercise notebooks (default: the course's exercises/)")
+
+    gr = sub.add_parser(
+        "grade", help="grade exercise notebooks with the course's checkers: a class "
+                      "(SUBMISSIONS/<student>/NN_topic.ipynb) or your own exercises/ folder",
+        description="A folder with exercise notebooks directly inside it (your exercises/) is "
+                    "one learner's: its table is printed, nothing written unless --out. "
+                    "Otherwise every sub-folder is a student's: grades.csv, grades.json and "
+                    "report.md are written to --out. Submissions are never written to.")
+    gr.add_argument("submissions", metavar="SUBMISSIONS")
+    gr.add_argument("--out", default=None, metavar="DIR",
+                    help="folder for grades.csv, grades.json, report.md (default for a class: "
+                         "grades/)")
+    gr.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="notebooks graded at once, each in its own process (default 1)")
+    gr.add_argument("--timeout", type=float, default=120, metavar="S",
+                    help="seconds per cell of a student's notebook (default 120)")
+    gr.add_argument("--notebook-timeout", type=float, default=600, metavar="S",
+                    help="seconds for all the cells of one notebook (default 600)")
+    gr.add_argument("--memory", type=int, default=4096, metavar="MB",
+                    help="memory a notebook's process may take beyond the grader's own, where "
+                         "the OS can limit it (default 4096)")
 
     sub.add_parser("checks", help="the catalogue of exercises: lesson, the name the learner "
                                   "defines, checker, tier, kind and named mistakes")
@@ -69,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(table())
         return 0
+    if args.command == "grade":
+        from attn_tutorial import grading
+
+        return grading.main(args.submissions, args.out, args.jobs, args.timeout,
+                            args.notebook_timeout, args.memory)
     if args.command == "networks":
         from attn_tutorial import networks
 
@@ -103,21 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from attn_tutorial import course
 
     if args.command == "execute":
-        import os
-
-        times = []
-        for path in args.paths:
-            print(f"executing {path}", flush=True)
-            took = course.execute_notebook(path, timeout=args.timeout)
-            times.append((path, took))
-            if args.time:
-                print(f"  {took:.1f} s", flush=True)
-        if args.time and len(times) > 1:
-            load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-            print(f"wall time per notebook (load average {load}):")
-            for path, took in sorted(times, key=lambda t: -t[1]):
-                print(f"  {took:7.1f} s  {path}")
-        return 0
+        return course.execute_command(args.paths, args.timeout, args.time)
     if args.command == "exercises":
         return course.sync_exercises(args.solutions, args.exercises, check=args.check,
                                      force=args.force)

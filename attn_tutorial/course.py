@@ -1,4 +1,5 @@
 """Course tooling: re-execute notebooks in place, and generate exercises from solutions.
+(Grading learners' submissions, ``python -m attn_tutorial grade``, is in ``grading/``.)
 
 ``python -m attn_tutorial execute PATH...`` runs each notebook top to bottom in a fresh kernel
 (Restart & Run All) and saves it with counts 1..N and no timestamps, so a re-run changes a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +83,44 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> float:
     _lab_metadata(nb)  # the kernel's reply may differ in detail; write what the lab writes
     nbformat.write(nb, path)
     return took
+
+
+def unreadable(path: str | Path) -> str:
+    """Why ``path`` cannot be executed as a notebook (one line naming it), or ""."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path}: no such file"
+    if not path.is_file():
+        return f"{path}: not a file"
+    notebook, why = _read(path)
+    return "" if notebook is not None else f"{path}: not a readable notebook ({why})"
+
+
+def execute_command(paths: list[str], timeout: int = 600, show_time: bool = False) -> int:
+    """``python -m attn_tutorial execute``: every path checked first, so that a missing or
+    corrupt one (exit 2, one line naming it) leaves every notebook unchanged."""
+    if timeout <= 0:
+        print(f"error: --timeout {timeout}: must be a positive number of seconds",
+              file=sys.stderr)
+        return 2
+    for path in paths:
+        why = unreadable(path)
+        if why:
+            print(f"error: {why}; nothing was executed", file=sys.stderr)
+            return 2
+    times = []
+    for path in paths:
+        print(f"executing {path}", flush=True)
+        took = execute_notebook(path, timeout=timeout)
+        times.append((path, took))
+        if show_time:
+            print(f"  {took:.1f} s", flush=True)
+    if show_time and len(times) > 1:
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(f"wall time per notebook (load average {load}):")
+        for path, took in sorted(times, key=lambda t: -t[1]):
+            print(f"  {took:7.1f} s  {path}")
+    return 0
 
 
 # --------------------------------------------------------------------------- exercises
@@ -185,8 +225,8 @@ def sync_exercises(
     *edited by you* when they also differ from what was generated into it (its fingerprint):
     it is left alone and does not count as stale. Otherwise it is *stale*: ``--check`` fails,
     generation rewrites it. A notebook that cannot be read is named and skipped (exit 1; with
-    ``--force`` an unreadable exercise is regenerated); a missing solutions folder is an error
-    (exit 2).
+    ``--force`` an unreadable exercise is regenerated); a missing solutions folder, or an
+    exercises folder that is (or lies under) a file, is an error (exit 2, nothing written).
     """
     solutions_dir = Path(solutions_dir or ROOT / "solutions")
     exercises_dir = Path(exercises_dir or ROOT / "exercises")
@@ -196,6 +236,12 @@ def sync_exercises(
         what = "no folder" if not solutions_dir.is_dir() else "no *.ipynb in"
         print(f"error: {what} {rel(solutions_dir)}: the exercises are generated from the "
               "solution notebooks there")
+        return 2
+    blocked = next((p for p in (exercises_dir, *exercises_dir.parents)
+                    if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        print(f"error: --exercises {rel(exercises_dir)}: {rel(blocked)} is a file, not a folder; "
+              "nothing was written")
         return 2
     stale, edited, written, broken = [], [], [], []
     for src in found:

@@ -47,3 +47,37 @@ def test_execute_reports_a_failing_notebook(tmp_path: Path):
     nbformat.write(nb, path)
     with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
         main(["execute", str(path)])  # uncaught, so `python -m attn_tutorial` exits non-zero
+
+
+# Command-line errors: one line naming the file or argument, exit status 2, nothing changed.
+def test_execute_refuses_a_missing_or_corrupt_notebook_before_running_any(tmp_path: Path, capsys):
+    good = tmp_path / "good.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    nbformat.write(nb, good)
+    corrupt = tmp_path / "corrupt.ipynb"
+    corrupt.write_text('{"cells": [ not json')
+    (tmp_path / "folder.ipynb").mkdir()
+    before = {p.name: p.read_bytes() for p in (good, corrupt)}
+    for bad, words in ((tmp_path / "missing.ipynb", "no such file"),
+                       (corrupt, "not a readable notebook"),
+                       (tmp_path / "folder.ipynb", "not a file")):
+        assert main(["execute", str(good), str(bad)]) == 2  # good comes first: still not run
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert str(bad) in err and words in err, err
+        assert {p.name: p.read_bytes() for p in (good, corrupt)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.ipynb", "folder.ipynb",
+                                                          "good.ipynb"]
+
+
+@pytest.mark.parametrize("under", ["a_file", "a_file/exercises"])
+def test_exercises_refuses_an_exercises_folder_under_a_file(tmp_path: Path, capsys, under):
+    (tmp_path / "a_file").write_text("not a folder")
+    target = tmp_path / under
+    args = ["exercises", "--solutions", str(course.ROOT / "solutions"), "--exercises", str(target)]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1 and "--exercises" in out and "a_file" in out, out
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
