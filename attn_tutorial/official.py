@@ -332,9 +332,9 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
             raise ValueError(f"{where}: state_dict[{key!r}] has shape {tuple(value.shape)}, "
                              f"expected {need}")
         if _dtype_class(value) != _dtype_class(expected[ours]):
-            raise ValueError(f"{where}: state_dict[{key!r}] has dtype {value.dtype}, expected a "
-                             f"{_dtype_class(expected[ours])} tensor like our {ours!r} "
-                             f"({expected[ours].dtype}); loading would convert it silently")
+            raise ValueError(f"{where}: state_dict[{key!r}] has dtype {value.dtype}, expected "
+                             f"{_dtype_class(expected[ours])} values like our {ours!r} "
+                             f"({expected[ours].dtype}); loading would convert them silently")
         loaded[ours] = value[..., 0] if rule.kernel_axis else value
 
     for ours in expected:
