@@ -111,6 +111,33 @@ def test_rest_flops_are_reported_as_not_reproduced(rows):
         assert r.ours_compute > PUBLISHED[name][1]
 
 
+def test_rest_lite_macs_split_as_the_docstring_says():
+    """ResT-Lite at 224² by op, against formulas written from the architecture: per block the
+    Linear layers cost N·10·C² (q, proj: N·C² each, the MLP 8·N·C²) + N'·2C² (kv on the N'
+    reduced keys), the attention products 2·N·N'·C (QKᵀ and AV); grids 56, 28, 14, 7 with
+    key grids ⌈g / sr⌉ = 7 (sr 8, 4, 2, 1), widths 64 ... 512, two blocks per stage, and the
+    classifier 512·1000. The convolutions are the rest."""
+    from torch.utils.flop_counter import FlopCounterMode
+    linear = attention = 0
+    for g, c in zip((56, 28, 14, 7), (64, 128, 256, 512)):
+        n, n_keys = g * g, 7 * 7
+        linear += 2 * (n * 10 * c * c + n_keys * 2 * c * c)
+        attention += 2 * (2 * n * n_keys * c)
+    linear += 512 * 1000
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        networks.build("rest_lite")(torch.empty(1, 3, 224, 224, device="meta"))
+    by_op = {str(op).split(".")[-1]: flops // 2 for op, flops in
+             counter.get_flop_counts()["Global"].items()}
+    assert by_op["addmm"] == linear and by_op["bmm"] == attention
+    assert (round(linear / 1e9, 3), round(attention / 1e9, 3)) == (1.096, 0.074)
+    assert round(by_op["convolution"] / 1e9, 3) == 0.363
+    # no sum of the three terms rounds to the README's 1.4 G
+    terms = (linear, attention, by_op["convolution"])
+    sums = {round(sum(t for t, keep in zip(terms, mask) if keep) / 1e9, 1)
+            for mask in ((1, 0, 0), (1, 1, 0), (1, 0, 1), (1, 1, 1), (0, 1, 1))}
+    assert 1.4 not in sums
+
+
 def test_plain_resnet50_and_eca_adds_80_parameters():
     # torchvision documents resnet50 with 25,557,032 parameters and 4.09 GFLOPS (= GMACs)
     plain, eca = networks.count("resnet50"), networks.count("eca_resnet50")

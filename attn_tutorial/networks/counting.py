@@ -47,7 +47,7 @@ CONVENTIONS = {
     "scnet": "MAdds = thop 2019 ops; 'FLOPs' = 2 x MACs + thop's BN/pool ops",
     "thop2021": "thop (May 2021): conv/fc MACs + 2/BN elem + pools",
     "mac_caffe": "MACs with the stride on the first 1x1 conv (Caffe ResNet), not on the 3x3",
-    "rest": "params only: our MACs (= their get_flops rule) are 6-10% above their G: not reproduced",
+    "rest": "params only: our MACs are 6-10% above their G: not reproduced (their tool unknown)",
 }
 
 
