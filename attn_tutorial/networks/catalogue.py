@@ -55,8 +55,7 @@ _ECA_SRC = "BangguWu/ECANet README, ImageNet table"
 _SC_SRC = "backseason/SCNet README, ImageNet table"
 _EPSA_SRC = "murufeng/EPSANet README, Image Classification on ImageNet"
 _REST_SRC = "wofmanaf/ResT README, ResTv1 ImageNet-1K 224x224"
-_BAM_SRC = ("BAM paper (arXiv 1807.06514), ImageNet-1K table, as recalled (not re-read here: "
-            "[unverified])")
+_BAM_SRC = "BAM paper (arXiv 1807.06514), ImageNet-1K table [unverified]"
 _ECA_OWN_TOOL = ("thop (Aug 2019) run on the authors' own eca_resnet{d} gives {own} too: "
                  "their last digit is not reproduced by their code + tool")
 

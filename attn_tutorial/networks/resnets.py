@@ -9,8 +9,9 @@ and EPSANet's bottlenecks are the blocks.
 Input sizes (eval mode): the stem gives ⌈H/4⌉ rows and each strided stage halves them rounding
 up, ⌈H/8⌉, ⌈H/16⌉, ⌈H/32⌉ (the same for W); the head pools globally, so the plain, ECA, BAM and
 EPSANet networks take every H, W >= 1. SCNet needs H, W >= 97 (see :func:`scnet`). In train
-mode every BatchNorm also needs more than one value per channel, so a batch of one needs a last
-map larger than 1×1 (H or W > 32).
+mode every BatchNorm also needs more than one value per channel: a batch of one needs a last map
+larger than 1×1 (H or W > 32), and BAM's channel-gate BatchNorm, which follows a global average,
+a batch of two or more.
 """
 
 from __future__ import annotations
