@@ -28,8 +28,8 @@ from .catalogue import NETWORKS, Published, build, count, input_for
 from .counting import CONVENTIONS, Count, count_thop, count_thop_2019
 from .heads import EANetHead
 from .loaders import OFFICIAL_NETWORKS
-from .resnets import (ECA_RELEASED_KERNELS, BasicBlock, Bottleneck, ResNet, bam_resnet,
-                      eca_resnet, epsanet, plain_block, resnet, scnet)
+from .resnets import (ECA_RELEASED_KERNELS, BasicBlock, BlockFactory, Bottleneck, ResNet,
+                      bam_resnet, eca_resnet, epsanet, plain_block, resnet, scnet)
 from .rest_network import ResT, rest
 from .table import Row, format_table, main, row, table
 
