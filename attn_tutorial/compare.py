@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from attn_tutorial import data
+from attn_tutorial.data import TASKS, make_task  # defined there: zoo uses them too
 from attn_tutorial.bench import count_flops
 from attn_tutorial.metrics import attention_metric
 from attn_tutorial.models import build_model
@@ -32,14 +33,6 @@ from attn_tutorial.show import count_params
 from attn_tutorial.train import fit
 
 __all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
-
-#: The synthetic tasks by name (see :mod:`attn_tutorial.data`).
-TASKS = {
-    "object_on_texture": data.object_on_texture,
-    "multi_scale_objects": data.multi_scale_objects,
-    "multi_object_segmentation": data.multi_object_segmentation,
-}
-
 
 @dataclass
 class Row:
@@ -125,15 +118,6 @@ class Comparison:
         axes[1].legend()
         axes[0].figure.tight_layout()
         return axes
-
-
-def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> data.Task:
-    """A task by name (:data:`TASKS`) with ``n`` images, or the given Task unchanged."""
-    if isinstance(task, data.Task):
-        return task
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} must be a Task or one of {sorted(TASKS)}")
-    return TASKS[task](n, seed=seed, **kwargs)
 
 
 def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.Task = "object_on_texture",

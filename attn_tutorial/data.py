@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -408,3 +409,21 @@ def multi_object_segmentation(n: int, size: int = 32, num_classes: int = 3, seed
         params={"shapes": shapes, "centres": centres, "radii": radii,
                 "colours": colours},
     )
+
+
+#: The synthetic tasks by name (what :mod:`attn_tutorial.compare` and :mod:`attn_tutorial.zoo`
+#: train on).
+TASKS = {
+    "object_on_texture": object_on_texture,
+    "multi_scale_objects": multi_scale_objects,
+    "multi_object_segmentation": multi_object_segmentation,
+}
+
+
+def make_task(task: str | Task, n: int, seed: int = 0, **kwargs: Any) -> Task:
+    """A task by name (:data:`TASKS`) with ``n`` images, or the given Task unchanged."""
+    if isinstance(task, Task):
+        return task
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"task={task!r} must be a Task or one of {sorted(TASKS)}")
+    return TASKS[task](n, seed=seed, **kwargs)

@@ -36,9 +36,12 @@ kind                       official class (repository)                          
 ``external_attention_mh``  EAMLP ``Attention`` (MenghaoGuo/EANet)               ``MultiHead...``
 =========================  ===================================================  ================
 
-Whole networks (``attn_tutorial.networks.OFFICIAL_NETWORKS``: ``eca_resnet18`` ... ``eca_resnet152``,
-``bam_resnet50``, ``scnet50``, ``scnet101``, ``epsanet50``, ``epsanet101``, ``rest_lite`` ...
-``rest_large``) load the same way, from the authors' full-network state_dict.
+Whole networks (``OFFICIAL_NETWORKS``, defined in :mod:`attn_tutorial.networks.loaders`:
+``eca_resnet18`` ... ``eca_resnet152``, ``bam_resnet50``, ``scnet50``, ``scnet101``,
+``epsanet50``, ``epsanet101``, ``rest_lite`` ... ``rest_large``, and the segmentation heads
+``danet_head`` and ``eanet_head``) load the same way, from the authors' state_dict of the whole
+network (of the head alone for the two heads). The renaming tables shared by both live in
+:mod:`attn_tutorial._official_keys`.
 
 Where the official code is broken, the loaded module does the right thing instead:
 
@@ -53,111 +56,57 @@ Where the official code is broken, the loaded module does the right thing instea
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ._official_keys import (BAM_RULES, CAM_RULES, EPSA_BLOCK_RULES, EMSA_RULES, PA_RULES,
+                             PAM_RULES, PATCH_EMBED_RULES, PSA_RULES, REST_BLOCK_RULES,
+                             SCBOTTLENECK_RULES, SCCONV_RULES, Rule, external_attention_rules,
+                             memories_are_tied, unchanged)
 from .bam import BAM
 from .danet import CAM, PAM
 from .eca import ECA, ECANS
 from .external import ExternalAttention, MultiHeadExternalAttention
+from .networks.loaders import OFFICIAL_NETWORKS
 from .psa import PSA, EPSABlock
 from .rest import EMSA, PA, Block, PatchEmbed
 from .scconv import SCBottleneck, SCConv
 
-__all__ = ["OFFICIAL_KINDS", "Rule", "from_official", "official_rules"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One renaming rule: an official key (or key prefix ending in ``.``) and ours.
-
-    ``ours=None`` marks an official key that is checked and consumed but not loaded (EANet's tied
-    memory ``linear_1.weight``, which is the transpose of ``linear_0.weight``).
-    ``kernel_axis=True``: the official tensor has a trailing length-1 kernel axis (a Conv1d with
-    kernel 1 standing in for a Linear); it is dropped.
-    """
-
-    official: str
-    ours: str | None
-    kernel_axis: bool = False
-
-    def matches(self, key: str) -> bool:
-        if self.official.endswith("."):
-            return key.startswith(self.official)
-        return key == self.official
-
-    def rename(self, key: str) -> str | None:
-        if self.ours is None:
-            return None
-        return self.ours + key[len(self.official):]
-
-
-def _unchanged(*prefixes: str) -> list[Rule]:
-    """Rules for submodules whose names are the same in both codes."""
-    return [Rule(p, p) for p in prefixes]
-
-
-def _under(prefix: str, rules: Sequence[Rule], ours_prefix: str | None = None) -> list[Rule]:
-    """The same rules for a submodule: official ``prefix`` + key -> ours ``ours_prefix`` + key."""
-    ours_prefix = prefix if ours_prefix is None else ours_prefix
-    return [Rule(prefix + r.official, None if r.ours is None else ours_prefix + r.ours,
-                 r.kernel_axis) for r in rules]
+__all__ = ["OFFICIAL_KINDS", "OFFICIAL_NETWORKS", "Rule", "from_official", "official_rules",
+           "memories_are_tied"]
 
 
 # --------------------------------------------------------------------------------------------
 # One builder per kind: the official constructor's signature -> (our module, renaming rules).
+# The renaming tables are in attn_tutorial._official_keys (the whole networks use them too).
 # --------------------------------------------------------------------------------------------
-
-_BAM_RULES = [
-    Rule("channel_att.gate_c.gate_c_fc_0.", "channel_gate.fc_reduce."),
-    Rule("channel_att.gate_c.gate_c_bn_1.", "channel_gate.bn."),
-    Rule("channel_att.gate_c.gate_c_fc_final.", "channel_gate.fc_expand."),
-    Rule("spatial_att.gate_s.gate_s_conv_reduce0.", "spatial_gate.reduce."),
-    Rule("spatial_att.gate_s.gate_s_bn_reduce0.", "spatial_gate.reduce_bn."),
-    Rule("spatial_att.gate_s.gate_s_conv_di_0.", "spatial_gate.dilated.0."),
-    Rule("spatial_att.gate_s.gate_s_bn_di_0.", "spatial_gate.dilated_bn.0."),
-    Rule("spatial_att.gate_s.gate_s_conv_di_1.", "spatial_gate.dilated.1."),
-    Rule("spatial_att.gate_s.gate_s_bn_di_1.", "spatial_gate.dilated_bn.1."),
-    Rule("spatial_att.gate_s.gate_s_conv_final.", "spatial_gate.project."),
-]
-
 
 def _bam(gate_channel: int) -> tuple[nn.Module, list[Rule]]:
     """``BAM(gate_channel)``: r = 16, two dilated convs (dilation 4), product fusion."""
-    return BAM(gate_channel), _BAM_RULES
+    return BAM(gate_channel), BAM_RULES
 
 
 def _pam(in_dim: int) -> tuple[nn.Module, list[Rule]]:
     """``PAM_Module(in_dim)``."""
-    rules = [Rule("gamma", "gamma"), Rule("query_conv.", "query."), Rule("key_conv.", "key."),
-             Rule("value_conv.", "value.")]
-    return PAM(in_dim), rules
+    return PAM(in_dim), PAM_RULES
 
 
 def _cam(in_dim: int) -> tuple[nn.Module, list[Rule]]:
     """``CAM_Module(in_dim)``: softmax(max − E), the official sign."""
-    return CAM(in_dim, variant="official"), [Rule("gamma", "gamma")]
+    return CAM(in_dim, variant="official"), CAM_RULES
 
 
 def _eca(channel: int, k_size: int = 3) -> tuple[nn.Module, list[Rule]]:
     """``eca_layer(channel, k_size=3)`` of ``eca_module.py``. The official code ignores
     ``channel``; here it is kept and inputs must have that many channels."""
-    return ECA(channel, k_size), _unchanged("conv.")
+    return ECA(channel, k_size), unchanged("conv.")
 
 
 def _eca_ns(channel: int, k_size: int) -> tuple[nn.Module, list[Rule]]:
     """``eca_layer(channel, k_size)`` of ``eca_ns.py`` (a k-tap kernel per channel)."""
-    return ECANS(channel, k_size), _unchanged("conv.")
-
-
-_SCCONV_RULES = [
-    Rule("k2.1.", "k2_conv."), Rule("k2.2.", "k2_bn."),  # k2.0 is the pooling, no parameters
-    Rule("k3.0.", "k3_conv."), Rule("k3.1.", "k3_bn."),
-    Rule("k4.0.", "k4_conv."), Rule("k4.1.", "k4_bn."),
-]
+    return ECANS(channel, k_size), unchanged("conv.")
 
 
 def _scconv(inplanes: int, planes: int, stride: int, padding: int, dilation: int, groups: int,
@@ -170,7 +119,7 @@ def _scconv(inplanes: int, planes: int, stride: int, padding: int, dilation: int
                          "to the output of the K2 path")
     module = SCConv(planes, stride=stride, padding=padding, dilation=dilation, groups=groups,
                     pooling_r=pooling_r)
-    return module, _SCCONV_RULES
+    return module, SCCONV_RULES
 
 
 def _scbottleneck(inplanes: int, planes: int, stride: int = 1,
@@ -183,22 +132,7 @@ def _scbottleneck(inplanes: int, planes: int, stride: int = 1,
                           downsample=copy.deepcopy(downsample), cardinality=cardinality,
                           bottleneck_width=bottleneck_width, avd=avd, dilation=dilation,
                           is_first=is_first)
-    return module, _SCBOTTLENECK_RULES
-
-
-_PSA_RULES = [
-    Rule("conv_1.", "branches.0."), Rule("conv_2.", "branches.1."),
-    Rule("conv_3.", "branches.2."), Rule("conv_4.", "branches.3."),
-    Rule("se.fc1.", "se_reduce."), Rule("se.fc2.", "se_expand."),
-]
-
-# Whole blocks (also used by attn_tutorial.networks for the papers' ResNets).
-_SCBOTTLENECK_RULES = (_unchanged("conv1_a.", "bn1_a.", "conv1_b.", "bn1_b.")
-                       + [Rule("k1.0.", "k1_conv."), Rule("k1.1.", "k1_bn.")]
-                       + _under("scconv.", _SCCONV_RULES)
-                       + _unchanged("conv3.", "bn3.", "downsample."))
-_EPSA_BLOCK_RULES = (_unchanged("conv1.", "bn1.") + _under("conv2.", _PSA_RULES, "psa.")
-                     + _unchanged("bn2.", "conv3.", "bn3.", "downsample."))
+    return module, SCBOTTLENECK_RULES
 
 
 def _check_four(conv_kernels: Sequence[int], conv_groups: Sequence[int]) -> None:
@@ -215,7 +149,7 @@ def _official_psa(inplans: int, planes: int, conv_kernels: Sequence[int] = (3, 5
     _check_four(conv_kernels, conv_groups)
     module = PSA(inplans, planes, conv_kernels=conv_kernels, stride=stride,
                  conv_groups=conv_groups)
-    return module, _PSA_RULES
+    return module, PSA_RULES
 
 
 def _epsa_block(inplanes: int, planes: int, stride: int = 1,
@@ -226,12 +160,7 @@ def _epsa_block(inplanes: int, planes: int, stride: int = 1,
     _check_four(conv_kernels, conv_groups)
     module = EPSABlock(inplanes, planes, stride=stride, downsample=copy.deepcopy(downsample),
                        conv_kernels=conv_kernels, conv_groups=conv_groups)
-    return module, _EPSA_BLOCK_RULES
-
-
-_EMSA_RULES = (_unchanged("q.", "kv.", "proj.")
-               + [Rule("sr.", "reduce."), Rule("sr_norm.", "reduce_norm."),
-                  Rule("transform_conv.", "head_mix.")])
+    return module, EPSA_BLOCK_RULES
 
 
 def _emsa(dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float | None = None,
@@ -241,23 +170,19 @@ def _emsa(dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float 
     module = EMSA(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
                   attn_drop=attn_drop, proj_drop=proj_drop, sr_ratio=sr_ratio,
                   apply_transform=apply_transform)
-    return module, _EMSA_RULES
-
-
-_PA_RULES = [Rule("pa_conv.", "gate.")]
+    return module, EMSA_RULES
 
 
 def _rest_pa(dim: int) -> tuple[nn.Module, list[Rule]]:
     """ResT v1 ``PA(dim)``."""
-    return PA(dim), _PA_RULES
+    return PA(dim), PA_RULES
 
 
 def _rest_patch_embed(patch_size: int = 16, in_ch: int = 3, out_ch: int = 768,
                       with_pos: bool = False) -> tuple[nn.Module, list[Rule]]:
     """ResT v1 ``PatchEmbed(...)``; forward x -> (tokens, (H', W')) with the TRUE grid."""
     module = PatchEmbed(patch_size=patch_size, in_ch=in_ch, out_ch=out_ch, with_pos=with_pos)
-    rules = [Rule("conv.", "proj."), Rule("norm.", "norm.")] + _under("pos.", _PA_RULES)
-    return module, rules
+    return module, PATCH_EMBED_RULES
 
 
 def _rest_block(dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
@@ -268,17 +193,7 @@ def _rest_block(dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool
     module = Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                    drop=drop, attn_drop=attn_drop, drop_path=drop_path, sr_ratio=sr_ratio,
                    apply_transform=apply_transform)
-    rules = _unchanged("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.") + _under("attn.", _EMSA_RULES)
-    return module, rules
-
-
-def memories_are_tied(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True when EANet's ``linear_1.weight`` (c×S×1) is exactly ``linear_0.weight`` (S×c×1) with
-    its first two axes swapped, as the official constructor makes it (shared storage)."""
-    key, value = state_dict.get("linear_0.weight"), state_dict.get("linear_1.weight")
-    if key is None or value is None or key.dim() != 3:
-        return False
-    return torch.equal(value, key.transpose(0, 1))
+    return module, REST_BLOCK_RULES
 
 
 def _external_attention(c: int, *, state_dict: Mapping[str, torch.Tensor]
@@ -287,11 +202,7 @@ def _external_attention(c: int, *, state_dict: Mapping[str, torch.Tensor]
     the two official memory weights are exact transposes, independent memories otherwise."""
     tied = memories_are_tied(state_dict)
     module = ExternalAttention(c, memory_size=64, tie_memories=tied)
-    rules = [Rule("conv1.", "conv_in."),
-             Rule("linear_0.weight", "memory_key.weight", kernel_axis=True),
-             Rule("linear_1.weight", None if tied else "memory_value.weight", kernel_axis=True),
-             Rule("conv2.0.", "conv_out."), Rule("conv2.1.", "norm.")]
-    return module, rules
+    return module, external_attention_rules(tied)
 
 
 def _external_attention_mh(dim: int, num_heads: int = 8, qkv_bias: bool = False,
@@ -345,8 +256,10 @@ def _require_state_dict(state_dict: object) -> None:
 def _build(kind: str, state_dict: Mapping[str, torch.Tensor], kwargs: dict
            ) -> tuple[nn.Module, list[Rule]]:
     _require_state_dict(state_dict)
+    if not isinstance(kind, str):
+        raise ValueError(f"kind={kind!r} must be a string, one of {OFFICIAL_KINDS} or the whole "
+                         f"networks {list(OFFICIAL_NETWORKS)}")
     if kind not in _BUILDERS:
-        from .networks import OFFICIAL_NETWORKS  # whole networks: their kinds live there
         if kind in OFFICIAL_NETWORKS:
             return OFFICIAL_NETWORKS[kind](state_dict=state_dict, **kwargs)
         raise ValueError(f"kind={kind!r} is not one of {OFFICIAL_KINDS} or the whole networks "
@@ -362,6 +275,14 @@ def official_rules(kind: str, state_dict: Mapping[str, torch.Tensor] | None = No
     return _build(kind, {} if state_dict is None else state_dict, kwargs)[1]
 
 
+def _dtype_class(t: torch.Tensor) -> str:
+    if t.dtype == torch.bool:
+        return "bool"
+    if t.is_complex():
+        return "complex"
+    return "floating-point" if t.is_floating_point() else "integer"
+
+
 def _float_like(state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     return next((t for t in state_dict.values()
                  if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
@@ -371,13 +292,15 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
     """Our module for ``kind``, built like the official class with ``kwargs`` (the official
     argument names and defaults), holding the official ``state_dict``.
 
-    Strict: every official key must be consumed, none of our parameters/buffers may be left
-    without an official key, every shape must match; otherwise a ``ValueError`` names the
-    official key. The module is moved to the dtype and device of the state_dict's floating
-    tensors and returned in train mode (as a freshly built official module is); call ``.eval()``
-    as you would on the official one. A state_dict without ``num_batches_tracked`` entries (saved
-    by PyTorch before 0.4.1) is accepted, as torch's strict loading accepts it: the counters
-    start at 0.
+    Strict: every key must be a string, every official key must be consumed, none of our
+    parameters/buffers may be left without an official key, every shape must match, and every
+    tensor must be of the same class of dtype as ours (floating point for weights and
+    statistics, integer for ``num_batches_tracked``: an integer or bool tensor is not silently
+    converted into a weight); otherwise a ``ValueError`` names the official key. The module is
+    moved to the dtype and device of the state_dict's floating tensors and returned in train
+    mode (as a freshly built official module is); call ``.eval()`` as you would on the official
+    one. A state_dict without ``num_batches_tracked`` entries (saved by PyTorch before 0.4.1) is
+    accepted, as torch's strict loading accepts it: the counters start at 0.
     """
     module, rules = _build(kind, state_dict, kwargs)
     like = _float_like(state_dict)
@@ -390,6 +313,10 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
 
     loaded: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: the state_dict has the key {key!r} (a "
+                             f"{type(key).__name__}); state_dict keys are strings, the official "
+                             "module's parameter and buffer names")
         rule = next((r for r in rules if r.matches(key)), None)
         ours = rule.rename(key) if rule is not None else None
         if rule is None or (ours is not None and ours not in expected):
@@ -404,6 +331,10 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], **kwargs) -
         if tuple(value.shape) != need:
             raise ValueError(f"{where}: state_dict[{key!r}] has shape {tuple(value.shape)}, "
                              f"expected {need}")
+        if _dtype_class(value) != _dtype_class(expected[ours]):
+            raise ValueError(f"{where}: state_dict[{key!r}] has dtype {value.dtype}, expected "
+                             f"{_dtype_class(expected[ours])} values like our {ours!r} "
+                             f"({expected[ours].dtype}); loading would convert them silently")
         loaded[ours] = value[..., 0] if rule.kernel_axis else value
 
     for ours in expected:

@@ -103,12 +103,39 @@ def test_eca_counts_equal_the_authors_tool_on_the_authors_code(rows):
 
 
 def test_rest_flops_are_reported_as_not_reproduced(rows):
-    """Parameters match; the README's G is below our MACs, which is the repository's own
-    get_flops rule (module MACs + its attn_flops term), so the row says "p" and why."""
+    """Parameters match; the README's G is below our MACs (not reproduced), so the row says "p"
+    and why."""
     for name in ("rest_lite", "rest_small", "rest_base", "rest_large"):
         r = rows[name]
         assert r.params_match and not r.compute_match
         assert r.ours_compute > PUBLISHED[name][1]
+
+
+def test_rest_lite_macs_split_as_the_docstring_says():
+    """ResT-Lite at 224² by op, against formulas written from the architecture: per block the
+    Linear layers cost N·10·C² (q, proj: N·C² each, the MLP 8·N·C²) + N'·2C² (kv on the N'
+    reduced keys), the attention products 2·N·N'·C (QKᵀ and AV); grids 56, 28, 14, 7 with
+    key grids ⌈g / sr⌉ = 7 (sr 8, 4, 2, 1), widths 64 ... 512, two blocks per stage, and the
+    classifier 512·1000. The convolutions are the rest."""
+    from torch.utils.flop_counter import FlopCounterMode
+    linear = attention = 0
+    for g, c in zip((56, 28, 14, 7), (64, 128, 256, 512)):
+        n, n_keys = g * g, 7 * 7
+        linear += 2 * (n * 10 * c * c + n_keys * 2 * c * c)
+        attention += 2 * (2 * n * n_keys * c)
+    linear += 512 * 1000
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        networks.build("rest_lite")(torch.empty(1, 3, 224, 224, device="meta"))
+    by_op = {str(op).split(".")[-1]: flops // 2 for op, flops in
+             counter.get_flop_counts()["Global"].items()}
+    assert by_op["addmm"] == linear and by_op["bmm"] == attention
+    assert (round(linear / 1e9, 3), round(attention / 1e9, 3)) == (1.096, 0.074)
+    assert round(by_op["convolution"] / 1e9, 3) == 0.363
+    # no sum of the three terms rounds to the README's 1.4 G
+    terms = (linear, attention, by_op["convolution"])
+    sums = {round(sum(t for t, keep in zip(terms, mask) if keep) / 1e9, 1)
+            for mask in ((1, 0, 0), (1, 1, 0), (1, 0, 1), (1, 1, 1), (0, 1, 1))}
+    assert 1.4 not in sums
 
 
 def test_plain_resnet50_and_eca_adds_80_parameters():
@@ -309,7 +336,7 @@ def _random_state_dict(shapes, seed=0, dtype=torch.float32):
 
 @pytest.mark.parametrize("kind,keys,size", [("eca_resnet50", eca_resnet50_keys, 32),
                                             ("bam_resnet50", bam_resnet50_keys, 32),
-                                            ("scnet50", scnet50_keys, 128),
+                                            ("scnet50", scnet50_keys, 97),
                                             ("epsanet50", epsanet50_keys, 32),
                                             ("rest_lite", rest_lite_keys, 64)])
 # ResT's too-small inputs reduce to a single key before the 1×1-grid error: EMSA's warning is
@@ -324,11 +351,11 @@ def test_whole_network_loads_the_authors_key_layout_strictly(kind, keys, size):
     # every official tensor is somewhere in ours, unchanged (multiset of tensors by checksum)
     assert sorted(float(t.sum()) for t in sd.values()) == \
         sorted(float(t.sum()) for t in ours.values())
-    # and the network runs: a real forward at a small size (SCNet needs >= 128, see scnet())
+    # and the network runs: a real forward at a small size (SCNet needs >= 97, see scnet())
     with torch.no_grad():
         y = model(torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
     assert y.shape == (1, 1000) and torch.isfinite(y).all()
-    if kind == "rest_lite":  # ours takes sizes the authors' ResT does not (not multiples of 32)
+    if kind == "rest_lite":  # ours takes sizes the authors' ResT does not (⌈H/4⌉ not 8k)
         with torch.no_grad():
             assert model(torch.randn(1, 3, 48, 40)).shape == (1, 1000)
         with pytest.raises(ValueError, match="1×1 grid at stage 3"):
@@ -398,3 +425,299 @@ def test_eca_resnet18_logits_equal_a_functional_reference_in_float64():
         ours, ref = model(x), _eca_resnet18_reference(sd, x)
     assert ref.abs().max() > 1e-3            # a non-trivial output
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# The segmentation heads, loaded from state_dicts of heads built the way the authors build them
+# ----------------------------------------------------------------------------------------------
+# The two classes below are written here from junfu1115/DANet encoding/models/sseg/danet.py
+# (DANetHead: attribute names conv5a, conv5c, sa, sc, conv51, conv52, conv6/7/8) and MenghaoGuo/
+# EANet model_torch.py (EANet without its extractor: fc0, linu, fc1, fc2; ConvBNReLU with conv,
+# bn, relu), with PAM_Module, CAM_Module and External_attention computed from the equations of
+# shared/reference/official-specs.md §2 and §7a. Their state_dicts therefore have the authors'
+# key names and shapes; the loaded heads must compute what they compute.
+
+class AuthorsPAM(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.zeros(1))
+        self.query_conv = torch.nn.Conv2d(c, c // 8, 1)
+        self.key_conv = torch.nn.Conv2d(c, c // 8, 1)
+        self.value_conv = torch.nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q = self.query_conv(x).reshape(b, -1, h * w).transpose(1, 2)        # B×N×C'
+        k = self.key_conv(x).reshape(b, -1, h * w)                          # B×C'×N
+        attention = torch.softmax(q @ k, dim=-1)                           # rows: queries
+        out = self.value_conv(x).reshape(b, c, h * w) @ attention.transpose(1, 2)
+        return self.gamma * out.reshape(b, c, h, w) + x
+
+
+class AuthorsCAM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        f = x.reshape(b, c, h * w)
+        energy = f @ f.transpose(1, 2)                                      # B×C×C
+        energy = energy.max(dim=-1, keepdim=True).values - energy           # max − E
+        out = torch.softmax(energy, dim=-1) @ f
+        return self.gamma * out.reshape(b, c, h, w) + x
+
+
+def _conv_bn_relu_seq(c_in, c_out):
+    return torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                               torch.nn.BatchNorm2d(c_out), torch.nn.ReLU())
+
+
+class AuthorsDANetHead(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        inter = in_channels // 4
+        self.conv5a, self.conv5c = _conv_bn_relu_seq(in_channels, inter), \
+            _conv_bn_relu_seq(in_channels, inter)
+        self.sa, self.sc = AuthorsPAM(inter), AuthorsCAM()
+        self.conv51, self.conv52 = _conv_bn_relu_seq(inter, inter), _conv_bn_relu_seq(inter, inter)
+        for name in ("conv6", "conv7", "conv8"):
+            setattr(self, name, torch.nn.Sequential(torch.nn.Dropout2d(0.1),
+                                                    torch.nn.Conv2d(inter, out_channels, 1)))
+
+    def forward(self, x):  # the authors' call order (it fixes the train-mode dropout draws)
+        sa_conv = self.conv51(self.sa(self.conv5a(x)))
+        sa_output = self.conv6(sa_conv)
+        sc_conv = self.conv52(self.sc(self.conv5c(x)))
+        sc_output = self.conv7(sc_conv)
+        return self.conv8(sa_conv + sc_conv), sa_output, sc_output
+
+
+class AuthorsExternalAttention(torch.nn.Module):
+    def __init__(self, c, tied):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c, c, 1)
+        self.linear_0 = torch.nn.Conv1d(c, 64, 1, bias=False)
+        self.linear_1 = torch.nn.Conv1d(64, c, 1, bias=False)
+        self.conv2 = torch.nn.Sequential(torch.nn.Conv2d(c, c, 1, bias=False),
+                                         torch.nn.BatchNorm2d(c))
+        self.tied = tied
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        attention = torch.softmax(self.linear_0(self.conv1(x).reshape(b, c, h * w)), dim=-1)
+        attention = attention / (1e-9 + attention.sum(dim=1, keepdim=True))  # over the memory
+        out = self.linear_1(attention).reshape(b, c, h, w)
+        return torch.relu(self.conv2(out) + x)
+
+
+class AuthorsConvBNReLU(torch.nn.Module):
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(c_out)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+class AuthorsEANetHead(torch.nn.Module):
+    def __init__(self, n_classes, tied):
+        super().__init__()
+        self.fc0 = AuthorsConvBNReLU(2048, 512)
+        self.linu = AuthorsExternalAttention(512, tied)
+        self.fc1 = torch.nn.Sequential(AuthorsConvBNReLU(512, 256), torch.nn.Dropout2d(p=0.1))
+        self.fc2 = torch.nn.Conv2d(256, n_classes, 1)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(self.linu(self.fc0(x))))
+
+
+def _randomise(module, seed):
+    """Seeded random float64 weights, BN statistics and non-zero gammas; EANet's memories tied
+    as the authors' constructor ties them (linear_1 = linear_0 with its first two axes swapped)."""
+    g = torch.Generator().manual_seed(seed)
+    module.double()
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if name.endswith("num_batches_tracked"):
+                t.fill_(7)
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) + 0.5)
+            else:
+                scale = 1.0 if t.dim() <= 1 else (2.0 / t[0].numel()) ** 0.5
+                t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * scale)
+        for m in module.modules():
+            if isinstance(m, AuthorsExternalAttention) and m.tied:
+                m.linear_1.weight.copy_(m.linear_0.weight.transpose(0, 1))
+    return module
+
+
+def _compare_heads(authors, ours, x, outputs):
+    """Equal outputs in eval mode, and in train mode (batch statistics, the same dropout draws
+    under one seed) with equal input gradients, in float64."""
+    for train in (False, True):
+        authors.train(train)
+        ours.train(train)
+        xa, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch.manual_seed(3)
+        want = authors(xa)
+        torch.manual_seed(3)
+        got = ours(xo)
+        want, got = (want, got) if outputs > 1 else ((want,), (got,))
+        assert len(got) == len(want) == outputs
+        for a, b in zip(want, got):
+            assert a.abs().max() > 1e-3
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+        sum((w * torch.linspace(-1, 1, w.numel(), dtype=w.dtype).reshape(w.shape)).sum()
+            for w in want).backward()
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).reshape(o.shape)).sum()
+            for o in got).backward()
+        torch.testing.assert_close(xo.grad, xa.grad, rtol=0, atol=1e-10)
+
+
+def test_danet_head_loads_the_authors_head_and_computes_it():
+    authors = _randomise(AuthorsDANetHead(64, 5), seed=4)
+    sd = authors.state_dict()
+    assert "sa.gamma" in sd and "conv8.1.weight" in sd and "sc.gamma" in sd
+    ours = from_official("danet_head", sd, in_channels=64, out_channels=5)
+    assert ours.training and next(ours.parameters()).dtype == torch.float64
+    x = torch.randn(2, 64, 5, 7, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    _compare_heads(authors, ours, x, outputs=3)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_eanet_head_loads_the_authors_head_and_computes_it(tied):
+    authors = _randomise(AuthorsEANetHead(6, tied), seed=6)
+    sd = authors.state_dict()
+    ours = from_official("eanet_head", sd, n_classes=6)
+    assert ours.linu.tie_memories is tied
+    x = torch.randn(2, 2048, 3, 5, generator=torch.Generator().manual_seed(7),
+                    dtype=torch.float64)
+    _compare_heads(authors, ours, x, outputs=1)
+
+
+def test_the_heads_are_loaded_strictly():
+    sd = _randomise(AuthorsDANetHead(32, 3), seed=1).state_dict()
+    with pytest.raises(ValueError, match="missing key 'sa.query_conv.bias'"):
+        from_official("danet_head", {k: v for k, v in sd.items() if k != "sa.query_conv.bias"},
+                      in_channels=32, out_channels=3)
+    with pytest.raises(ValueError, match=r"state_dict\['conv6.1.weight'\] has shape"):
+        from_official("danet_head", sd, in_channels=32, out_channels=4)
+    with pytest.raises(ValueError, match="unexpected key 'head.conv5a.0.weight'"):
+        from_official("danet_head", {"head." + k: v for k, v in sd.items()}, in_channels=32,
+                      out_channels=3)
+    sd = _randomise(AuthorsEANetHead(3, True), seed=2).state_dict()
+    with pytest.raises(ValueError, match="unexpected key 'extractor.0.0.weight'"):
+        from_official("eanet_head", {"extractor.0.0.weight": torch.zeros(64, 3, 3, 3,
+                                                                         dtype=torch.float64),
+                                     **sd}, n_classes=3)
+    with pytest.raises(ValueError, match="n_classes=0 must be a positive integer"):
+        from_official("eanet_head", sd, n_classes=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input sizes: each network's stated rule, checked by running it on the meta device (eval mode)
+# ----------------------------------------------------------------------------------------------
+# The rules, derived here from the layers (⌈a/b⌉ rounds up): a ResNet stem gives ⌈H/4⌉ rows and
+# each strided stage halves them rounding up; the heads keep H×W.
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _any_size(h, w):
+    """Global pooling (or none): every H, W >= 1."""
+    return h >= 1 and w >= 1
+
+
+def _scnet_rule(h, w):
+    """Every SCConv pools its input by 4: the smallest inputs are stage 4's, ⌈H/32⌉×⌈W/32⌉."""
+    return _ceil(h, 32) >= 4 and _ceil(w, 32) >= 4
+
+
+def _rest_rule(h, w):
+    """The stage-4 patch embedding needs ⌈H/16⌉ >= 2, and stage 4 more than one token."""
+    return h >= 17 and w >= 17 and (h > 32 or w > 32)
+
+
+# (network, its rule, the smallest accepted sizes, odd sizes, the first refused sizes, the
+#  message of the refusal)
+SIZE_RULES = [
+    *[(name, _any_size, [(1, 1)], [(1, 7), (67, 61), (33, 97)], [], None)
+      for name in ("resnet50", "eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101",
+                   "eca_resnet152", "bam_resnet50", "epsanet50", "epsanet101")],
+    *[(name, _scnet_rule, [(97, 97)], [(97, 127), (129, 99)], [(96, 96), (96, 200), (200, 96)],
+       "smaller than pooling_r = 4") for name in ("scnet50", "scnet101")],
+    *[(name, _rest_rule, [(17, 33), (33, 17)], [(33, 33), (61, 93), (221, 93), (60, 60)],
+       [(32, 32), (17, 32), (16, 64), (64, 16)], "patch_size|1×1 grid at stage 4")
+      for name in ("rest_lite", "rest_small", "rest_base", "rest_large")],
+    *[(name, _any_size, [(1, 1)], [(5, 7), (13, 3)], [], None)
+      for name in ("danet_head", "eanet_head")],
+]
+
+
+def test_every_network_has_a_size_rule():
+    assert sorted(r[0] for r in SIZE_RULES) == sorted(networks.NETWORKS)
+
+
+@pytest.mark.parametrize("name,rule,smallest,odd,refused,message", SIZE_RULES,
+                         ids=[r[0] for r in SIZE_RULES])
+@pytest.mark.filterwarnings("ignore:the token grid:UserWarning")
+def test_input_sizes_follow_the_stated_rule(name, rule, smallest, odd, refused, message):
+    model = networks.build(name)
+    channels = 2048 if name.endswith("_head") else 3
+    for h, w in smallest + odd:
+        assert rule(h, w), (name, h, w)
+        with torch.no_grad():
+            model(torch.empty(1, channels, h, w, device="meta"))
+    for h, w in smallest:  # the smallest accepted: one less on either side is refused
+        assert not rule(h - 1, w) and not rule(h, w - 1), (name, h, w)
+    for h, w in refused:
+        assert not rule(h, w), (name, h, w)
+        with pytest.raises(ValueError, match=message), torch.no_grad():
+            model(torch.empty(1, channels, h, w, device="meta"))
+
+
+def test_the_rules_smallest_sizes_are_the_boundaries():
+    """The rules' boundaries, from their formulas: SCNet's 97 (⌈97/32⌉ = 4 > ⌈96/32⌉ = 3) and
+    ResT's 17 (⌈17/16⌉ = 2) and 33 (⌈33/32⌉ = 2)."""
+    assert [h for h in range(1, 200) if _scnet_rule(h, h)][0] == 97
+    assert [h for h in range(1, 200) if _rest_rule(h, 64)][0] == 17
+    assert [h for h in range(1, 200) if _rest_rule(h, h)][0] == 33
+    assert not _rest_rule(32, 32) and _rest_rule(17, 33) and not _rest_rule(16, 33)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad arguments: refused with the argument, the value and the rule
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: networks.resnet(depth=7), r"depth=7 must be one of \[18, 34, 50, 101, 152\]"),
+    (lambda: networks.resnet(depth=50.0), r"depth=50.0 must be one of"),
+    (lambda: networks.eca_resnet(depth=True), r"depth=True must be one of"),
+    (lambda: networks.scnet(depth=18), r"depth=18 must be one of \[50, 101\]"),
+    (lambda: networks.bam_resnet(depth=152), r"depth=152 must be one of \[18, 34, 50, 101\]"),
+    (lambda: networks.epsanet(depth="50"), r"depth='50' must be one of"),
+    (lambda: networks.resnet(18, num_classes=0), "num_classes=0 must be a positive integer"),
+    (lambda: networks.eca_resnet(18, k_size=(3, 3, 3)),
+     r"k_size=\[3, 3, 3\] must give one kernel per stage \(4 entries\)"),
+    (lambda: networks.eca_resnet(18, k_size=(3, 3, 3, 2.5)), r"k_size\[3\]=2.5 must be"),
+    (lambda: networks.rest("tiny"), "variant='tiny' must be one of 'lite'"),
+    (lambda: networks.rest("lite", num_classes=-1), "num_classes=-1 must be a positive"),
+    (lambda: networks.EANetHead(2048, num_classes=1.5), "num_classes=1.5 must be a positive"),
+    (lambda: networks.count("resnet50", size=0), r"size \(H\)=0 must be a positive integer"),
+    (lambda: networks.count("resnet50", size=-3), r"size \(H\)=-3 must be a positive"),
+    (lambda: networks.count("resnet50", size=(64, 2.5)), r"size \(W\)=2.5 must be a positive"),
+    (lambda: networks.count("resnet50", size="64"), r"size \(H\)='64' must be a positive"),
+    (lambda: networks.count("resnet50", size=(64,)), r"size=\(64,\) must be one positive"),
+    (lambda: networks.count("resnet50", size=(64, 64, 3)), r"size=\(64, 64, 3\) must be one"),
+    (lambda: networks.count(50), "network 50 is not known; choose from resnet50"),
+    (lambda: networks.count(["resnet50"]), r"network \['resnet50'\] is not known"),
+    (lambda: networks.build("resnet50", device="gpu0"), "device='gpu0' is not a torch device"),
+    (lambda: networks.table("eca_resnet18"), "names='eca_resnet18' must be a list of network"),
+])
+def test_bad_arguments_are_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -5,6 +5,8 @@ official tensors (float64, eval mode, odd non-square sizes, batch 1)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -708,3 +710,42 @@ def test_state_dict_without_num_batches_tracked_is_accepted(name):
         got, want = module(*args), ref(sd, *args)
     got, want = (got[0], want[0]) if kind == "rest_patch_embed" else (got, want)
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+
+
+# ------------------------------------------------------------------ keys and dtypes, strictly
+
+@pytest.mark.parametrize("name", ["bam", "pam", "scbottleneck", "external_attention_tied"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_an_integer_or_bool_tensor_for_a_float_weight_is_refused(name, dtype):
+    kind, sd, kwargs, _, _ = CASES[name]
+    key = _weight_key(sd)
+    broken = dict(sd)
+    broken[key] = torch.ones(sd[key].shape, dtype=dtype)  # same shape: only the dtype is wrong
+    with pytest.raises(ValueError, match=rf"state_dict\['{key}'\] has dtype {dtype}, expected "
+                                         "floating-point values"):
+        from_official(kind, broken, **kwargs)
+
+
+def test_a_float_tensor_for_the_batchnorm_counter_is_refused():
+    kind, sd, kwargs, _, _ = CASES["scconv"]
+    broken = dict(sd)
+    broken["k2.2.num_batches_tracked"] = torch.tensor(11.0, dtype=DT)
+    with pytest.raises(ValueError, match=r"state_dict\['k2.2.num_batches_tracked'\] has dtype "
+                                         r"torch.float64, expected integer values"):
+        from_official(kind, broken, **kwargs)
+
+
+@pytest.mark.parametrize("key", [3, None, ("gamma",), b"gamma"], ids=["int", "None", "tuple",
+                                                                      "bytes"])
+def test_a_key_that_is_not_a_string_is_refused_by_name(key):
+    sd = dict(sd_pam(16))
+    sd[key] = torch.zeros(1, dtype=DT)
+    with pytest.raises(ValueError, match=rf"the state_dict has the key {re.escape(repr(key))} "
+                                         rf"\(a {type(key).__name__}\); state_dict keys are "
+                                         "strings"):
+        from_official("pam", sd, in_dim=16)
+
+
+def test_kind_must_be_a_string():
+    with pytest.raises(ValueError, match=r"kind=\['bam'\] must be a string"):
+        from_official(["bam"], sd_bam(32), gate_channel=32)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from attn_tutorial import data
-from attn_tutorial.compare import make_task
+from attn_tutorial.data import make_task
 from attn_tutorial.metrics import (attention_metric, attention_scores, class_selectivity,
                                    mean_metric, score_gate_height, score_own_instance)
 from attn_tutorial.models import TinyResNet, build_model
