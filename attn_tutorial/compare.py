@@ -30,6 +30,8 @@ from attn_tutorial.models import build_model
 from attn_tutorial.registry import Mechanism, resolve
 from attn_tutorial.show import count_params
 from attn_tutorial.train import fit
+from attn_tutorial._validate import (require_bool, require_int, require_number,  # noqa: I001
+                                     require_optional_int)
 
 __all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
 
@@ -127,6 +129,12 @@ class Comparison:
         return axes
 
 
+def _require_list(name: str, value: object) -> None:
+    """A list or tuple of mechanisms (a single name would be iterated letter by letter)."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}={value!r} must be a list (for one mechanism: [{value!r}])")
+
+
 def make_task(task: str | data.Task, n: int, seed: int = 0, **kwargs: Any) -> data.Task:
     """A task by name (:data:`TASKS`) with ``n`` images, or the given Task unchanged."""
     if isinstance(task, data.Task):
@@ -157,11 +165,17 @@ def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.
 
     Returns a :class:`Comparison` (``.rows``, ``.table()``, ``.plot()``).
     """
+    _require_list("mechanisms", mechanisms)
     if not mechanisms:
         raise ValueError("mechanisms is empty: name at least one (\"none\" is the baseline)")
+    for name, value in (("seed", seed), ("steps", steps), ("train_n", train_n),
+                        ("test_n", test_n), ("batch_size", batch_size)):
+        require_int(name, value, minimum=0 if name == "seed" else 1)
+    require_optional_int("metric_n", metric_n)
+    require_number("lr", lr, positive=True)
+    require_bool("flops", flops)
+    require_bool("keep_models", keep_models)
     specs = [resolve(m) for m in mechanisms]
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
     full = make_task(task, train_n + test_n, seed)
     train, test = full.split(train_n, test_n)
     scored = test if metric_n is None else test[:metric_n]
@@ -180,7 +194,10 @@ def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.
             with torch.no_grad():
                 model_flops = count_flops(model, train.images[:1])
         before = attention_metric(model, scored)
-        history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        try:
+            history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        except ValueError as error:  # e.g. a NaN loss: say which mechanism
+            raise ValueError(f"mechanism {name!r}: {error}") from error
         after = attention_metric(model, scored)
         if keep_models:
             models[name] = model
@@ -301,7 +318,10 @@ def from_zoo(mechanisms: list[tuple[str, str | None]] | list[str],
     """
     from attn_tutorial import zoo
 
+    _require_list("mechanisms", mechanisms)
     seeds = seeds if seeds is not None else zoo.SEEDS
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ValueError(f"seeds={seeds!r} must be a non-empty list or tuple of seeds")
     out = {}
     for item in mechanisms:
         name, task = (item, None) if isinstance(item, str) else item

@@ -159,9 +159,9 @@ class EMSA(_ResTModule):
         Hk, Wk = self.key_grid(H, W)
         if self.apply_transform and Hk * Wk * H * W == 1:
             raise ValueError(
-                f"the token grid H×W = {H}×{W} gives a 1×1 attention map per head, and "
-                "apply_transform=True normalises each head's N×M map with an InstanceNorm2d, "
-                "which needs more than one value (in train and eval mode); use a larger grid"
+                "apply_transform=True normalises each head's N×M attention map with an "
+                f"InstanceNorm2d, which needs more than one value, but the token grid H×W = "
+                f"{H}×{W} gives a 1×1 map (in train and eval mode); use a larger grid"
             )
         if self.sr_ratio == 1:
             return

@@ -75,7 +75,7 @@ BAD = [  # (what a user typed, the call, a pattern with the argument, the value 
     ("BasicStem(3, 1)", lambda: BasicStem(3, 1), r"out_ch=1 is too small"),
     ("Block(8, 2, mlp_ratio=0)", lambda: Block(8, 2, mlp_ratio=0),
      r"mlp_ratio=0 must be a finite number > 0"),
-    ("DropPath(1.0)", lambda: DropPath(1.0), r"drop_path=1.0 must be a probability in \[0, 1\)"),
+    ("DropPath(1.0)", lambda: DropPath(1.0), r"p=1.0 must be a probability in \[0, 1\)"),
     ("ExternalAttention(8, memory_size=0)", lambda: ExternalAttention(8, memory_size=0),
      rf"memory_size=0 {POSITIVE}"),
     ("MultiHeadExternalAttention(8, 2, expansion=0)",
