@@ -37,13 +37,14 @@ def double_normalise(logits: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     ``eps`` = 1e-9, so each token's row over the memory sums to 1 (up to eps).
 
     A token whose weights all underflow to 0 gets 0 / eps = 0. In float16 1e-9 is itself 0
-    (the smallest float16 is 6e-8) and 0 / 0 would be NaN, so a positive eps is raised to the
-    dtype's smallest normal number where it is smaller (float16: 6.1e-5; float32, float64 and
-    bfloat16 keep 1e-9). ``eps=0`` is the plain division.
+    (the smallest float16 is 2^-24 ≈ 6e-8) and 0 / 0 would be NaN, so a positive eps is raised
+    to the dtype's smallest positive number where it is smaller (float16: 2^-24; float32,
+    float64 and bfloat16 keep 1e-9). ``eps=0`` is the plain division.
     """
     require_number("eps", eps, minimum=0)
     attn = logits.softmax(dim=-2)
-    eps = max(eps, torch.finfo(attn.dtype).tiny) if eps > 0 else eps  # 1e-9 is 0 in float16
+    smallest = torch.finfo(attn.dtype).tiny * torch.finfo(attn.dtype).eps  # float16: 2^-24
+    eps = max(eps, smallest) if eps > 0 else eps  # 1e-9 is 0 in float16
     return attn / (eps + attn.sum(dim=-1, keepdim=True))
 
 
