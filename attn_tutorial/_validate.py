@@ -74,7 +74,8 @@ def require_probability(name: str, value: object, below_one: bool = False) -> fl
     1 − p)."""
     ok = _is_number(value) and 0.0 <= value and (value < 1.0 if below_one else value <= 1.0)
     if not ok:
-        raise ValueError(f"{name}={value!r} must be a probability in [0, {'1)' if below_one else '1]'}")
+        interval = "[0, 1)" if below_one else "[0, 1]"
+        raise ValueError(f"{name}={value!r} must be a probability in {interval}")
     return value
 
 
