@@ -19,6 +19,7 @@ __all__ = [
     "require_int", "require_optional_int", "require_all", "require_pair", "require_number",
     "require_probability", "require_bool", "require_choice", "require_odd", "require_divisible",
     "require_positive_width", "require_tensor", "require_finite", "require_module",
+    "require_floating",
     "require_feature_map", "require_tokens", "require_min_size", "require_batch_statistics",
 ]
 
@@ -153,6 +154,12 @@ def _require_float_tensor(x: object, name: str) -> None:
             f"{name} has dtype {x.dtype} but must be a floating-point tensor (the convolutions, "
             f"softmaxes and normalisations compute in floating point); convert with {name}.float()"
         )
+
+
+def require_floating(name: str, x: object) -> torch.Tensor:
+    """A floating-point tensor of any shape."""
+    _require_float_tensor(x, name)
+    return x
 
 
 def _require_layout(x: object, name: str, layout: str, channel_axis: int, where: str,

@@ -22,8 +22,8 @@ from torch import nn
 
 from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_bool, require_divisible,
-                        require_feature_map, require_int, require_number, require_probability,
-                        require_tokens)
+                        require_feature_map, require_floating, require_int, require_number,
+                        require_probability, require_tokens)
 
 __all__ = ["double_normalise", "external_attention", "ExternalAttention",
            "MultiHeadExternalAttention"]
@@ -57,6 +57,13 @@ def external_attention(x: torch.Tensor, memory_key: torch.Tensor, memory_value: 
     ``attn = double_normalise(x M_kᵀ + key_bias)`` (... × N × S), optional dropout on it, then
     ``out = attn M_vᵀ + value_bias`` (... × N × C). Returns ``(out, attn)``, attn before dropout.
     """
+    require_floating("x", x)
+    C, S = x.shape[-1], memory_key.shape[0]
+    for name, memory, shape in (("memory_key", memory_key, (S, C)),
+                                ("memory_value", memory_value, (C, S))):
+        if tuple(memory.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(memory.shape)} but x's C={C} and "
+                             f"memory_key's S={S} need {shape}")
     attn = double_normalise(F.linear(x, memory_key, key_bias))
     dropped = attn if attn_drop is None else attn_drop(attn)
     return F.linear(dropped, memory_value, value_bias), attn

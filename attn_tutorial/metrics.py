@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 
-from attn_tutorial._validate import require_finite, require_pair, require_tensor
+from attn_tutorial._validate import (require_finite, require_int, require_module, require_pair,
+                                     require_tensor)
 from attn_tutorial.data import Task
 
 __all__ = [
@@ -374,7 +375,7 @@ def shuffled_null(metric, attention: torch.Tensor, targets: torch.Tensor, *args,
     map that only learned where objects usually are beats the uniform-map chance level; it does
     not beat this null. None for a batch of one.
     """
-    shifts = min(shifts, len(targets) - 1)
+    shifts = min(require_int("shifts", shifts), len(targets) - 1)
     if shifts < 1:
         return None
     values = [metric(attention, targets.roll(k, dims=0), *args).value
@@ -484,6 +485,9 @@ def attention_scores(model: torch.nn.Module, task: Task, scorer=None,
     or an entry without scorer. ``inputs``: the modules' inputs for ``task.images`` from
     ``model.module_inputs`` when already at hand (saves the pass).
     """
+    require_module("model", model)
+    if not isinstance(task, Task):
+        raise ValueError(f"task={task!r} must be a Task (e.g. from attn_tutorial.data)")
     spec = getattr(model, "spec", None)
     scorer = scorer if scorer is not None else (spec.scorer if spec is not None else None)
     if scorer is None:

@@ -33,6 +33,8 @@ def overlapping_grid(H: int, W: int, stride: int) -> tuple[int, int]:
     (s = ``patch_size``) and ``cost.emsa`` use it. A result below 1 (odd s with a side of 1)
     means the conv refuses the input.
     """
+    for name, value in (("H", H), ("W", W), ("stride", stride)):
+        require_int(name, value)
     return tuple((n + 2 * (stride // 2) - stride - 1) // stride + 1 for n in (H, W))
 
 

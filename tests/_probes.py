@@ -410,6 +410,38 @@ PROBES = [
      r"complex64.*floating-point"),
 ]
 
+PROBES += [  # the second round: the remaining public functions
+    ("attention_metric model a string",
+     lambda: _m("metrics").attention_metric("eca", _m("data").object_on_texture(4)),
+     r"model='eca' must be an nn.Module"),
+    ("attention_scores task a string",
+     lambda: _m("metrics").attention_scores(_m("models").TinyResNet("eca"), "object_on_texture"),
+     r"task='object_on_texture' must be a Task"),
+    ("shuffled_null shifts float",
+     lambda: _m("metrics").shuffled_null(_m("metrics").spatial_mass_on_object, torch.rand(3, 4, 4),
+                                         torch.ones(3, 8, 8), shifts=1.5), r"shifts=1.5 must be"),
+    ("shuffled_null shifts 0",
+     lambda: _m("metrics").shuffled_null(_m("metrics").spatial_mass_on_object, torch.rand(3, 4, 4),
+                                         torch.ones(3, 8, 8), shifts=0), r"shifts=0 must be"),
+    ("banded_matrix a list", lambda: _m("eca").banded_matrix([1.0, 2.0, 3.0], 4),
+     r"kernel must be a torch.Tensor"),
+    ("banded_matrix 0 channels", lambda: _m("eca").banded_matrix(torch.ones(3), 0),
+     r"channels=0 must be"),
+    ("ECA.channel_matrix 0 channels", lambda: _m("eca").ECA().channel_matrix(0), r"channels=0 must be"),
+    ("overlapping_grid H 0", lambda: _m("rest").overlapping_grid(0, 4, 2), r"H=0 must be"),
+    ("overlapping_grid stride 0", lambda: _m("rest").overlapping_grid(4, 4, 0), r"stride=0 must be"),
+    ("external_attention integer tokens",
+     lambda: _m("external").external_attention(torch.ones(1, 2, 3, dtype=torch.long),
+                                               torch.ones(4, 3), torch.ones(3, 4)),
+     r"x has dtype torch.int64 but must be a floating-point"),
+    ("external_attention memory widths",
+     lambda: _m("external").external_attention(torch.ones(1, 2, 3), torch.ones(4, 5), torch.ones(3, 4)),
+     r"memory_key has shape \(4, 5\).*C=3"),
+    ("zoo.unpack not packed", lambda: _m("zoo").unpack({}), r"packed.*zoo.pack"),
+    ("zoo.measure model a string", lambda: _m("zoo").measure("m", _m("data").object_on_texture(4)),
+     r"model='m' must be a TinyResNet"),
+]
+
 # every boolean flag of every class: a string (or a number) is refused, not read as truthy
 FLAGS = [
     ("eca", "ECA", (8,), "adaptive"),

@@ -122,6 +122,8 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def unpack(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The float state_dict :func:`pack` stands for (int8 codes times their scales)."""
+    if not isinstance(packed, dict) or packed.get("format") != "attn_tutorial.zoo/1":
+        raise ValueError("packed must be the dict zoo.pack returns (format 'attn_tutorial.zoo/1')")
     state: dict[str, torch.Tensor] = {}
     scale_at = 0
     for key, kind, shape, offset in packed["index"]:
@@ -160,6 +162,8 @@ def measure(model: TinyResNet, test: data.Task) -> dict[str, Any]:
     classification, each stage's pooled-feature η² (the class selectivity of the globally
     average-pooled stage outputs: what a channel gate could read).
     """
+    if not isinstance(model, TinyResNet):
+        raise ValueError(f"model={model!r} must be a TinyResNet (what the zoo stores)")
     pooled: dict[str, torch.Tensor] = {}
     hooks = [model.get_submodule(name).register_forward_hook(
         lambda module, inputs, output, name=name: pooled.__setitem__(name, output.mean((2, 3))))
