@@ -156,9 +156,13 @@ def _require_float_tensor(x: object, name: str) -> None:
         )
 
 
-def require_floating(name: str, x: object) -> torch.Tensor:
-    """A floating-point tensor of any shape."""
+def require_floating(name: str, x: object, dim: int | None = None) -> torch.Tensor:
+    """A floating-point tensor of any shape; when ``dim`` is given, its last axis has ``dim``
+    channels (a layer that maps ...×C to ...×C, whatever the leading axes)."""
     _require_float_tensor(x, name)
+    if dim is not None and (x.dim() == 0 or x.shape[-1] != dim):
+        raise ValueError(f"{name} has {x.shape[-1] if x.dim() else 0} channels in its last axis "
+                         f"(shape {tuple(x.shape)}) but the module was built for dim={dim}")
     return x
 
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from ._init import reset_torch_layers
 from ._validate import (require_batch_statistics, require_bool, require_divisible,
-                        require_feature_map, require_int, require_min_size, require_number,
-                        require_probability, require_tokens)
+                        require_feature_map, require_floating, require_int, require_min_size,
+                        require_number, require_probability, require_tokens)
 
 __all__ = ["EMSA", "PA", "PatchEmbed", "BasicStem", "Mlp", "DropPath", "Block", "overlapping_grid"]
 
@@ -338,7 +338,7 @@ class BasicStem(_ResTModule):
 class Mlp(nn.Module):
     """The transformer MLP: Linear(C→hidden), GELU, dropout, Linear(hidden→C), dropout.
 
-    Input and output B×N×C. Official: class ``Mlp`` (taken from timm).
+    Input and output ...×C (B×N×C in the block). Official: class ``Mlp`` (taken from timm).
     """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
@@ -358,8 +358,8 @@ class Mlp(nn.Module):
         reset_torch_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B×N×C -> B×N×C."""
-        require_tokens(x, self.dim)
+        """x: ...×C -> ...×C (B×N×C in the block; any leading axes)."""
+        require_floating("x", x, self.dim)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
