@@ -1,11 +1,14 @@
-"""Bad constructor arguments, tried as a new user would: each is a ValueError at construction
-that names the argument, the value and the rule (issue 10's list, then the same rules on the
-other modules)."""
+"""Bad input, tried as a new user would: each is a ValueError that names the argument, the value
+and the rule, at construction where knowable (issue 10's list, then the same rules on the other
+modules); the probe set of issue #36 (``_probes.py``: every public function and command, 180
+scenarios); and legal boundary inputs that must keep working."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from _probes import PROBES, set_tmp
 
 from attn_tutorial.attention import MultiHeadSelfAttention, SelfAttention2d
 from attn_tutorial.bam import BAM, BAMSpatialGate
@@ -144,8 +147,6 @@ def test_tiny_resnet_scconv_at_8x8_names_the_pooling_rate():
 
 
 # ------------------------------------------------------------ the probe set of issue #36
-
-from _probes import PROBES, set_tmp  # noqa: E402
 
 
 @pytest.mark.parametrize("call,pattern", [(c, p) for _, c, p in PROBES],
