@@ -345,8 +345,14 @@ def from_zoo(mechanisms: list[tuple[str, str | None]] | list[str],
     return out
 
 
+def _require_entries(entries: object) -> None:
+    if not isinstance(entries, dict):
+        raise ValueError(f"entries={entries!r} must be the dict from_zoo returns")
+
+
 def zoo_table(entries: dict[str, ZooEntry]) -> str:
     """Mean ± sd over seeds: params, accuracy, metric (trained, null, chance, untrained)."""
+    _require_entries(entries)
     head = (f"{'mechanism':<18} {'params':>7} {'accuracy':>13}  {'metric':>13} {'null':>13} "
             f"{'chance':>6} {'untrained':>9}")
     lines = [head, "-" * len(head)]
@@ -362,6 +368,7 @@ def zoo_table(entries: dict[str, ZooEntry]) -> str:
 def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
     """Accuracy per entry (bars = mean, dots = seeds, dashed = chance), then one axis per metric
     kind: trained value, null and chance side by side (dots = seeds)."""
+    _require_entries(entries)
     import matplotlib.pyplot as plt
 
     kinds = list(dict.fromkeys(METRIC_KINDS.get(e.metric, e.metric)

@@ -41,6 +41,7 @@ def double_normalise(logits: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     to the dtype's smallest positive number where it is smaller (float16: 2^-24; float32,
     float64 and bfloat16 keep 1e-9). ``eps=0`` is the plain division.
     """
+    require_floating("logits", logits)
     require_number("eps", eps, minimum=0)
     attn = logits.softmax(dim=-2)
     smallest = torch.finfo(attn.dtype).tiny * torch.finfo(attn.dtype).eps  # float16: 2^-24

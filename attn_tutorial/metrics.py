@@ -98,6 +98,11 @@ def area_share(masks: torch.Tensor, size: tuple[int, int],
     return rearrange(cells, "b 1 h w -> b h w")
 
 
+def _require_task(task: object) -> None:
+    if not isinstance(task, Task):
+        raise ValueError(f"task={task!r} must be a Task (e.g. from attn_tutorial.data)")
+
+
 def _check_batch(name: str, a: torch.Tensor, b: torch.Tensor, b_name: str) -> None:
     require_finite(name, a)
     require_tensor(b_name, b)
@@ -329,6 +334,7 @@ def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
 def pixel_classes(task: Task) -> torch.Tensor:
     """``B×H×W`` class per pixel, 0 = background: the labels of a segmentation task, or the
     image's class + 1 on its object's pixels for a classification task."""
+    _require_task(task)
     if task.kind == "segmentation":
         return task.labels
     return torch.where(task.masks, rearrange(task.labels, "b -> b 1 1") + 1, 0)
@@ -486,8 +492,7 @@ def attention_scores(model: torch.nn.Module, task: Task, scorer=None,
     ``model.module_inputs`` when already at hand (saves the pass).
     """
     require_module("model", model)
-    if not isinstance(task, Task):
-        raise ValueError(f"task={task!r} must be a Task (e.g. from attn_tutorial.data)")
+    _require_task(task)
     spec = getattr(model, "spec", None)
     scorer = scorer if scorer is not None else (spec.scorer if spec is not None else None)
     if scorer is None:
@@ -510,6 +515,8 @@ def attention_metric(model: torch.nn.Module, task: Task, scorer=None,
 def mean_metric(scores: dict[str, Metric]) -> Metric | None:
     """The per-module metrics of :func:`attention_scores` averaged (value, chance and null);
     None when there are none."""
+    if not isinstance(scores, dict):
+        raise ValueError(f"scores={scores!r} must be a dict {{path: Metric}} (attention_scores)")
     scores = list(scores.values())
     if not scores:
         return None

@@ -48,8 +48,16 @@ def _axes(count: int, axes: Any, width: float = 3.2, height: float = 3.0) -> lis
     return axes
 
 
+def _as_float(name: str, value: object) -> torch.Tensor:
+    """``value`` (a tensor, an array or nested numbers) as a float32 CPU tensor."""
+    try:
+        return torch.as_tensor(value).detach().float().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name}={value!r} must be a tensor (or an array of numbers)") from error
+
+
 def _as_2d(name: str, matrix: torch.Tensor) -> torch.Tensor:
-    matrix = torch.as_tensor(matrix).detach().float().cpu()
+    matrix = _as_float(name, matrix)
     if matrix.dim() != 2:
         raise ValueError(f"{name} must be 2-D (a matrix or a map), got shape {tuple(matrix.shape)}")
     return matrix
@@ -80,7 +88,7 @@ def gate_bars(gates: torch.Tensor, labels: Sequence[str] | None = None, *, ax: A
     """Channel gates as grouped bars: ``gates`` is C (one gate) or R×C (one bar group each)."""
     import matplotlib.pyplot as plt
 
-    gates = torch.as_tensor(gates).detach().float().cpu()
+    gates = _as_float("gates", gates)
     if gates.dim() == 1:
         gates = gates[None]
     if gates.dim() != 2:
@@ -119,7 +127,7 @@ def overlay(image: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | N
     """
     import matplotlib.pyplot as plt
 
-    image = torch.as_tensor(image).detach().float().cpu()
+    image = _as_float("image", image)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be 3×H×W, got shape {tuple(image.shape)}")
     attention = _as_2d("attention", attention)
@@ -200,7 +208,7 @@ def slot_map(ids: torch.Tensor, num_slots: int, *, image: torch.Tensor | None = 
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 3.0))
     if image is not None:
-        image = torch.as_tensor(image).detach().float().cpu()
+        image = _as_float("image", image)
         size = tuple(image.shape[1:])
         big = F.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0]
         ax.imshow(rearrange(image, "c h w -> h w c").clamp(0, 1).numpy())

@@ -94,6 +94,8 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     (``scale = max|w| / 127``, ``q = round(w / scale)``); every other tensor is kept exactly
     (floats as float32, integers as int64). ``index`` lists ``(key, kind, shape, offset)``.
     """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"state={state!r} must be a state_dict (a dict of tensors)")
     codes, scales, floats, ints, index = [], [], [], [], []
     sizes = {"int8": 0, "float": 0, "int": 0}
     for key, value in state.items():
