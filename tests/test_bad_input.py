@@ -218,3 +218,44 @@ def test_legal_boundary_inputs_give_the_float32_result(name):
         scale = reference.abs().max().item() if reference.numel() else 0.0
         assert torch.allclose(out.float(), reference, atol=tol * max(scale, 1.0) + 1e-6,
                               rtol=0), (variant, (out.float() - reference).abs().max())
+
+
+def _token_modules():
+    from attn_tutorial.attention import MultiHeadSelfAttention
+    from attn_tutorial.external import MultiHeadExternalAttention
+    from attn_tutorial.rest import EMSA, Block, Mlp
+
+    return {  # name: (builder, whether forward takes the grid H, W)
+        "EMSA sr 2": (lambda: EMSA(8, 2, sr_ratio=2), True),
+        "EMSA transform": (lambda: EMSA(8, 2, apply_transform=True), True),
+        "Block": (lambda: Block(8, 2, sr_ratio=2), True),
+        "MultiHeadExternalAttention": (lambda: MultiHeadExternalAttention(8, 2), False),
+        "MultiHeadSelfAttention": (lambda: MultiHeadSelfAttention(8, 2), False),
+        "Mlp": (lambda: Mlp(8, 16), False),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:the token grid")  # a 1×2 grid at sr_ratio 2: one key
+@pytest.mark.parametrize("name", list(_token_modules()))
+def test_legal_token_inputs_give_the_float32_result(name):
+    """Token modules in eval mode on an odd 5×7 grid: batch 1, a 1×2 grid, a non-contiguous
+    view, float16 and bfloat16 give the float32 output on a contiguous copy (within rounding)."""
+    build, takes_grid = _token_modules()[name]
+    torch.manual_seed(0)
+    module = build().eval()
+    run = (lambda x, h, w: module(x, h, w)) if takes_grid else (lambda x, h, w: module(x))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 35, 8, generator=g)
+    cases = [("batch 1", x[:1], 5, 7, 0.0), ("1×2 grid", x[:, :2].contiguous(), 1, 2, 0.0),
+             ("non-contiguous", torch.randn(2, 8, 35, generator=g).transpose(1, 2), 5, 7, 0.0),
+             ("float16", x.half(), 5, 7, 3e-2), ("bfloat16", x.bfloat16(), 5, 7, 1e-1)]
+    for variant, tokens, h, w, tol in cases:
+        with torch.no_grad():
+            reference = run(tokens.float().contiguous(), h, w)
+            module.to(tokens.dtype)
+            out = run(tokens, h, w)
+            module.float()
+        assert out.shape == reference.shape and out.dtype == tokens.dtype, variant
+        assert torch.isfinite(out).all(), variant
+        scale = max(reference.abs().max().item(), 1.0)
+        assert torch.allclose(out.float(), reference, atol=tol * scale + 1e-6, rtol=0), variant
