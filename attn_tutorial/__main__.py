@@ -1,4 +1,9 @@
-"""Command line: ``python -m attn_tutorial {execute,exercises,grade,checks,bench,networks,zoo}``."""
+"""Command line: ``python -m attn_tutorial {execute,exercises,grade,checks,bench,networks,zoo} ...``.
+
+Bad input (an argument, a missing or corrupt file, a folder that cannot be written) ends a command
+with one line on stderr, ``python -m attn_tutorial <command>: error: ...``, and exit status 2,
+before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,31 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a bad command line in one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(flag: str, value: int | None) -> int | None:
+    """None (not given) or a positive integer; ``value or default`` would read 0 as not given."""
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} {value}: must be a positive integer")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``i/n`` with integers 0 <= i < n."""
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()
+            and int(index) < int(count)):
+        raise ValueError(f"--shard {text!r}: must be i/n with integers 0 <= i < n, e.g. 0/4")
+    return int(index), int(count)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attn_tutorial")
+    parser = _Parser(prog="python -m attn_tutorial")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("execute", help="re-execute notebooks in place (Restart & Run All)")
@@ -85,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(parallel processes)")
 
     args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except (ValueError, OSError) as error:  # bad input found while running: one line, status 2
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "checks":
         from attn_tutorial.checks._catalogue import table
 
@@ -102,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "zoo":
         from attn_tutorial import zoo
 
-        index, count = (int(v) for v in args.shard.split("/"))
-        overrides = {key: value for key, value in (("steps", args.steps),
-                                                   ("train_n", args.train_n)) if value}
-        return zoo.main(args.train, args.only, args.seeds, args.out, (index, count), overrides)
+        steps, train_n = _positive("--steps", args.steps), _positive("--train-n", args.train_n)
+        overrides = {key: value for key, value in (("steps", steps), ("train_n", train_n))
+                     if value is not None}
+        return zoo.main(args.train, args.only, args.seeds, args.out, _shard(args.shard), overrides)
     if args.command == "bench":
         from attn_tutorial.bench import matrix, run
 

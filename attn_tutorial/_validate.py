@@ -13,10 +13,13 @@ import numbers
 from typing import Iterable
 
 import torch
+from numpy import bool_ as np_bool
 
 __all__ = [
-    "require_int", "require_optional_int", "require_all", "require_number", "require_probability",
-    "require_choice", "require_odd", "require_divisible", "require_positive_width",
+    "require_int", "require_optional_int", "require_all", "require_pair", "require_number",
+    "require_probability", "require_bool", "require_choice", "require_odd", "require_divisible",
+    "require_positive_width", "require_tensor", "require_finite", "require_module",
+    "require_floating",
     "require_feature_map", "require_tokens", "require_min_size", "require_batch_statistics",
 ]
 
@@ -25,12 +28,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def require_int(name: str, value: object, minimum: int = 1) -> int:
-    """An integer (not a bool, not a float such as 2.5, not a string) that is >= ``minimum``."""
+def require_int(name: str, value: object, minimum: int = 1, why: str = "") -> int:
+    """An integer (not a bool, not a float such as 2.5, not a string) that is >= ``minimum``;
+    ``why`` says what a smaller one would break."""
     if not _is_int(value) or value < minimum:
         rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         got = "" if _is_int(value) else f" (got a {type(value).__name__})"
-        raise ValueError(f"{name}={value!r} must be {rule}{got}")
+        raise ValueError(f"{name}={value!r} must be {rule}{got}" + (f": {why}" if why else ""))
     return int(value)
 
 
@@ -45,21 +49,42 @@ def require_optional_int(name: str, value: object, minimum: int = 1) -> int | No
     return int(value)
 
 
-def require_number(name: str, value: object, *, positive: bool = False) -> float:
-    """A real number (not a bool, not a string), > 0 when ``positive``."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (positive and value <= 0):
-        rule = "a finite number > 0" if positive else "a finite number"
+def _is_number(value: object) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def require_number(name: str, value: object, *, positive: bool = False,
+                   minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite real number (not a bool, not a string); > 0 when ``positive``, within
+    [``minimum``, ``maximum``] when they are given."""
+    ok = _is_number(value) and not (positive and value <= 0)
+    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        rule = "a finite number" + (" > 0" if positive else "")
+        if minimum is not None and maximum is not None:
+            rule += f" in [{minimum:g}, {maximum:g}]"
+        elif minimum is not None or maximum is not None:
+            rule += f" >= {minimum:g}" if minimum is not None else f" <= {maximum:g}"
         raise ValueError(f"{name}={value!r} must be {rule}")
     return value
 
 
-def require_probability(name: str, value: object) -> float:
-    """A dropout probability in [0, 1]."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be a probability in [0, 1]")
+def require_probability(name: str, value: object, below_one: bool = False) -> float:
+    """A dropout probability in [0, 1] (in [0, 1) when ``below_one``: a DropPath divides by
+    1 − p)."""
+    ok = _is_number(value) and 0.0 <= value and (value < 1.0 if below_one else value <= 1.0)
+    if not ok:
+        interval = "[0, 1)" if below_one else "[0, 1]"
+        raise ValueError(f"{name}={value!r} must be a probability in {interval}")
     return value
+
+
+def require_bool(name: str, value: object) -> bool:
+    """True or False, nothing else: the string 'False' is truthy and would flip the meaning."""
+    if not isinstance(value, (bool, np_bool)):
+        raise ValueError(f"{name}={value!r} must be True or False (got a {type(value).__name__})")
+    return bool(value)
 
 
 def require_choice(name: str, value: object, choices: dict[str, str]) -> str:
@@ -99,14 +124,46 @@ def require_positive_width(name: str, value: int, divisor: object, what: str) ->
     return width
 
 
-def _require_float_tensor(x: object, name: str) -> None:
+def require_tensor(name: str, x: object) -> torch.Tensor:
+    """A torch.Tensor (not a list, an array or a number)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not (x.is_floating_point() or x.is_complex()):
+    return x
+
+
+def require_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """A tensor without NaN or ±inf (a score of a NaN map would be NaN)."""
+    require_tensor(name, x)
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        what = "NaN" if torch.isnan(x).any() else "±inf"
+        raise ValueError(f"{name} holds {what}; it must be finite")
+    return x
+
+
+def require_module(name: str, value: object) -> object:
+    """An ``nn.Module`` instance."""
+    if not isinstance(value, torch.nn.Module):
+        raise ValueError(f"{name}={value!r} must be an nn.Module (got a {type(value).__name__})")
+    return value
+
+
+def _require_float_tensor(x: object, name: str) -> None:
+    require_tensor(name, x)
+    if not x.is_floating_point():
         raise ValueError(
             f"{name} has dtype {x.dtype} but must be a floating-point tensor (the convolutions, "
             f"softmaxes and normalisations compute in floating point); convert with {name}.float()"
         )
+
+
+def require_floating(name: str, x: object, dim: int | None = None) -> torch.Tensor:
+    """A floating-point tensor of any shape; when ``dim`` is given, its last axis has ``dim``
+    channels (a layer that maps ...×C to ...×C, whatever the leading axes)."""
+    _require_float_tensor(x, name)
+    if dim is not None and (x.dim() == 0 or x.shape[-1] != dim):
+        raise ValueError(f"{name} has {x.shape[-1] if x.dim() else 0} channels in its last axis "
+                         f"(shape {tuple(x.shape)}) but the module was built for dim={dim}")
+    return x
 
 
 def _require_layout(x: object, name: str, layout: str, channel_axis: int, where: str,
@@ -170,11 +227,25 @@ def require_batch_statistics(training: bool, values_per_channel: int, where: str
         )
 
 
-def require_all(name: str, values: Iterable[object], minimum: int = 1) -> tuple[int, ...]:
-    """Every entry of the sequence ``name`` passes :func:`require_int`; returned as a tuple."""
+def require_all(name: str, values: Iterable[object], minimum: int = 1,
+                odd_because: str = "") -> tuple[int, ...]:
+    """Every entry of the sequence ``name`` passes :func:`require_int` (:func:`require_odd` with
+    ``odd_because`` as its reason when that is given); returned as a tuple."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ValueError(f"{name}={values!r} must be a sequence of integers")
     values = tuple(values)
     for i, v in enumerate(values):
-        require_int(f"{name}[{i}]", v, minimum)
+        if odd_because:
+            require_odd(f"{name}[{i}]", v, odd_because)
+        else:
+            require_int(f"{name}[{i}]", v, minimum)
     return values
+
+
+def require_pair(name: str, value: object, check=require_int) -> tuple:
+    """Two entries (a grid's h, w or a range's low, high), each passing ``check(name, entry)``."""
+    items = None if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) else \
+        tuple(value)
+    if items is None or len(items) != 2:
+        raise ValueError(f"{name}={value!r} must be a pair of two values")
+    return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(items))

@@ -13,8 +13,8 @@ from einops import rearrange
 from torch import nn
 
 from ._init import reset_torch_layers
-from ._validate import (require_divisible, require_feature_map, require_int, require_probability,
-                        require_tokens)
+from ._validate import (require_bool, require_divisible, require_feature_map, require_int,
+                        require_probability, require_tokens)
 
 __all__ = ["MultiHeadSelfAttention", "SelfAttention2d"]
 
@@ -42,6 +42,8 @@ class MultiHeadSelfAttention(nn.Module):
         require_divisible("dim", dim, "num_heads", num_heads)
         require_probability("attn_drop", attn_drop)
         require_probability("proj_drop", proj_drop)
+        require_bool("qkv_bias", qkv_bias)
+        require_bool("use_sdpa", use_sdpa)
         self.dim = dim
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
@@ -99,6 +101,7 @@ class SelfAttention2d(nn.Module):
                  use_sdpa: bool = True) -> None:
         super().__init__()
         require_int("channels", channels)
+        require_bool("residual", residual)
         self.channels = channels
         self.residual = residual
         self.attn = MultiHeadSelfAttention(channels, num_heads, qkv_bias, attn_drop, proj_drop,

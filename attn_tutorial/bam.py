@@ -30,8 +30,8 @@ import torch.nn as nn
 from einops.layers.torch import Rearrange, Reduce
 
 from ._init import reset_torch_layers
-from ._validate import (require_batch_statistics, require_choice, require_feature_map,
-                        require_int, require_positive_width)
+from ._validate import (require_batch_statistics, require_bool, require_choice,
+                        require_feature_map, require_int, require_positive_width)
 
 __all__ = ["BAMChannelGate", "BAMSpatialGate", "BAM"]
 
@@ -89,6 +89,7 @@ class BAMChannelGate(_BAMBranch):
         super().__init__()
         require_int("channels", channels)
         hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        require_bool("output_bn", output_bn)
         self.channels = channels
         self.pool = Reduce("b c h w -> b c", "mean")
         self.fc_reduce = nn.Linear(channels, hidden)
@@ -126,6 +127,7 @@ class BAMSpatialGate(_BAMBranch):
         super().__init__()
         require_int("channels", channels)
         hidden = require_positive_width("channels", channels, reduction_ratio, "reduction_ratio")
+        require_bool("output_bn", output_bn)
         require_int("dilation", dilation)
         require_int("num_dilated_convs", num_dilated_convs, minimum=0)
         self.channels = channels

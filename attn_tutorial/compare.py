@@ -31,6 +31,8 @@ from attn_tutorial.models import build_model
 from attn_tutorial.registry import Mechanism, resolve
 from attn_tutorial.show import count_params
 from attn_tutorial.train import fit
+from attn_tutorial._validate import (require_bool, require_int, require_number,  # noqa: I001
+                                     require_optional_int)
 
 __all__ = ["TASKS", "Row", "Comparison", "make_task", "plug_and_compare"]
 
@@ -120,6 +122,13 @@ class Comparison:
         return axes
 
 
+def _require_list(name: str, value: object) -> None:
+    """A list or tuple of mechanisms (a single name would be iterated letter by letter)."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}={value!r} must be a list (for one mechanism: [{value!r}])")
+
+
+
 def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.Task = "object_on_texture",
                      seed: int = 0, steps: int = 200, *, train_n: int = 2000, test_n: int = 400,
                      batch_size: int = 64, lr: float = 3e-3, metric_n: int | None = None,
@@ -141,11 +150,17 @@ def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.
 
     Returns a :class:`Comparison` (``.rows``, ``.table()``, ``.plot()``).
     """
+    _require_list("mechanisms", mechanisms)
     if not mechanisms:
         raise ValueError("mechanisms is empty: name at least one (\"none\" is the baseline)")
+    for name, value in (("seed", seed), ("steps", steps), ("train_n", train_n),
+                        ("test_n", test_n), ("batch_size", batch_size)):
+        require_int(name, value, minimum=0 if name == "seed" else 1)
+    require_optional_int("metric_n", metric_n)
+    require_number("lr", lr, positive=True)
+    require_bool("flops", flops)
+    require_bool("keep_models", keep_models)
     specs = [resolve(m) for m in mechanisms]
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
     full = make_task(task, train_n + test_n, seed)
     train, test = full.split(train_n, test_n)
     scored = test if metric_n is None else test[:metric_n]
@@ -164,7 +179,10 @@ def plug_and_compare(mechanisms: list[str | Mechanism | type], task: str | data.
             with torch.no_grad():
                 model_flops = count_flops(model, train.images[:1])
         before = attention_metric(model, scored)
-        history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        try:
+            history = fit(model, train, test, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        except ValueError as error:  # e.g. a NaN loss: say which mechanism
+            raise ValueError(f"mechanism {name!r}: {error}") from error
         after = attention_metric(model, scored)
         if keep_models:
             models[name] = model
@@ -285,7 +303,10 @@ def from_zoo(mechanisms: list[tuple[str, str | None]] | list[str],
     """
     from attn_tutorial import zoo
 
+    _require_list("mechanisms", mechanisms)
     seeds = seeds if seeds is not None else zoo.SEEDS
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ValueError(f"seeds={seeds!r} must be a non-empty list or tuple of seeds")
     out = {}
     for item in mechanisms:
         name, task = (item, None) if isinstance(item, str) else item
@@ -309,8 +330,14 @@ def from_zoo(mechanisms: list[tuple[str, str | None]] | list[str],
     return out
 
 
+def _require_entries(entries: object) -> None:
+    if not isinstance(entries, dict):
+        raise ValueError(f"entries={entries!r} must be the dict from_zoo returns")
+
+
 def zoo_table(entries: dict[str, ZooEntry]) -> str:
     """Mean ± sd over seeds: params, accuracy, metric (trained, null, chance, untrained)."""
+    _require_entries(entries)
     head = (f"{'mechanism':<18} {'params':>7} {'accuracy':>13}  {'metric':>13} {'null':>13} "
             f"{'chance':>6} {'untrained':>9}")
     lines = [head, "-" * len(head)]
@@ -326,6 +353,7 @@ def zoo_table(entries: dict[str, ZooEntry]) -> str:
 def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
     """Accuracy per entry (bars = mean, dots = seeds, dashed = chance), then one axis per metric
     kind: trained value, null and chance side by side (dots = seeds)."""
+    _require_entries(entries)
     import matplotlib.pyplot as plt
 
     kinds = list(dict.fromkeys(METRIC_KINDS.get(e.metric, e.metric)

@@ -23,6 +23,10 @@ Conventions:
   intensity the mechanism could reach.
 
 Token mechanisms (EMSA, multi-head EA, MHSA) work on N = H·W tokens of width C.
+
+Every function refuses what the module it models refuses (a hidden width of 0, a kernel or group
+count that does not fit, a string for a flag), with the same ``attn_tutorial._validate`` rules, and
+sizes that are not integers (B may be 0, C, H, W and ``dtype_bytes`` must be >= 1).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ._validate import (require_all, require_bool, require_divisible, require_int, require_odd,
+                        require_positive_width)
 from .rest import overlapping_grid
 
 __all__ = ["Cost", "se", "eca", "bam", "pam", "cam", "scconv", "psa", "emsa",
@@ -47,7 +53,17 @@ class Cost:
     @property
     def intensity(self) -> float:
         """FLOPs per byte of the minimum traffic (roofline x-axis)."""
+        if self.min_bytes <= 0:
+            raise ValueError(f"min_bytes={self.min_bytes}: the intensity flops / min_bytes needs "
+                             "a positive number of bytes")
         return self.flops / self.min_bytes
+
+
+def _sizes(B: int, C: int, H: int, W: int, dtype_bytes: int) -> None:
+    """B >= 0 (an empty batch costs its parameters), C, H, W and dtype_bytes >= 1."""
+    require_int("B", B, minimum=0)
+    for name, value in (("C", C), ("H", H), ("W", W), ("dtype_bytes", dtype_bytes)):
+        require_int(name, value)
 
 
 def _cost(params: int, flops: int, in_elems: int, out_elems: int, dtype_bytes: int) -> Cost:
@@ -57,8 +73,18 @@ def _cost(params: int, flops: int, in_elems: int, out_elems: int, dtype_bytes: i
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
                   dilation: int = 1) -> int:
-    """Output length of a convolution: ⌊(size + 2·padding − dilation·(kernel − 1) − 1)/stride⌋ + 1."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    """Output length of a convolution: ⌊(size + 2·padding − dilation·(kernel − 1) − 1)/stride⌋ + 1.
+
+    Refuses a kernel (dilated) larger than the padded input, where a convolution has no output.
+    """
+    for name, value, minimum in (("size", size, 1), ("kernel", kernel, 1), ("stride", stride, 1),
+                                 ("padding", padding, 0), ("dilation", dilation, 1)):
+        require_int(name, value, minimum)
+    span = dilation * (kernel - 1) + 1
+    if span > size + 2 * padding:
+        raise ValueError(f"kernel={kernel} (dilation {dilation}: span {span}) is larger than the "
+                         f"padded input size={size} + 2·padding={2 * padding}")
+    return (size + 2 * padding - span) // stride + 1
 
 
 def se(B: int, C: int, H: int, W: int, reduction: int = 16, dtype_bytes: int = 4) -> Cost:
@@ -69,7 +95,8 @@ def se(B: int, C: int, H: int, W: int, reduction: int = 16, dtype_bytes: int = 4
     moves; the eager module reads it twice (the pool, then the product with the gate), which
     ``attn_tutorial.bench.measure.map_passes`` counts. The same holds for :func:`eca`.
     """
-    hidden = C // reduction
+    _sizes(B, C, H, W, dtype_bytes)
+    hidden = require_positive_width("channels", C, reduction, "reduction")
     params = 2 * C * hidden + hidden + C
     flops = 2 * B * C * hidden * 2
     return _cost(params, flops, B * C * H * W, B * C * H * W, dtype_bytes)
@@ -80,6 +107,8 @@ def eca(B: int, C: int, H: int, W: int, k: int = 3, dtype_bytes: int = 4) -> Cos
 
     params = k;  FLOPs = 2·B·C·k (one output per channel, k taps each).
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_odd("k", k, "ECA's conv is centred on each channel only for odd k")
     return _cost(k, 2 * B * C * k, B * C * H * W, B * C * H * W, dtype_bytes)
 
 
@@ -92,8 +121,9 @@ def bam(B: int, C: int, H: int, W: int, reduction_ratio: int = 16, num_dilated_c
     n × [3×3 conv Cr→Cr (bias) + BN], 1×1 conv Cr→1 (bias):
     FLOPs 2·B·H·W·(C·Cr + n·9·Cr² + Cr).
     """
-    cr = C // reduction_ratio
-    n = num_dilated_convs
+    _sizes(B, C, H, W, dtype_bytes)
+    cr = require_positive_width("channels", C, reduction_ratio, "reduction_ratio")
+    n = require_int("num_dilated_convs", num_dilated_convs, minimum=0)
     params_channel = (C * cr + cr) + 2 * cr + (cr * C + C)
     params_spatial = (C * cr + cr) + 2 * cr + n * (9 * cr * cr + cr + 2 * cr) + (cr + 1)
     flops = 2 * B * C * cr * 2 + 2 * B * H * W * (C * cr + n * 9 * cr * cr + cr)
@@ -107,7 +137,8 @@ def pam(B: int, C: int, H: int, W: int, dtype_bytes: int = 4) -> Cost:
     q, k: 1×1 convs C→C' (bias); v: 1×1 conv C→C (bias); gamma.
     FLOPs = 2·B·N·(2·C·C' + C²)  (projections) + 2·B·N²·C' (energy) + 2·B·N²·C (A·V).
     """
-    n, cq = H * W, C // 8
+    _sizes(B, C, H, W, dtype_bytes)
+    n, cq = H * W, require_positive_width("channels", C, 8, "the PAM query/key reduction")
     params = 2 * (C * cq + cq) + (C * C + C) + 1
     flops = 2 * B * n * (2 * C * cq + C * C) + 2 * B * n * n * cq + 2 * B * n * n * C
     return _cost(params, flops, B * C * H * W, B * C * H * W, dtype_bytes)
@@ -118,6 +149,7 @@ def cam(B: int, C: int, H: int, W: int, dtype_bytes: int = 4) -> Cost:
 
     FLOPs = 2·B·C²·N · 2.
     """
+    _sizes(B, C, H, W, dtype_bytes)
     n = H * W
     return _cost(1, 2 * B * C * C * n * 2, B * C * H * W, B * C * H * W, dtype_bytes)
 
@@ -131,6 +163,14 @@ def scconv(B: int, C: int, H: int, W: int, stride: int = 1, dilation: int = 1, g
     A 3×3 conv costs 2·B·C·(C/g)·9 per output position.
     params = 3·(C·(C/g)·9 + 2·C) (three convs and three BNs).
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_int("stride", stride)
+    require_int("dilation", dilation)
+    require_int("pooling_r", pooling_r)
+    require_divisible("C", C, "groups", groups)
+    if min(H, W) < pooling_r:
+        raise ValueError(f"H×W = {H}×{W} is smaller than pooling_r = {pooling_r}: SCConv's "
+                         f"pooled branch needs H and W >= {pooling_r}")
     per_position = 2 * B * C * (C // groups) * 9
     hp, wp = H // pooling_r, W // pooling_r
     ho = conv_out_size(H, 3, stride, dilation, dilation)
@@ -150,10 +190,22 @@ def psa(B: int, C: int, H: int, W: int, planes: int | None = None,
     One shared SE (Ps → Ps/16 → Ps, 1×1 convs with bias) applied to each of the S branches:
     FLOPs 2·B·S·Ps·(Ps/16) · 2. Output B×planes×H'×W'.
     """
-    planes = C if planes is None else planes
+    _sizes(B, C, H, W, dtype_bytes)
+    planes = C if planes is None else require_int("planes", planes)
+    require_int("stride", stride)
+    conv_kernels = require_all("conv_kernels", conv_kernels)
+    conv_groups = require_all("conv_groups", conv_groups)
+    if len(conv_kernels) != len(conv_groups) or not conv_kernels:
+        raise ValueError(f"conv_kernels={conv_kernels} and conv_groups={conv_groups} must be "
+                         "non-empty and of the same length (one group count per kernel)")
     s = len(conv_kernels)
+    require_divisible("planes", planes, "the number of kernels len(conv_kernels)", s)
     ps = planes // s
-    hidden = ps // se_reduction
+    for g in conv_groups:
+        require_divisible("C", C, "a conv_groups entry", g)
+        require_divisible("planes // len(conv_kernels)", ps, "a conv_groups entry", g)
+    hidden = require_positive_width("planes // len(conv_kernels)", ps, se_reduction,
+                                    "se_reduction")
     params, flops = 0, 0
     ho = wo = 0
     for k, g in zip(conv_kernels, conv_groups):
@@ -176,6 +228,11 @@ def emsa(B: int, C: int, H: int, W: int, num_heads: int = 8, qkv_bias: bool = Fa
     Attention: q·kᵀ and A·v, 2·B·N·M·C each; transform (h > 1): 1×1 conv h→h over the N×M map,
     2·B·h²·N·M.
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_divisible("dim", C, "num_heads", num_heads)
+    require_int("sr_ratio", sr_ratio)
+    require_bool("qkv_bias", qkv_bias)
+    require_bool("apply_transform", apply_transform)
     n, h = H * W, num_heads
     bias = C if qkv_bias else 0
     params = (C * C + bias) + (2 * C * C + 2 * bias) + (C * C + C)
@@ -202,6 +259,9 @@ def external_attention(B: int, C: int, H: int, W: int, memory_size: int = 64,
     1×1 conv C→C (bias); M_k (S×C) and M_v (C×S, = M_kᵀ when tied: one S·C parameter);
     1×1 conv C→C (no bias) + BN. FLOPs = 2·B·N·C² · 2 (convs) + 2·B·N·C·S · 2 (memories).
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_int("memory_size", memory_size)
+    require_bool("tie_memories", tie_memories)
     n, s = H * W, memory_size
     params = (C * C + C) + s * C * (1 if tie_memories else 2) + C * C + 2 * C
     flops = 2 * B * n * C * C * 2 + 2 * B * n * C * s * 2
@@ -217,6 +277,10 @@ def external_attention_mh(B: int, C: int, H: int, W: int, num_heads: int = 8,
     M_v: Linear(S→d, bias), shared by the heads; proj: Linear(eC→C, bias).
     FLOPs = 2·B·N·C·eC · 2 (expand, proj) + 2·B·N·eC·S · 2 (the memories, over all heads).
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_divisible("dim", C, "num_heads", num_heads)
+    require_int("memory_size", memory_size)
+    require_int("expansion", expansion)
     n, e, s = H * W, expansion, memory_size
     d = C // num_heads
     params = (C * e * C + e * C) + (d * s + s) + (s * d + d) + (e * C * C + C)
@@ -235,6 +299,9 @@ def mhsa(B: int, C: int, H: int, W: int, num_heads: int = 8, qkv_bias: bool = Tr
     q, k, v: Linear(C→C); proj: Linear(C→C, bias). FLOPs = 2·B·N·C² · 4 + 2·B·N²·C · 2.
     The head count changes neither parameters nor FLOPs.
     """
+    _sizes(B, C, H, W, dtype_bytes)
+    require_divisible("dim", C, "num_heads", num_heads)
+    require_bool("qkv_bias", qkv_bias)
     n = H * W
     params = 3 * (C * C + (C if qkv_bias else 0)) + C * C + C
     flops = 2 * B * n * C * C * 4 + 2 * B * n * n * C * 2

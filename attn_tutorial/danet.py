@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 
 from ._init import reset_torch_layers
-from ._validate import (require_batch_statistics, require_choice, require_feature_map,
-                        require_int, require_optional_int, require_positive_width,
-                        require_probability)
+from ._validate import (require_batch_statistics, require_bool, require_choice,
+                        require_feature_map, require_int, require_optional_int,
+                        require_positive_width, require_probability)
 
 __all__ = ["PAM", "CAM", "DANetHead"]
 
@@ -56,6 +56,7 @@ class PAM(nn.Module):
         super().__init__()
         require_int("channels", channels)
         qk_channels = require_positive_width("channels", channels, 8, "the PAM query/key reduction")
+        require_bool("use_sdpa", use_sdpa)
         self.channels = channels
         self.use_sdpa = use_sdpa
         self.query = nn.Conv2d(channels, qk_channels, kernel_size=1)
@@ -94,6 +95,9 @@ class PAM(nn.Module):
         return self.gamma * out + x
 
 
+CAM_VARIANTS = {"official": "softmax(max − E)", "paper": "softmax(E)"}
+
+
 class CAM(nn.Module):
     """Channel attention module: ``y = gamma · (A f) + x`` with A from the channel Gram matrix.
 
@@ -118,8 +122,7 @@ class CAM(nn.Module):
                  variant: Literal["official", "paper"] = "official") -> None:
         super().__init__()
         require_optional_int("channels", channels)
-        require_choice("variant", variant,
-                       {"official": "softmax(max − E)", "paper": "softmax(E)"})
+        require_choice("variant", variant, CAM_VARIANTS)
         self.channels = channels
         self.variant = variant
         self.gamma = nn.Parameter(torch.zeros(1))
@@ -190,9 +193,14 @@ class DANetHead(nn.Module):
         require_int("num_classes", num_classes)
         require_optional_int("inter_channels", inter_channels)
         require_probability("dropout", dropout)
+        require_choice("cam_variant", cam_variant, CAM_VARIANTS)
+        require_bool("use_sdpa", use_sdpa)
+        pam_rule = "the PAM's query/key width is inter_channels // 8"
         if inter_channels is None:
-            inter_channels = require_positive_width("in_channels", in_channels, 4,
-                                                  "the DANet head reduction")
+            require_int("in_channels", in_channels, 32,
+                        f"inter_channels defaults to in_channels // 4 and {pam_rule}")
+            inter_channels = in_channels // 4
+        require_int("inter_channels", inter_channels, 8, pam_rule)
         self.in_channels = in_channels
         self.pam_in = _conv3x3_bn_relu(in_channels, inter_channels)
         self.cam_in = _conv3x3_bn_relu(in_channels, inter_channels)

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
+from ._validate import require_bool, require_int, require_number, require_pair
+
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
 
 #: Colours shared by objects and textures, so that colour alone never tells the class.
@@ -87,6 +89,8 @@ class Task:
 
         An int is refused (``task[3]`` would index the image's channels): use ``task[3:4]``.
         """
+        if not isinstance(index, (slice, int, torch.Tensor)):
+            raise ValueError(f"index={index!r} must be a slice or an index (or bool) tensor")
         if isinstance(index, int) or (isinstance(index, torch.Tensor) and index.dim() == 0):
             raise ValueError(f"index={int(index)} is a single int: a Task holds a batch, so "
                              f"select one image with a slice, task[{int(index)}:{int(index) + 1}]")
@@ -115,6 +119,8 @@ class Task:
 
     def split(self, train_n: int, test_n: int) -> tuple[Task, Task]:
         """The first ``train_n`` images and the next ``test_n``: two independent samples."""
+        require_int("train_n", train_n)
+        require_int("test_n", test_n)
         if train_n < 1 or test_n < 1 or train_n + test_n > len(self):
             raise ValueError(
                 f"split(train_n={train_n}, test_n={test_n}) needs 1 <= each and "
@@ -136,18 +142,14 @@ class Task:
 # --------------------------------------------------------------------------- drawing helpers
 
 def _check_args(n: int, size: int, min_radius: float, max_radius: float,
-                clutter: float = 0.5, noise: float = 0.04) -> None:
-    if not math.isfinite(clutter) or not 0 <= clutter <= 1:
-        raise ValueError(f"clutter={clutter} must be a number in [0, 1] (0 = flat grey "
-                         "background, 1 = full palette colours)")
-    if not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise={noise} must be a finite number >= 0 (the pixel noise's std)")
-    if not all(math.isfinite(r) for r in (min_radius, max_radius)):
-        raise ValueError(f"radius range ({min_radius}, {max_radius}) must be finite numbers")
-    if n < 1:
-        raise ValueError(f"n={n} must be >= 1 (the number of images)")
-    if size < 8:
-        raise ValueError(f"size={size} must be >= 8 pixels")
+                clutter: float = 0.5, noise: float = 0.04, seed: int = 0) -> None:
+    require_int("n", n, why="the number of images")
+    require_int("size", size, minimum=8, why="the image's side in pixels")
+    require_int("seed", seed, minimum=0)
+    require_number("clutter", clutter, minimum=0, maximum=1)  # 0 = flat grey, 1 = full colours
+    require_number("noise", noise, minimum=0)  # the pixel noise's std
+    require_number("min radius", min_radius)
+    require_number("max radius", max_radius)
     if not 1 <= min_radius <= max_radius:
         raise ValueError(
             f"radius range ({min_radius}, {max_radius}) must satisfy 1 <= min <= max"
@@ -296,10 +298,11 @@ def object_on_texture(n: int, size: int = 32, seed: int = 0, *, num_classes: int
     ``scales`` (radii) and ``params`` ``centres`` (``B×2``, row then column, in pixels),
     ``colours`` and ``blob_colours`` (palette indices).
     """
-    if not 2 <= num_classes <= len(SHAPES):
+    if not 2 <= require_int("num_classes", num_classes) <= len(SHAPES):
         raise ValueError(f"num_classes={num_classes} must be between 2 and {len(SHAPES)}")
-    low, high = radius if radius is not None else (size / 8, size / 4)
-    _check_args(n, size, low, high, clutter, noise)
+    low, high = require_pair("radius", radius, require_number) if radius is not None else (
+        size / 8, size / 4)
+    _check_args(n, size, low, high, clutter, noise, seed)
     g = torch.Generator().manual_seed(seed)
     radii = low + torch.rand(n, generator=g) * (high - low)
     return _single_object(n, size, radii, num_classes, clutter, noise, g)
@@ -323,10 +326,10 @@ def multi_scale_objects(n: int, size: int = 32, seed: int = 0, *, num_classes: i
     Returns a classification :class:`Task` with ``labels``, ``masks``, ``scales`` (the radius,
     ``B`` float32) and ``params`` ``centres``, ``colours``, ``blob_colours``.
     """
-    if not 2 <= num_classes <= len(SHAPES):
+    if not 2 <= require_int("num_classes", num_classes) <= len(SHAPES):
         raise ValueError(f"num_classes={num_classes} must be between 2 and {len(SHAPES)}")
     high = max_radius if max_radius is not None else 12 * size / 32
-    _check_args(n, size, min_radius, high, clutter, noise)
+    _check_args(n, size, min_radius, high, clutter, noise, seed)
     g = torch.Generator().manual_seed(seed)
     log_low, log_high = math.log(min_radius), math.log(high)
     radii = torch.exp(log_low + torch.rand(n, generator=g) * (log_high - log_low))
@@ -362,17 +365,19 @@ def multi_object_segmentation(n: int, size: int = 32, num_classes: int = 3, seed
     ``params`` ``shapes`` (``B×K`` class of each object slot, 0 = no object), ``centres``
     (``B×K×2``), ``radii`` (``B×K``), ``colours`` (``B×K``), with K = ``objects[1]``.
     """
-    if not 1 <= num_classes <= len(SHAPES):
+    if not 1 <= require_int("num_classes", num_classes) <= len(SHAPES):
         raise ValueError(f"num_classes={num_classes} must be between 1 and {len(SHAPES)}")
-    min_objects, max_objects = objects
+    min_objects, max_objects = require_pair("objects", objects)
+    require_bool("class_colours", class_colours)
     if not 1 <= min_objects <= max_objects <= len(PALETTE) - 2:
         raise ValueError(
             f"objects={objects} must satisfy 1 <= min <= max <= {len(PALETTE) - 2}"
         )
     if class_colours and num_classes > len(PALETTE) - 2:
         raise ValueError(f"class_colours=True needs num_classes <= {len(PALETTE) - 2}")
-    low, high = radius if radius is not None else (size / 8, size / 5)
-    _check_args(n, size, low, high, clutter, noise)
+    low, high = require_pair("radius", radius, require_number) if radius is not None else (
+        size / 8, size / 5)
+    _check_args(n, size, low, high, clutter, noise, seed)
     g = torch.Generator().manual_seed(seed)
 
     count = torch.randint(min_objects, max_objects + 1, (n,), generator=g)

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, einsum
 
 from ._init import reset_torch_layers
-from ._validate import (require_divisible, require_feature_map, require_int, require_number,
-                        require_odd, require_optional_int, require_positive_width)
+from ._validate import (require_bool, require_divisible, require_feature_map, require_int,
+                        require_number, require_odd, require_optional_int,
+                        require_positive_width, require_tensor)
 
 __all__ = [
     "eca_kernel_size", "banded_matrix", "ECA", "ECANS",
@@ -69,8 +70,9 @@ def banded_matrix(kernel: torch.Tensor, channels: int) -> torch.Tensor:
     (shape C×k). Entry ``[c, j]`` is the weight with which channel j enters output c:
     ``kernel[.., j - c + (k - 1) // 2]`` when that index lies in 0..k-1, else 0.
     """
-    k = kernel.shape[-1]
+    k = require_tensor("kernel", kernel).shape[-1]
     require_odd("k_size", k, _ODD_K)
+    require_int("channels", channels)
     pad = (k - 1) // 2
     out = torch.arange(channels, device=kernel.device)
     src = torch.arange(channels, device=kernel.device)
@@ -142,7 +144,7 @@ class ECA(_ChannelGate):
     def __init__(self, channels: int | None = None, k_size: int | None = None, *,
                  adaptive: bool = False, gamma: float = 2, b: float = 1) -> None:
         super().__init__()
-        if adaptive:
+        if require_bool("adaptive", adaptive):
             if channels is None:
                 raise ValueError("adaptive=True needs channels: the paper's k = ψ(C) depends on C")
             if k_size is not None:

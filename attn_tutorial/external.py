@@ -21,8 +21,9 @@ from einops import rearrange
 from torch import nn
 
 from ._init import reset_torch_layers
-from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
-                        require_int, require_probability, require_tokens)
+from ._validate import (require_batch_statistics, require_bool, require_divisible,
+                        require_feature_map, require_floating, require_int, require_number,
+                        require_probability, require_tokens)
 
 __all__ = ["double_normalise", "external_attention", "ExternalAttention",
            "MultiHeadExternalAttention"]
@@ -34,8 +35,17 @@ def double_normalise(logits: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     First a softmax over the N tokens (axis −2), so each memory slot's weights over the tokens
     sum to 1; then each token's weights are divided by their sum over the S slots (axis −1) plus
     ``eps`` = 1e-9, so each token's row over the memory sums to 1 (up to eps).
+
+    A token whose weights all underflow to 0 gets 0 / eps = 0. In float16 1e-9 is itself 0
+    (the smallest float16 is 2^-24 ≈ 6e-8) and 0 / 0 would be NaN, so a positive eps is raised
+    to the dtype's smallest positive number where it is smaller (float16: 2^-24; float32,
+    float64 and bfloat16 keep 1e-9). ``eps=0`` is the plain division.
     """
+    require_floating("logits", logits)
+    require_number("eps", eps, minimum=0)
     attn = logits.softmax(dim=-2)
+    smallest = torch.finfo(attn.dtype).tiny * torch.finfo(attn.dtype).eps  # float16: 2^-24
+    eps = max(eps, smallest) if eps > 0 else eps  # 1e-9 is 0 in float16
     return attn / (eps + attn.sum(dim=-1, keepdim=True))
 
 
@@ -48,6 +58,13 @@ def external_attention(x: torch.Tensor, memory_key: torch.Tensor, memory_value: 
     ``attn = double_normalise(x M_kᵀ + key_bias)`` (... × N × S), optional dropout on it, then
     ``out = attn M_vᵀ + value_bias`` (... × N × C). Returns ``(out, attn)``, attn before dropout.
     """
+    require_floating("x", x)
+    C, S = x.shape[-1], memory_key.shape[0]
+    for name, memory, shape in (("memory_key", memory_key, (S, C)),
+                                ("memory_value", memory_value, (C, S))):
+        if tuple(memory.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(memory.shape)} but x's C={C} and "
+                             f"memory_key's S={S} need {shape}")
     attn = double_normalise(F.linear(x, memory_key, key_bias))
     dropped = attn if attn_drop is None else attn_drop(attn)
     return F.linear(dropped, memory_value, value_bias), attn
@@ -92,6 +109,7 @@ class ExternalAttention(nn.Module):
         super().__init__()
         require_int("channels", channels)
         require_int("memory_size", memory_size)
+        require_bool("tie_memories", tie_memories)
         self.channels = channels
         self.memory_size = memory_size
         self.tie_memories = tie_memories

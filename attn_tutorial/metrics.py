@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 
+from attn_tutorial._validate import (require_finite, require_int, require_module, require_pair,
+                                     require_tensor)
 from attn_tutorial.data import Task
 
 __all__ = [
@@ -76,6 +78,8 @@ class Metric:
     @property
     def lift(self) -> float:
         """value / chance (1 = no better than chance)."""
+        if self.chance == 0:
+            raise ValueError(f"{self.name}: chance=0, so the lift value / chance is undefined")
         return self.value / self.chance
 
     @property
@@ -87,13 +91,21 @@ class Metric:
 def area_share(masks: torch.Tensor, size: tuple[int, int],
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``B×h×w`` fraction of each cell of an h×w grid covered by ``masks`` (B×H×W, bool/float)."""
-    if masks.dim() != 3:
+    if require_tensor("masks", masks).dim() != 3:
         raise ValueError(f"masks must be B×H×W, got shape {tuple(masks.shape)}")
+    size = require_pair("size", size)
     cells = F.adaptive_avg_pool2d(rearrange(masks.to(dtype), "b h w -> b 1 h w"), size)
     return rearrange(cells, "b 1 h w -> b h w")
 
 
-def _check_batch(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+def _require_task(task: object) -> None:
+    if not isinstance(task, Task):
+        raise ValueError(f"task={task!r} must be a Task (e.g. from attn_tutorial.data)")
+
+
+def _check_batch(name: str, a: torch.Tensor, b: torch.Tensor, b_name: str) -> None:
+    require_finite(name, a)
+    require_tensor(b_name, b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"{name} has batch {a.shape[0]} but the targets have batch {b.shape[0]}")
 
@@ -112,11 +124,16 @@ def spatial_mass_on_object(spatial: torch.Tensor, masks: torch.Tensor) -> Metric
     """
     if spatial.dim() != 3:
         raise ValueError(f"spatial must be B×h×w, got shape {tuple(spatial.shape)}")
-    _check_batch("spatial", spatial, masks)
+    _check_batch("spatial", spatial, masks, "masks")
     if (spatial < 0).any():
         raise ValueError("spatial must be non-negative (a mass); got negative values")
+    total = reduce(spatial, "b h w -> b", "sum")
+    if (total == 0).any():
+        raise ValueError(f"spatial has zero total mass (an all-zero map) in image(s) "
+                         f"{(total == 0).nonzero()[:, 0].tolist()}: the share on the object "
+                         "is undefined there")
     m = area_share(masks, tuple(spatial.shape[1:]), spatial.dtype)
-    mass = reduce(spatial * m, "b h w -> b", "sum") / reduce(spatial, "b h w -> b", "sum")
+    mass = reduce(spatial * m, "b h w -> b", "sum") / total
     return Metric("spatial mass on object", mass.mean().item(), m.mean().item())
 
 
@@ -127,7 +144,7 @@ def gate_contrast(gate: torch.Tensor) -> torch.Tensor:
     the h·w positions, as ``torch.median`` takes it (the lower middle value for an even count).
     This is the map that :func:`spatial_contrast_on_object` scores; lessons draw it.
     """
-    if gate.dim() == 3:
+    if require_finite("gate", gate).dim() == 3:
         gate = rearrange(gate, "b h w -> b 1 h w")
     if gate.dim() != 4:
         raise ValueError(f"gate must be B×C×h×w or B×h×w, got shape {tuple(gate.shape)}")
@@ -152,7 +169,7 @@ def spatial_contrast_on_object(gate: torch.Tensor, masks: torch.Tensor) -> Metri
     (a = 0) counts at its area share. Value in [0, 1].
     """
     contrast = gate_contrast(gate)
-    _check_batch("gate", contrast, masks)
+    _check_batch("gate", contrast, masks, "masks")
     m = area_share(masks, tuple(contrast.shape[1:]), contrast.dtype)
     total = reduce(contrast, "b h w -> b", "sum")
     share = reduce(contrast * m, "b h w -> b", "sum") / total.clamp_min(1e-30)
@@ -174,8 +191,9 @@ def token_mass_on_object(attention: torch.Tensor, masks: torch.Tensor,
     """
     if attention.dim() != 4:
         raise ValueError(f"attention must be B×heads×N×M, got shape {tuple(attention.shape)}")
-    _check_batch("attention", attention, masks)
-    m = rearrange(area_share(masks, tuple(key_grid), attention.dtype), "b h w -> b (h w)")
+    _check_batch("attention", attention, masks, "masks")
+    key_grid = require_pair("key_grid", key_grid)
+    m = rearrange(area_share(masks, key_grid, attention.dtype), "b h w -> b (h w)")
     if m.shape[1] != attention.shape[3]:
         raise ValueError(f"key_grid={tuple(key_grid)} has {m.shape[1]} cells but the attention "
                          f"has M={attention.shape[3]} keys")
@@ -200,7 +218,8 @@ def same_instance_mass(attention: torch.Tensor, instances: torch.Tensor,
     """
     if attention.dim() != 3:
         raise ValueError(f"attention must be B×N×N, got shape {tuple(attention.shape)}")
-    _check_batch("attention", attention, instances)
+    _check_batch("attention", attention, instances, "instances")
+    _check_grid(grid, attention.shape[1])
     values, chances = [], []
     for k in range(1, int(instances.max()) + 1):
         m = rearrange(area_share(instances == k, tuple(grid), attention.dtype),
@@ -215,6 +234,15 @@ def same_instance_mass(attention: torch.Tensor, instances: torch.Tensor,
         raise ValueError("no query cell lies mostly inside an object: nothing to measure")
     return Metric("attention mass on own instance", torch.cat(values).mean().item(),
                   torch.cat(chances).mean().item())
+
+
+def _check_grid(grid: tuple[int, int], n: int) -> tuple[int, int]:
+    """A grid (h, w) of positive integers with h·w = N, the attention's number of tokens."""
+    h, w = require_pair("grid", grid)
+    if h * w != n:
+        raise ValueError(f"grid={tuple(grid)} has {h * w} cells but the attention has N={n} "
+                         "tokens (row-major on the grid)")
+    return h, w
 
 
 def repeat_rows(per_image: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
@@ -238,7 +266,10 @@ def class_selectivity(gates: torch.Tensor, labels: torch.Tensor) -> Metric:
     if gates.dim() != 2 or labels.dim() != 1:
         raise ValueError(f"gates must be B×D and labels B, got {tuple(gates.shape)} and "
                          f"{tuple(labels.shape)}")
-    _check_batch("gates", gates, labels)
+    _check_batch("gates", gates, labels, "labels")
+    if gates.shape[0] < 2:
+        raise ValueError(f"class_selectivity needs at least 2 images (got {gates.shape[0]}): "
+                         "η² compares the gates' variance over images with its class means")
     gates = gates.double()
     classes = labels.unique()
     centred = gates - gates.mean(dim=0)
@@ -274,7 +305,8 @@ def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
     if attention.dim() != 3 or features.dim() != 4:
         raise ValueError(f"attention must be B×C×C and features B×C×h×w, got "
                          f"{tuple(attention.shape)} and {tuple(features.shape)}")
-    _check_batch("attention", attention, classes)
+    _check_batch("attention", attention, classes, "classes")
+    require_finite("features", features)
     size = tuple(features.shape[2:])
     num = int(classes.max())
     if num < 1:
@@ -302,6 +334,7 @@ def same_class_channel_mass(attention: torch.Tensor, features: torch.Tensor,
 def pixel_classes(task: Task) -> torch.Tensor:
     """``B×H×W`` class per pixel, 0 = background: the labels of a segmentation task, or the
     image's class + 1 on its object's pixels for a classification task."""
+    _require_task(task)
     if task.kind == "segmentation":
         return task.labels
     return torch.where(task.masks, rearrange(task.labels, "b -> b 1 1") + 1, 0)
@@ -323,7 +356,8 @@ def slot_purity(attention: torch.Tensor, classes: torch.Tensor, grid: tuple[int,
     """
     if attention.dim() != 3:
         raise ValueError(f"attention must be B×N×S, got shape {tuple(attention.shape)}")
-    _check_batch("attention", attention, classes)
+    _check_batch("attention", attention, classes, "classes")
+    grid = _check_grid(grid, attention.shape[1])
     num = int(classes.max())
     if num < 1:
         raise ValueError("classes holds no object pixel (all 0): nothing to measure")
@@ -347,7 +381,7 @@ def shuffled_null(metric, attention: torch.Tensor, targets: torch.Tensor, *args,
     map that only learned where objects usually are beats the uniform-map chance level; it does
     not beat this null. None for a batch of one.
     """
-    shifts = min(shifts, len(targets) - 1)
+    shifts = min(require_int("shifts", shifts), len(targets) - 1)
     if shifts < 1:
         return None
     values = [metric(attention, targets.roll(k, dims=0), *args).value
@@ -457,6 +491,8 @@ def attention_scores(model: torch.nn.Module, task: Task, scorer=None,
     or an entry without scorer. ``inputs``: the modules' inputs for ``task.images`` from
     ``model.module_inputs`` when already at hand (saves the pass).
     """
+    require_module("model", model)
+    _require_task(task)
     spec = getattr(model, "spec", None)
     scorer = scorer if scorer is not None else (spec.scorer if spec is not None else None)
     if scorer is None:
@@ -479,6 +515,8 @@ def attention_metric(model: torch.nn.Module, task: Task, scorer=None,
 def mean_metric(scores: dict[str, Metric]) -> Metric | None:
     """The per-module metrics of :func:`attention_scores` averaged (value, chance and null);
     None when there are none."""
+    if not isinstance(scores, dict):
+        raise ValueError(f"scores={scores!r} must be a dict {{path: Metric}} (attention_scores)")
     scores = list(scores.values())
     if not scores:
         return None

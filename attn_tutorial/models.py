@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from einops import reduce
 from torch import nn
 
-from attn_tutorial._validate import require_feature_map
+from attn_tutorial._validate import require_all, require_feature_map, require_int
 from attn_tutorial.registry import Mechanism, resolve
 
 __all__ = ["BasicBlock", "TinyResNet", "build_model"]
@@ -86,6 +86,12 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  mechanism: Mechanism | None = None) -> None:
         super().__init__()
+        require_int("in_channels", in_channels)
+        require_int("out_channels", out_channels)
+        require_int("stride", stride)
+        if mechanism is not None and not isinstance(mechanism, Mechanism):
+            raise ValueError(f"mechanism={mechanism!r} must be a registry Mechanism or None "
+                             "(resolve a name or class with attn_tutorial.registry.resolve)")
         position = mechanism.position if mechanism is not None else None
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
@@ -132,10 +138,10 @@ class TinyResNet(nn.Module):
         super().__init__()
         if kind not in ("classification", "segmentation"):
             raise ValueError(f'kind={kind!r} must be "classification" or "segmentation"')
-        if num_classes < 2:
-            raise ValueError(f"num_classes={num_classes} must be >= 2")
-        if len(widths) != 3 or min(widths) < 1:
+        require_int("num_classes", num_classes, minimum=2)
+        if len(require_all("widths", widths)) != 3:
             raise ValueError(f"widths={widths} must be three positive widths")
+        require_int("head_channels", head_channels)
         spec = resolve(mechanism, position)
         position = spec.position if spec is not None else None
         self.mechanism = spec.name if spec is not None else "none"
@@ -242,5 +248,5 @@ class TinyResNet(nn.Module):
 def build_model(mechanism: str | Mechanism | Callable[..., nn.Module] = "none", num_classes: int = 4, kind: str = "classification",
                 seed: int = 0, **kwargs: Any) -> TinyResNet:
     """``TinyResNet(mechanism, ...)`` with its weights drawn after ``torch.manual_seed(seed)``."""
-    torch.manual_seed(seed)
+    torch.manual_seed(require_int("seed", seed, minimum=0))
     return TinyResNet(mechanism, num_classes=num_classes, kind=kind, **kwargs)

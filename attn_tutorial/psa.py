@@ -163,6 +163,10 @@ class PSA(nn.Module):
         return rearrange(weighted, "b scale c h w -> b (scale c) h w")
 
 
+_ODD_FOR_RESIDUAL = ("with padding k // 2 only an odd kernel keeps the map's size, and the block "
+                     "adds its output to the (downsampled) input")
+
+
 class EPSABlock(nn.Module):
     """EPSANet bottleneck: a ResNet bottleneck whose 3×3 conv is a :class:`PSA`.
 
@@ -188,6 +192,7 @@ class EPSABlock(nn.Module):
         require_int("inplanes", inplanes)
         require_int("planes", planes)
         require_int("stride", stride)
+        require_all("conv_kernels", conv_kernels, odd_because=_ODD_FOR_RESIDUAL)
         if downsample is None and (stride != 1 or inplanes != planes * self.expansion):
             raise ValueError(
                 f"without a downsample module the residual needs stride=1 and inplanes = "

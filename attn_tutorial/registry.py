@@ -38,7 +38,8 @@ from einops import rearrange
 from torch import nn
 
 from attn_tutorial import metrics
-from attn_tutorial._validate import require_feature_map
+from attn_tutorial._validate import (require_bool, require_divisible, require_feature_map,
+                                     require_int)
 from attn_tutorial.bam import BAM
 from attn_tutorial.danet import CAM, PAM
 from attn_tutorial.eca import ECA, SE
@@ -92,8 +93,16 @@ MECHANISMS: dict[str, Mechanism] = {}
 
 
 def _check_factory(name: str, factory: Callable[..., nn.Module], options: dict[str, Any],
-                   channels: int = 16, size: int = 8) -> None:
-    """Build at ``channels`` and run one B×C×H×W map through it; the global RNG is untouched."""
+                   size: int = 8) -> None:
+    """Build at 16 and at 32 channels (TinyResNet's widths are 16, 32 and 64: a module that
+    hard-codes one width fails at the other) and run one B×C×H×W map through each; the global
+    RNG is untouched."""
+    for channels in (16, 32):
+        _check_at(name, factory, options, channels, size)
+
+
+def _check_at(name: str, factory: Callable[..., nn.Module], options: dict[str, Any],
+              channels: int, size: int) -> None:
     with torch.random.fork_rng(devices=[]):
         try:
             module = factory(channels, **options)
@@ -139,6 +148,12 @@ def define_mechanism(name: str, factory: Callable[..., nn.Module], position: str
     if scorer is not None and not callable(scorer):
         raise ValueError(f"scorer={scorer!r} must be None or a function "
                          "scorer(module, x, task) -> Metric")
+    if isinstance(factory, nn.Module):
+        raise ValueError(f"factory={type(factory).__name__}(...) is an instance; pass the class "
+                         f"{type(factory).__name__} (or a function channels -> module)")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"options={options!r} must be a dict of keyword arguments or None")
+    require_bool("check", check)
     options = dict(options or {})
     if check:
         _check_factory(name, factory, options)
@@ -154,7 +169,7 @@ def register_mechanism(name: str, factory: Callable[..., nn.Module], position: s
     Arguments as :func:`define_mechanism`; ``overwrite`` allows replacing an entry (a learner
     re-running a cell).
     """
-    if isinstance(name, str) and name in MECHANISMS and not overwrite:
+    if isinstance(name, str) and name in MECHANISMS and not require_bool("overwrite", overwrite):
         raise ValueError(f"a mechanism named {name!r} is already registered; pass "
                          "overwrite=True to replace it")
     mechanism = define_mechanism(name, factory, position, scorer, task=task, options=options)
@@ -190,6 +205,10 @@ def resolve(mechanism: str | Mechanism | Callable[..., nn.Module],
                              f"{['none', *MECHANISMS]} (add yours with register_mechanism, or "
                              "pass the module class itself)")
         return MECHANISMS[mechanism]
+    if isinstance(mechanism, nn.Module):
+        raise ValueError(f"mechanism={type(mechanism).__name__}(...) is an instance; pass the "
+                         f"class {type(mechanism).__name__} (TinyResNet builds one per place, "
+                         "at that place's width)")
     if callable(mechanism):
         name = getattr(mechanism, "__name__", type(mechanism).__name__)
         return define_mechanism(name, mechanism, position or "block")
@@ -211,7 +230,7 @@ class TokenMixer(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 4, sr_ratio: int = 2) -> None:
         super().__init__()
-        self.channels = channels
+        self.channels = require_int("channels", channels)
         self.norm = nn.LayerNorm(channels)
         self.attn = EMSA(channels, num_heads=num_heads, sr_ratio=sr_ratio, qkv_bias=True)
 
@@ -243,6 +262,7 @@ class SCSplitConv(nn.Module):
 
     def __init__(self, channels: int, pooling_r: int = 2) -> None:
         super().__init__()
+        require_int("channels", channels)
         if channels % 2:
             raise ValueError(f"channels={channels} must be even: SCSplitConv splits them in half")
         half = channels // 2
@@ -271,6 +291,8 @@ def tiny_psa(channels: int, se_reduction: int = 4) -> PSA:
     107 ms with the groups capped at the split width vs 28 ms dense). The price: the PSA network
     has about 3× the plain network's parameters, so its accuracy is not at matched capacity.
     """
+    require_int("channels", channels)
+    require_divisible("channels", channels, "the number of kernels (3, 5, 7, 9)", 4)
     split = channels // 4
     return PSA(channels, channels, conv_groups=(1, 1, 1, 1), se_reduction=min(se_reduction, split))
 
@@ -294,8 +316,9 @@ def _register_builtins() -> None:
          cls),
     ]
     for name, factory, options, position, scorer, task in builtins:
-        register_mechanism(name, factory, position, scorer, task=task, options=options,
-                           overwrite=True)
+        # the library's own modules, tested in tests/test_registry.py: not run at every import
+        MECHANISMS[name] = define_mechanism(name, factory, position, scorer, task=task,
+                                            options=options, check=False)
 
 
 _register_builtins()

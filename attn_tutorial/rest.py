@@ -18,9 +18,9 @@ from einops import rearrange
 from torch import nn
 
 from ._init import reset_torch_layers
-from ._validate import (require_batch_statistics, require_divisible, require_feature_map,
-                        require_int, require_min_size, require_number, require_probability,
-                        require_tokens)
+from ._validate import (require_batch_statistics, require_bool, require_divisible,
+                        require_feature_map, require_floating, require_int, require_min_size,
+                        require_number, require_probability, require_tokens)
 
 __all__ = ["EMSA", "PA", "PatchEmbed", "BasicStem", "Mlp", "DropPath", "Block", "overlapping_grid"]
 
@@ -33,6 +33,8 @@ def overlapping_grid(H: int, W: int, stride: int) -> tuple[int, int]:
     (s = ``patch_size``) and ``cost.emsa`` use it. A result below 1 (odd s with a side of 1)
     means the conv refuses the input.
     """
+    for name, value in (("H", H), ("W", W), ("stride", stride)):
+        require_int(name, value)
     return tuple((n + 2 * (stride // 2) - stride - 1) // stride + 1 for n in (H, W))
 
 
@@ -121,6 +123,8 @@ class EMSA(_ResTModule):
             require_number("qk_scale", qk_scale, positive=True)
         require_probability("attn_drop", attn_drop)
         require_probability("proj_drop", proj_drop)
+        require_bool("qkv_bias", qkv_bias)
+        require_bool("apply_transform", apply_transform)
         self.dim = dim
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
@@ -154,10 +158,16 @@ class EMSA(_ResTModule):
 
     def _require_input(self, x: torch.Tensor, H: int, W: int) -> None:
         require_tokens(x, self.dim, (H, W))
+        Hk, Wk = self.key_grid(H, W)
+        if self.apply_transform and Hk * Wk * H * W == 1:
+            raise ValueError(
+                "apply_transform=True normalises each head's N×M attention map with an "
+                f"InstanceNorm2d, which needs more than one value, but the token grid H×W = "
+                f"{H}×{W} gives a 1×1 map (in train and eval mode); use a larger grid"
+            )
         if self.sr_ratio == 1:
             return
         sr = self.sr_ratio
-        Hk, Wk = self.key_grid(H, W)
         if Hk < 1 or Wk < 1:
             raise ValueError(
                 f"the token grid H×W = {H}×{W} is too small for sr_ratio={sr}: the reduction conv "
@@ -253,6 +263,7 @@ class PatchEmbed(_ResTModule):
         require_int("patch_size", patch_size)
         require_int("in_ch", in_ch)
         require_int("out_ch", out_ch)
+        require_bool("with_pos", with_pos)
         self.patch_size = patch_size
         self.in_ch = in_ch
         self.proj = nn.Conv2d(in_ch, out_ch, kernel_size=patch_size + 1, stride=patch_size,
@@ -296,6 +307,7 @@ class BasicStem(_ResTModule):
         super().__init__()
         require_int("in_ch", in_ch)
         require_int("out_ch", out_ch)
+        require_bool("with_pos", with_pos)
         if out_ch // 2 < 1:
             raise ValueError(f"out_ch={out_ch} is too small: the hidden width out_ch // 2 would "
                              f"be {out_ch // 2}; use out_ch >= 2")
@@ -326,7 +338,7 @@ class BasicStem(_ResTModule):
 class Mlp(nn.Module):
     """The transformer MLP: Linear(C→hidden), GELU, dropout, Linear(hidden→C), dropout.
 
-    Input and output B×N×C. Official: class ``Mlp`` (taken from timm).
+    Input and output ...×C (B×N×C in the block). Official: class ``Mlp`` (taken from timm).
     """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
@@ -334,6 +346,7 @@ class Mlp(nn.Module):
         require_int("dim", dim)
         require_int("hidden", hidden)
         require_probability("drop", drop)
+        self.dim = dim
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
@@ -345,7 +358,8 @@ class Mlp(nn.Module):
         reset_torch_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ...×C -> ...×C."""
+        """x: ...×C -> ...×C (B×N×C in the block; any leading axes)."""
+        require_floating("x", x, self.dim)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -356,10 +370,7 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
-        ok = isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0
-        if not ok:
-            raise ValueError(f"drop_path={p!r} must be a probability in [0, 1)")
-        self.p = p
+        self.p = require_probability("p", p, below_one=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
@@ -386,6 +397,10 @@ class Block(_ResTModule):
         super().__init__()
         require_int("dim", dim)
         require_number("mlp_ratio", mlp_ratio, positive=True)
+        require_int("int(dim * mlp_ratio)", int(dim * mlp_ratio), why=f"the MLP's hidden width "
+                    f"for dim={dim}, mlp_ratio={mlp_ratio!r}")
+        require_probability("drop", drop)
+        require_probability("drop_path", drop_path, below_one=True)
         self.dim = dim
         self.norm1 = nn.LayerNorm(dim)
         self.attn = EMSA(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,

@@ -16,8 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._init import reset_torch_layers, resnet_conv_bn_init
-from ._validate import (require_batch_statistics, require_choice, require_divisible,
-                        require_feature_map, require_int, require_min_size)
+from ._validate import (require_batch_statistics, require_bool, require_choice,
+                        require_divisible, require_feature_map, require_int, require_min_size)
 
 __all__ = ["SCConv", "SCBottleneck"]
 
@@ -62,6 +62,7 @@ class SCConv(nn.Module):
         require_int("dilation", dilation)
         require_int("pooling_r", pooling_r)
         require_divisible("channels", channels, "groups", groups)
+        require_int("padding", padding, minimum=0)
         if padding != dilation:
             raise ValueError(
                 f"padding={padding} must equal dilation={dilation}: a 3×3 conv keeps H×W only then, "
@@ -168,6 +169,10 @@ class SCBottleneck(nn.Module):
         require_int("stride", stride)
         require_int("cardinality", cardinality)
         require_int("bottleneck_width", bottleneck_width)
+        require_int("dilation", dilation)
+        require_int("pooling_r", pooling_r)
+        require_bool("avd", avd)
+        require_bool("is_first", is_first)
         group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
         if group_width < 1:
             raise ValueError(

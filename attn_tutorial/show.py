@@ -24,11 +24,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._validate import require_bool, require_int, require_module, require_number, require_pair
+
 __all__ = ["count_params", "heatmaps", "gate_bars", "overlay", "attention_row", "slot_map"]
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     """The number of parameters of ``module`` (only those with ``requires_grad`` if asked)."""
+    require_module("module", module)
+    require_bool("trainable_only", trainable_only)
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -44,8 +48,16 @@ def _axes(count: int, axes: Any, width: float = 3.2, height: float = 3.0) -> lis
     return axes
 
 
+def _as_float(name: str, value: object) -> torch.Tensor:
+    """``value`` (a tensor, an array or nested numbers) as a float32 CPU tensor."""
+    try:
+        return torch.as_tensor(value).detach().float().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name}={value!r} must be a tensor (or an array of numbers)") from error
+
+
 def _as_2d(name: str, matrix: torch.Tensor) -> torch.Tensor:
-    matrix = torch.as_tensor(matrix).detach().float().cpu()
+    matrix = _as_float(name, matrix)
     if matrix.dim() != 2:
         raise ValueError(f"{name} must be 2-D (a matrix or a map), got shape {tuple(matrix.shape)}")
     return matrix
@@ -55,6 +67,9 @@ def heatmaps(matrices: Sequence[torch.Tensor], titles: Sequence[str] | None = No
              cmap: str = "viridis", same_scale: bool = False, axes: Any = None) -> list[Any]:
     """Matrices side by side, each with a colour bar (``same_scale`` shares one range)."""
     mats = [_as_2d("matrices[{}]".format(i), m) for i, m in enumerate(matrices)]
+    if not mats:
+        raise ValueError("matrices is empty: give at least one matrix to draw")
+    require_bool("same_scale", same_scale)
     titles = list(titles) if titles is not None else [""] * len(mats)
     if len(titles) != len(mats):
         raise ValueError(f"titles has {len(titles)} entries for {len(mats)} matrices")
@@ -73,7 +88,7 @@ def gate_bars(gates: torch.Tensor, labels: Sequence[str] | None = None, *, ax: A
     """Channel gates as grouped bars: ``gates`` is C (one gate) or R×C (one bar group each)."""
     import matplotlib.pyplot as plt
 
-    gates = torch.as_tensor(gates).detach().float().cpu()
+    gates = _as_float("gates", gates)
     if gates.dim() == 1:
         gates = gates[None]
     if gates.dim() != 2:
@@ -112,10 +127,11 @@ def overlay(image: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | N
     """
     import matplotlib.pyplot as plt
 
-    image = torch.as_tensor(image).detach().float().cpu()
+    image = _as_float("image", image)
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be 3×H×W, got shape {tuple(image.shape)}")
     attention = _as_2d("attention", attention)
+    require_number("alpha", alpha, minimum=0, maximum=1)
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 3.0))
     size = tuple(image.shape[1:])
@@ -141,7 +157,9 @@ def attention_row(attention: torch.Tensor, query: int, grid: tuple[int, int],
     import matplotlib.pyplot as plt
 
     attention = _as_2d("attention", attention)
-    key_grid = tuple(key_grid or grid)
+    grid = require_pair("grid", grid)
+    key_grid = grid if key_grid is None else require_pair("key_grid", key_grid)
+    require_int("query", query, minimum=0)
     n, m = attention.shape
     if n != grid[0] * grid[1] or m != key_grid[0] * key_grid[1]:
         raise ValueError(f"attention is {n}×{m}; grid={tuple(grid)} and key_grid={key_grid} "
@@ -177,7 +195,11 @@ def slot_map(ids: torch.Tensor, num_slots: int, *, image: torch.Tensor | None = 
     import matplotlib.pyplot as plt
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    ids = _as_2d("ids", ids).long()
+    require_int("num_slots", num_slots)
+    ids = _as_2d("ids", ids)
+    if not torch.equal(ids, ids.round()):
+        raise ValueError("ids must be whole numbers (slot indices), got fractional values")
+    ids = ids.long()
     if ids.min() < 0 or ids.max() >= num_slots:
         raise ValueError(f"ids must lie in [0, {num_slots}), got {ids.min()}..{ids.max()}")
     colours = plt.get_cmap("tab20").colors
@@ -186,7 +208,7 @@ def slot_map(ids: torch.Tensor, num_slots: int, *, image: torch.Tensor | None = 
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 3.0))
     if image is not None:
-        image = torch.as_tensor(image).detach().float().cpu()
+        image = _as_float("image", image)
         size = tuple(image.shape[1:])
         big = F.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0]
         ax.imshow(rearrange(image, "c h w -> h w c").clamp(0, 1).numpy())

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attn_tutorial._validate import (require_bool, require_int, require_module, require_number,
+                                     require_tensor)
 from attn_tutorial.data import Task
 
 Data = Task | tuple[torch.Tensor, torch.Tensor]
@@ -83,8 +85,7 @@ def _unpack(data: Data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
+    require_int("batch_size", batch_size)
 
 
 def _loss_kind(loss: str | None, targets: torch.Tensor) -> str:
@@ -104,6 +105,8 @@ def _loss_kind(loss: str | None, targets: torch.Tensor) -> str:
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``images`` in eval mode, in batches; the mode is restored after."""
+    require_module("model", model)
+    require_tensor("images", images)
     _check_batch_size(batch_size)
     if len(images) == 0:
         raise ValueError("images is empty (0 images); predict needs at least 1")
@@ -119,12 +122,18 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
 def mean_iou(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
     """Mean over classes of |pred ∩ target| / |pred ∪ target|, skipping classes absent from
     both (background, class 0, counts as a class)."""
+    require_int("num_classes", num_classes)
+    if require_tensor("predictions", predictions).shape != require_tensor("targets", targets).shape:
+        raise ValueError(f"predictions have shape {tuple(predictions.shape)} but targets have "
+                         f"shape {tuple(targets.shape)}; they must match")
     ious = []
     for c in range(num_classes):
         pred, true = predictions == c, targets == c
         union = (pred | true).sum().item()
         if union > 0:
             ious.append((pred & true).sum().item() / union)
+    if not ious:
+        raise ValueError(f"no class in 0..{num_classes - 1} occurs in the predictions or targets")
     return sum(ious) / len(ious)
 
 
@@ -184,12 +193,20 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
     The model is left in eval mode after training (in channels-last layout if asked; a
     state_dict saved from it loads into any model).
     """
+    require_module("model", model)
     images, targets = _unpack(train, "train")
     kind = _loss_kind(loss, targets)
     _check_batch_size(batch_size)
+    require_number("lr", lr, positive=True)
+    require_number("weight_decay", weight_decay, minimum=0)
+    require_int("seed", seed, minimum=0)
+    require_bool("progress", progress)
+    require_bool("channels_last", channels_last)
+    if steps is None:
+        require_int("epochs", epochs, why="fit needs at least 1 step")
+    else:
+        require_int("steps", steps, why="fit needs at least 1 step")
     total = steps if steps is not None else epochs * max(1, len(images) // batch_size)
-    if total < 1:
-        raise ValueError(f"epochs={epochs}, steps={steps} gives {total} steps; need at least 1")
 
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
@@ -219,6 +236,12 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int 
                     + ("B×K logits" if kind == "ce" else "B×K×H×W logits")
                 )
             step_loss = F.cross_entropy(logits, targets[index])
+            if not torch.isfinite(step_loss):
+                raise ValueError(
+                    f"the loss at step {history.steps + 1} is {step_loss.item()}: the model's "
+                    "logits hold NaN or inf (a module that outputs NaN, or lr too large); "
+                    "training stopped"
+                )
             optimizer.zero_grad()
             step_loss.backward()
             optimizer.step()

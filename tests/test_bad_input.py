@@ -1,11 +1,14 @@
-"""Bad constructor arguments, tried as a new user would: each is a ValueError at construction
-that names the argument, the value and the rule (issue 10's list, then the same rules on the
-other modules)."""
+"""Bad input, tried as a new user would: each is a ValueError that names the argument, the value
+and the rule, at construction where knowable (issue 10's list, then the same rules on the other
+modules); the probe set of issue #36 (``_probes.py``: every public function and command, 180
+scenarios); and legal boundary inputs that must keep working."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from _probes import PROBES, set_tmp
 
 from attn_tutorial.attention import MultiHeadSelfAttention, SelfAttention2d
 from attn_tutorial.bam import BAM, BAMSpatialGate
@@ -75,7 +78,7 @@ BAD = [  # (what a user typed, the call, a pattern with the argument, the value 
     ("BasicStem(3, 1)", lambda: BasicStem(3, 1), r"out_ch=1 is too small"),
     ("Block(8, 2, mlp_ratio=0)", lambda: Block(8, 2, mlp_ratio=0),
      r"mlp_ratio=0 must be a finite number > 0"),
-    ("DropPath(1.0)", lambda: DropPath(1.0), r"drop_path=1.0 must be a probability in \[0, 1\)"),
+    ("DropPath(1.0)", lambda: DropPath(1.0), r"p=1.0 must be a probability in \[0, 1\)"),
     ("ExternalAttention(8, memory_size=0)", lambda: ExternalAttention(8, memory_size=0),
      rf"memory_size=0 {POSITIVE}"),
     ("MultiHeadExternalAttention(8, 2, expansion=0)",
@@ -141,3 +144,118 @@ def test_tiny_resnet_scconv_at_8x8_names_the_pooling_rate():
 
     with pytest.raises(ValueError, match=r"pooling_r=2 pools to a 1×1 map"):
         TinyResNet("scconv").train()(torch.randn(1, 3, 8, 8))
+
+
+# ------------------------------------------------------------ the probe set of issue #36
+
+
+@pytest.mark.parametrize("call,pattern", [(c, p) for _, c, p in PROBES],
+                         ids=[name for name, _, _ in PROBES])
+def test_probe_is_refused_by_name(call, pattern, tmp_path, monkeypatch):
+    """Each bad value of the probe set: a ValueError naming the argument (or file), the value and
+    the rule; a command exits 2 with one line."""
+    set_tmp(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+# ------------------------------------------------------------ legal boundary inputs still work
+
+def _maps():
+    from attn_tutorial.attention import SelfAttention2d
+    from attn_tutorial.bam import BAM
+    from attn_tutorial.danet import CAM, PAM
+    from attn_tutorial.eca import ECA, ECANS, SE
+    from attn_tutorial.external import ExternalAttention
+    from attn_tutorial.psa import PSA
+    from attn_tutorial.rest import PA
+    from attn_tutorial.scconv import SCConv
+
+    return {  # name: (builder, channels, smallest legal H = W)
+        "ECA": (lambda: ECA(8), 8, 1), "ECANS": (lambda: ECANS(8), 8, 1),
+        "SE": (lambda: SE(16, 4), 16, 1), "BAM": (lambda: BAM(32, 4, dilation=2), 32, 1),
+        "PSA": (lambda: PSA(16, 16, conv_groups=(1, 1, 1, 1), se_reduction=4), 16, 1),
+        "SCConv": (lambda: SCConv(8, pooling_r=2), 8, 2), "PAM": (lambda: PAM(16), 16, 1),
+        "CAM": (lambda: CAM(8), 8, 1), "ExternalAttention": (lambda: ExternalAttention(8), 8, 1),
+        "PA": (lambda: PA(8), 8, 1), "SelfAttention2d": (lambda: SelfAttention2d(8, 2), 8, 1),
+    }
+
+
+def _variants(channels, smallest):
+    """(name, x, tolerance) of legal boundary inputs; x in float32 unless the name says."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(2, channels, 7, 5, generator=g)
+    return [
+        ("batch 1", base[:1], 0.0),
+        ("batch 0", base[:0], 0.0),
+        ("smallest map", base[:, :, :smallest, :smallest].contiguous(), 0.0),
+        ("odd non-square", base, 0.0),
+        ("non-contiguous", torch.randn(2, channels, 5, 7, generator=g).transpose(2, 3), 0.0),
+        ("channels_last", base.contiguous(memory_format=torch.channels_last), 1e-5),
+        ("requires grad", base.clone().requires_grad_(), 0.0),
+        ("float16", base.half(), 3e-2),
+        ("bfloat16", base.bfloat16(), 1e-1),
+    ]
+
+
+@pytest.mark.parametrize("name", list(_maps()))
+def test_legal_boundary_inputs_give_the_float32_result(name):
+    """Batch 1 and 0, the smallest map, odd non-square, non-contiguous, channels_last,
+    requires-grad, float16 and bfloat16 inputs run in eval mode and give the output of the same
+    module on a contiguous float32 copy of the input (within the dtype's rounding)."""
+    build, channels, smallest = _maps()[name]
+    torch.manual_seed(0)
+    module = build().eval()
+    for variant, x, tol in _variants(channels, smallest):
+        reference = module(x.detach().float().contiguous())
+        low = module.to(x.dtype) if x.dtype != torch.float32 else module
+        out = low(x)
+        module.float()
+        assert out.shape == reference.shape, (variant, out.shape)
+        assert out.dtype == x.dtype, variant
+        assert torch.isfinite(out).all(), variant
+        scale = reference.abs().max().item() if reference.numel() else 0.0
+        assert torch.allclose(out.float(), reference, atol=tol * max(scale, 1.0) + 1e-6,
+                              rtol=0), (variant, (out.float() - reference).abs().max())
+
+
+def _token_modules():
+    from attn_tutorial.attention import MultiHeadSelfAttention
+    from attn_tutorial.external import MultiHeadExternalAttention
+    from attn_tutorial.rest import EMSA, Block, Mlp
+
+    return {  # name: (builder, whether forward takes the grid H, W)
+        "EMSA sr 2": (lambda: EMSA(8, 2, sr_ratio=2), True),
+        "EMSA transform": (lambda: EMSA(8, 2, apply_transform=True), True),
+        "Block": (lambda: Block(8, 2, sr_ratio=2), True),
+        "MultiHeadExternalAttention": (lambda: MultiHeadExternalAttention(8, 2), False),
+        "MultiHeadSelfAttention": (lambda: MultiHeadSelfAttention(8, 2), False),
+        "Mlp": (lambda: Mlp(8, 16), False),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:the token grid")  # a 1×2 grid at sr_ratio 2: one key
+@pytest.mark.parametrize("name", list(_token_modules()))
+def test_legal_token_inputs_give_the_float32_result(name):
+    """Token modules in eval mode on an odd 5×7 grid: batch 1, a 1×2 grid, a non-contiguous
+    view, float16 and bfloat16 give the float32 output on a contiguous copy (within rounding)."""
+    build, takes_grid = _token_modules()[name]
+    torch.manual_seed(0)
+    module = build().eval()
+    run = (lambda x, h, w: module(x, h, w)) if takes_grid else (lambda x, h, w: module(x))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 35, 8, generator=g)
+    cases = [("batch 1", x[:1], 5, 7, 0.0), ("1×2 grid", x[:, :2].contiguous(), 1, 2, 0.0),
+             ("non-contiguous", torch.randn(2, 8, 35, generator=g).transpose(1, 2), 5, 7, 0.0),
+             ("float16", x.half(), 5, 7, 3e-2), ("bfloat16", x.bfloat16(), 5, 7, 1e-1)]
+    for variant, tokens, h, w, tol in cases:
+        with torch.no_grad():
+            reference = run(tokens.float().contiguous(), h, w)
+            module.to(tokens.dtype)
+            out = run(tokens, h, w)
+            module.float()
+        assert out.shape == reference.shape and out.dtype == tokens.dtype, variant
+        assert torch.isfinite(out).all(), variant
+        scale = max(reference.abs().max().item(), 1.0)
+        assert torch.allclose(out.float(), reference, atol=tol * scale + 1e-6, rtol=0), variant

@@ -134,3 +134,27 @@ def test_fused_sdpa_on_cpu_may_escape_the_counter():
     projections = 2 * B * H * W * C * C * 4
     counted = count_flops(MultiHeadSelfAttention(C, 3, use_sdpa=True), *tokens(B, C, H, W))
     assert counted in (full.flops, projections)
+
+
+def test_boundary_sizes_follow_the_formulas():
+    """B = 0 costs only the parameters' bytes; the smallest legal SE (C = r, hidden 1) and a 1×1
+    map follow the docstring formulas: params 2·C·1 + 1 + C, FLOPs 2·B·C·1·2."""
+    empty = cost.se(0, 16, 4, 4, reduction=16)
+    assert (empty.params, empty.flops) == (2 * 16 + 1 + 16, 0)
+    assert empty.min_bytes == 4 * empty.params
+    one = cost.se(1, 16, 1, 1, reduction=16)
+    assert (one.params, one.flops) == (49, 2 * 16 * 2)
+    assert one.min_bytes == 4 * (16 + 16 + 49)
+    assert cost.conv_out_size(1, 1) == 1 and cost.conv_out_size(1, 3, padding=1) == 1
+    assert cost.conv_out_size(5, 3, stride=2, padding=1, dilation=2) == 2  # ⌊(5+2−4−1)/2⌋+1
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: cost.se(1, 8, 4, 4, reduction=16), r"channels=8 is too small for reduction 16"),
+    (lambda: cost.psa(1, 64, 8, 8, conv_kernels=(3, 5), conv_groups=(1, 4, 8)), "same length"),
+    (lambda: cost.emsa(1, 16, 4, 4, qkv_bias="False"), r"qkv_bias='False' must be True or False"),
+    (lambda: cost.Cost(0, 0, 0).intensity, r"min_bytes=0"),
+])
+def test_a_configuration_the_module_refuses_is_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -200,8 +200,15 @@ def test_errors():
         CAM(8, variant="neg")
     with pytest.raises(ValueError, match="4-D"):  # built without channels: rank still checked
         CAM()(torch.randn(16, 4, 4))
-    with pytest.raises(ValueError, match="channels=7"):
-        DANetHead(28, 3)  # inter 7 < 8 for the PAM
+    # the head's own arguments are named, not the PAM's channels
+    with pytest.raises(ValueError, match=r"in_channels=28 must be an integer >= 32"):
+        DANetHead(28, 3)  # inter 28 // 4 = 7 < 8 for the PAM
     with pytest.raises(ValueError, match="in_channels=3"):
         DANetHead(3, 3)
+    with pytest.raises(ValueError, match=r"inter_channels=7 must be an integer >= 8"):
+        DANetHead(64, 3, inter_channels=7)
+    with pytest.raises(ValueError, match=r"cam_variant='neg' must be one of"):
+        DANetHead(64, 3, cam_variant="neg")
+    assert DANetHead(32, 3).pam.channels == 8  # the smallest default head: PAM query width 1
+    assert DANetHead(8, 3, inter_channels=8).pam.channels == 8
 

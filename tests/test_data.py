@@ -222,14 +222,14 @@ def test_boundary_clutter_and_noise_are_accepted():
     (lambda: multi_object_segmentation(4, num_classes=0), "num_classes=0"),
     (lambda: multi_object_segmentation(4, objects=(3, 2)), "objects"),
     # clutter and noise: NaN would give NaN images; out-of-range values extrapolate colours
-    (lambda: object_on_texture(4, clutter=float("nan")), r"clutter=nan must be a number in \[0, 1\]"),
-    (lambda: object_on_texture(4, clutter=1.5), r"clutter=1.5 must be a number in \[0, 1\]"),
+    (lambda: object_on_texture(4, clutter=float("nan")), r"clutter=nan must be a finite number in \[0, 1\]"),
+    (lambda: object_on_texture(4, clutter=1.5), r"clutter=1.5 must be a finite number in \[0, 1\]"),
     (lambda: multi_scale_objects(4, clutter=-0.1), r"clutter=-0.1 must be"),
     (lambda: multi_object_segmentation(4, clutter=float("inf")), r"clutter=inf must be"),
     (lambda: object_on_texture(4, noise=float("nan")), r"noise=nan must be a finite number >= 0"),
     (lambda: multi_scale_objects(4, noise=-0.01), r"noise=-0.01 must be a finite number >= 0"),
     (lambda: multi_object_segmentation(4, noise=float("inf")), r"noise=inf must be"),
-    (lambda: object_on_texture(4, radius=(2, float("nan"))), "must be finite"),
+    (lambda: object_on_texture(4, radius=(2, float("nan"))), r"radius\[1\]=nan must be a finite number"),
     # one int would index the image's channels: refused, a slice is the way to one image
     (lambda: object_on_texture(4)[3], r"index=3 is a single int.*task\[3:4\]"),
     (lambda: object_on_texture(4)[torch.tensor(1)], r"index=1 is a single int"),

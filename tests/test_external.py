@@ -276,3 +276,55 @@ def test_multi_head_errors():
     # wrong rank / channels / integer inputs, gradcheck and batch 1: tests/test_contracts.py
     with pytest.raises(ValueError, match="dim=10 must be divisible by num_heads=4"):
         MultiHeadExternalAttention(10, 4)
+
+
+# ------------------------------------------------------------ ε in every dtype (issue #36)
+
+def test_double_normalise_in_float16_gives_zero_not_nan_for_an_underflowed_token():
+    """In float16 1e-9 rounds to 0 (the smallest float16 is 2^-24 ≈ 6e-8), so a token whose
+    softmax weights all underflow would get 0 / 0 = NaN. Token 2's logits are 20 below token 0's
+    in both slots: its weights e^-20 ≈ 2e-9 are 0 in float16. It gets 0; the other rows still sum
+    to 1 within float16 rounding: token 1's weights e^-10 ≈ 4.5e-5 are subnormal, and eps =
+    2^-24 ≈ 6e-8 changes their sum 9e-5 by less than 0.1 %."""
+    assert torch.tensor(1e-9, dtype=torch.float16) == 0
+    logits = torch.zeros(1, 3, 2, dtype=torch.float16)
+    logits[0, 0] = 10.0
+    logits[0, 2] = -10.0
+    out = double_normalise(logits)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert (out[0, 2] == 0).all()
+    assert torch.allclose(out[0, :2].float().sum(-1), torch.ones(2), atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_double_normalise_keeps_eps_1e9_where_the_dtype_holds_it(dtype):
+    """The official formula softmax / (1e-9 + Σ_S softmax), computed here in float64 from the
+    equation, is what the function gives in float32, float64 and bfloat16."""
+    logits = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    soft = logits.softmax(dim=-2)
+    expected = soft / (1e-9 + soft.sum(dim=-1, keepdim=True))
+    tol = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 2e-2}[dtype]
+    assert torch.allclose(double_normalise(logits.to(dtype)).double(), expected, atol=tol)
+
+
+def test_external_attention_in_float16_is_finite_where_a_pixel_underflows():
+    """The block on a map where pixel (0, 0)'s logits are 20 above the others' in every slot: in
+    float16 the other pixels' weights e^-20 underflow to 0, so those pixels lose their attention
+    output (a float16 limit); the output stays finite, and at pixel (0, 0) equals the float32
+    block's."""
+    m = ExternalAttention(4, memory_size=2).eval()
+    with torch.no_grad():
+        m.conv_in.weight.copy_(torch.eye(4).reshape(4, 4, 1, 1))
+        m.conv_in.bias.zero_()
+        m.memory_key.weight.fill_(1.0)
+    x = torch.zeros(1, 4, 2, 2)
+    x[0, :, 0, 0], x[0, :, 1, 1] = 5.0, -5.0
+    reference = m(x)
+    out = m.half()(x.half())
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[..., 0, 0].float(), reference[..., 0, 0], atol=2e-2)
+
+
+def test_double_normalise_refuses_a_negative_eps():
+    with pytest.raises(ValueError, match=r"eps=-1.0 must be a finite number >= 0"):
+        double_normalise(torch.zeros(1, 2, 2), eps=-1.0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from attn_tutorial import metrics
+from attn_tutorial import metrics, registry
 from attn_tutorial.eca import SE
 from attn_tutorial.registry import (MECHANISMS, POSITIONS, TASKS, Mechanism, define_mechanism,
                                     register_mechanism, resolve, unregister_mechanism)
@@ -99,3 +99,26 @@ def test_resolve_names_entries_and_classes():
         resolve("nope")
     with pytest.raises(ValueError, match="must be a registered name"):
         resolve(3)
+
+
+@pytest.mark.parametrize("name", sorted(registry.MECHANISMS))
+def test_every_builtin_keeps_the_map_at_16_and_32_channels(name):
+    """The built-in entries are registered without running the factory check at import; here
+    each passes it (built at 16 and 32 channels, a 2×C×8×8 map in, the same shape out)."""
+    entry = registry.MECHANISMS[name]
+    registry._check_factory(name, entry.factory, entry.options)
+
+
+def test_a_module_fixed_to_one_width_is_refused_at_definition():
+    """A learner's module that hard-codes 16 channels passes at 16 but not at 32, where
+    TinyResNet's second stage would plug it."""
+    class Fixed16(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(16, 16, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(ValueError, match=r"'Fixed16': its module fails on a 2×32×8×8 map"):
+        registry.resolve(Fixed16)

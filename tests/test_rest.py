@@ -363,7 +363,7 @@ def test_drop_path():
     assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
     assert 100 < (per_sample == 0).all(1).sum() < 300
     assert DropPath(0.0).train()(x) is x
-    with pytest.raises(ValueError, match="drop_path=1.0"):
+    with pytest.raises(ValueError, match=r"p=1.0 must be a probability in \[0, 1\)"):
         DropPath(1.0)
 
 

@@ -189,9 +189,9 @@ def test_evaluate_takes_a_task():
     (lambda t, m: fit(m, (t.images[:0], t.labels[:0]), steps=1), "train has 0 images"),
     (lambda t, m: fit(m, t, t[:0], steps=1), "test has 0 images"),
     (lambda t, m: evaluate(m, t.images[:0], t.labels[:0]), "0 images"),
-    (lambda t, m: evaluate(m, t, batch_size=0), "batch_size=0 must be an int >= 1"),
-    (lambda t, m: evaluate(m, t, batch_size=2.5), "batch_size=2.5 must be an int >= 1"),
-    (lambda t, m: fit(m, t, batch_size=-3, steps=1), "batch_size=-3 must be an int >= 1"),
+    (lambda t, m: evaluate(m, t, batch_size=0), "batch_size=0 must be a positive integer"),
+    (lambda t, m: evaluate(m, t, batch_size=2.5), "batch_size=2.5 must be a positive integer"),
+    (lambda t, m: fit(m, t, batch_size=-3, steps=1), "batch_size=-3 must be a positive integer"),
 ])
 def test_bad_arguments_are_refused(call, match):
     train, _ = small_problem()

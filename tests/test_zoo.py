@@ -148,3 +148,15 @@ def test_the_command_trains_an_entry_that_reaches_the_bar(tmp_path):
     model, test = zoo.load("pam", 0, folder=tmp_path)
     assert zoo.measure(model, test)["metric"]["value"] == pytest.approx(after["value"], rel=1e-3)
     assert not math.isnan(info["accuracy_fp32"])
+
+
+def test_listing_filters_and_names_a_bad_folder(tmp_path, capsys):
+    """``zoo --only eca`` lists one line per shipped eca manifest; a missing --out is one line
+    and exit status 2 (issue #36)."""
+    shipped = sorted(zoo.FOLDER.glob("eca.*.seed*.json"))
+    assert cli(["zoo", "--only", "eca"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(shipped) == len(zoo.SEEDS) and all(ln.startswith("eca ") for ln in lines)
+    assert cli(["zoo", "--out", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "missing" in err[0]

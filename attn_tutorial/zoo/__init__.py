@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from attn_tutorial import data
+from attn_tutorial._validate import require_int
 from attn_tutorial.data import make_task
 from attn_tutorial.metrics import (attention_metric, attention_scores, class_selectivity,
                                    mean_metric, score_gate_height, score_own_instance)
@@ -80,6 +81,7 @@ def _task_of(mechanism: str, task: str | None) -> str:
 
 def stem(mechanism: str, task: str | None = None, seed: int = 0) -> str:
     """The entry's file name without suffix: ``<mechanism>.<task>.seed<seed>``."""
+    require_int("seed", seed, minimum=0)
     return f"{mechanism}.{_task_of(mechanism, task)}.seed{seed}"
 
 
@@ -92,6 +94,8 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     (``scale = max|w| / 127``, ``q = round(w / scale)``); every other tensor is kept exactly
     (floats as float32, integers as int64). ``index`` lists ``(key, kind, shape, offset)``.
     """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"state={state!r} must be a state_dict (a dict of tensors)")
     codes, scales, floats, ints, index = [], [], [], [], []
     sizes = {"int8": 0, "float": 0, "int": 0}
     for key, value in state.items():
@@ -120,6 +124,8 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def unpack(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The float state_dict :func:`pack` stands for (int8 codes times their scales)."""
+    if not isinstance(packed, dict) or packed.get("format") != "attn_tutorial.zoo/1":
+        raise ValueError("packed must be the dict zoo.pack returns (format 'attn_tutorial.zoo/1')")
     state: dict[str, torch.Tensor] = {}
     scale_at = 0
     for key, kind, shape, offset in packed["index"]:
@@ -158,6 +164,8 @@ def measure(model: TinyResNet, test: data.Task) -> dict[str, Any]:
     classification, each stage's pooled-feature η² (the class selectivity of the globally
     average-pooled stage outputs: what a channel gate could read).
     """
+    if not isinstance(model, TinyResNet):
+        raise ValueError(f"model={model!r} must be a TinyResNet (what the zoo stores)")
     pooled: dict[str, torch.Tensor] = {}
     hooks = [model.get_submodule(name).register_forward_hook(
         lambda module, inputs, output, name=name: pooled.__setitem__(name, output.mean((2, 3))))
@@ -204,7 +212,9 @@ def train_entry(mechanism: str, task: str | None = None, seed: int = 0,
     Returns the model as stored (int8-rounded weights) and its manifest.
     """
     task = _task_of(mechanism, task)
-    settings = {**SETTINGS, **(settings or {})}
+    settings = {**SETTINGS, **_check_settings(settings or {})}
+    if folder is not False:
+        folder = _writable(folder)
     train, test = _split(task, seed, settings)
     model = build_model(mechanism, num_classes=train.num_classes, kind=train.kind, seed=seed)
     untrained = attention_metric(model, test)
@@ -235,7 +245,6 @@ def train_entry(mechanism: str, task: str | None = None, seed: int = 0,
         "metrics": measure(stored, test),
     }
     if folder is not False:
-        folder = Path(folder) if folder else FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         name = stem(mechanism, task, seed)
         torch.save(packed, folder / f"{name}.pt")
@@ -244,22 +253,64 @@ def train_entry(mechanism: str, task: str | None = None, seed: int = 0,
     return stored, record
 
 
+# --------------------------------------------------------------------------- files
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A manifest, or a ValueError naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); retrain the entry or restore "
+                         "the file") from error
+
+
+def _folder(folder: Path | str | None, what: str = "folder") -> Path:
+    """An existing folder (default :data:`FOLDER`), or a ValueError naming it (as ``what``)."""
+    path = Path(folder) if folder is not None else FOLDER
+    if not path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} does not exist or is not a folder")
+    return path
+
+
+def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of :data:`SETTINGS`: known keys, positive integer sizes."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"settings has unknown keys {unknown}; known: {sorted(SETTINGS)}")
+    for key in ("train_n", "test_n", "steps", "batch_size"):
+        if key in settings:
+            require_int(f"settings[{key!r}]", settings[key])
+    return settings
+
+
+def _writable(folder: Path | str | None, what: str = "folder") -> Path:
+    """The folder the weights go to: it may be created, but nothing on its path may be a file."""
+    path = Path(folder) if folder is not None else FOLDER
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{what} {str(path)!r} cannot be written: {str(part)!r} is a "
+                                 "file")
+            break
+    return path
+
+
 # --------------------------------------------------------------------------- loading
 
 def manifest(mechanism: str, seed: int = 0, task: str | None = None,
              folder: Path | str | None = None) -> dict[str, Any]:
     """The manifest of one entry (a dict, as written by :func:`train_entry`)."""
-    path = Path(folder or FOLDER) / f"{stem(mechanism, task, seed)}.json"
+    path = _folder(folder) / f"{stem(mechanism, task, seed)}.json"
     if not path.exists():
         raise ValueError(f"no zoo entry {path.stem!r} (seeds {SEEDS}; train it with "
                          "python -m attn_tutorial zoo --train)")
-    return json.loads(path.read_text())
+    return _read_json(path)
 
 
 def manifests(folder: Path | str | None = None) -> list[dict[str, Any]]:
     """Every manifest in the zoo, sorted by mechanism, task and seed."""
-    paths = sorted(Path(folder or FOLDER).glob("*.seed*.json"))
-    return [json.loads(p.read_text()) for p in paths]
+    paths = sorted(_folder(folder).glob("*.seed*.json"))
+    return [_read_json(p) for p in paths]
 
 
 def load(mechanism: str, seed: int = 0, task: str | None = None,
@@ -275,8 +326,13 @@ def load(mechanism: str, seed: int = 0, task: str | None = None,
     metrics were measured on (regenerated from the seed, no download).
     """
     info = manifest(mechanism, seed, task, folder)
-    path = Path(folder or FOLDER) / f"{stem(mechanism, info['task'], seed)}.pt"
-    packed = torch.load(path, weights_only=True)
+    path = _folder(folder) / f"{stem(mechanism, info['task'], seed)}.pt"
+    try:
+        packed = torch.load(path, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - EOFError, UnpicklingError, RuntimeError, OSError
+        raise ValueError(f"{path} cannot be read as zoo weights ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}); retrain the entry "
+                         "or restore the file") from error
     settings = {**SETTINGS, **info["data"]}
     _, test = _split(info["task"], seed, settings)
     model = build_model(mechanism, num_classes=test.num_classes, kind=test.kind, seed=seed)
@@ -290,9 +346,28 @@ def main(train: bool = False, only: list[str] | None = None, seeds: list[int] | 
          out: str | None = None, shard: tuple[int, int] = (0, 1),
          settings: dict[str, Any] | None = None) -> int:
     """``zoo --train``: train every entry (or ``only`` these mechanisms) at ``seeds``; without
-    ``train``: list the entries with their test accuracy and metric."""
+    ``train``: list the entries with their test accuracy and metric (of ``only`` and ``seeds``
+    when given). Bad arguments raise ValueError before anything is trained or written."""
+    known = ["none", *MECHANISMS]
+    for name in only or ():
+        if name not in known:
+            raise ValueError(f"--only {name!r}: not a zoo mechanism; choose from "
+                             f"{', '.join(known)}")
+    for seed in seeds or ():
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"--seed {seed}: must be an integer >= 0")
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ValueError(f"--shard '{index}/{count}': must be i/n with integers 0 <= i < n")
+    _check_settings(settings or {})
     if not train:
-        for info in manifests(out):
+        _folder(out, "--out")
+        listed = [info for info in manifests(out) if (not only or info["mechanism"] in only)
+                  and (seeds is None or info["seed"] in seeds)]
+        if not listed:
+            raise ValueError(f"no zoo entries in {str(_folder(out))!r}"
+                             + (" for --only/--seed" if only or seeds else ""))
+        for info in listed:
             metric = info["metrics"]["metric"]
             text = "-" if metric is None else (f"{metric['value']:.3f} (chance "
                                                f"{metric['chance']:.3f}, null {metric['null']:.3f})")
@@ -300,9 +375,11 @@ def main(train: bool = False, only: list[str] | None = None, seeds: list[int] | 
                   f"acc {info['metrics']['accuracy']:.3f}  metric {text}  "
                   f"{info['size_bytes'] / 1e3:.0f} kB")
         return 0
+    _writable(out, "--out")
     jobs = [(m, t, s) for s in (seeds if seeds is not None else SEEDS)
             for m, t in entries() if not only or m in only]
-    index, count = shard
+    if not jobs[index::count]:
+        raise ValueError(f"--shard '{index}/{count}' leaves none of the {len(jobs)} jobs")
     for m, t, s in jobs[index::count]:
         start = time.perf_counter()
         _, info = train_entry(m, t, s, settings, folder=out)
