@@ -139,7 +139,7 @@ def _setting(r: dict[str, Any]) -> str:
 
 def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str | None = None,
                 digits: int = 2) -> str:
-    """A plain-text table of a card (110 characters wide, 124 when it mixes settings), numbers
+    """A plain-text table of a card (111 characters wide, 125 when it mixes settings), numbers
     rounded to ``digits`` significant digits.
 
     Columns: shape (B×C×H×W), row name, the setting when the table mixes them (``bf16``,
@@ -167,7 +167,7 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
              f"{prov['device']}, torch {prov['torch']}{loads} while recorded"]
     head = (f"{'shape':<14}{'row':<30}" + (f"{'set':<14}" if mixed else "")
             + (f"{'sdpa':<6}" if sdpa else "") + f"{'us':>6}{'p20-p80':>11}{'ratio':>5}"
-            f"{'p20-p80':>10}{'MFLOP':>6}{'%mm':>5}{'%bw':>5}{'peakMB':>6}{'err':>6}")
+            f"{'p20-p80':>10}{'MFLOP':>6}{'%mm':>6}{'%bw':>5}{'peakMB':>6}{'err':>6}")
     lines += [head, "-" * len(head)]
     for r in rows:
         s = r["shape"]
@@ -192,7 +192,7 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
         cells = [(_sig(r["median_s"] * 1e6, digits), 6), (spread, 11),
                  (_sig(r["ratio_to_baseline"], digits), 5), (ratio_spread, 10),
                  (_sig(r["flops"] / 1e6, digits), 6),
-                 (_sig(mm, digits) + roof + ("!" if mm is not None and mm > 100 else ""), 5),
+                 (_sig(mm, digits) + roof + ("!" if mm is not None and mm > 100 else ""), 6),
                  (_sig(bw, digits) + ("!" if bw > 100 else ""), 5), (_sig(peak, digits), 6),
                  (err, 6)]
         lines.append(start + "".join(" " + text.rjust(width - 1) for text, width in cells))
@@ -318,10 +318,15 @@ COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#C
 _MARKERS = "osD^vP*Xh<>pd8H1"
 
 
+def _eager_name(name: str) -> str:
+    """The eager row a compiled row copies: "SE (compiled)" -> "SE"."""
+    return name.replace(" (compiled)", "").replace(", compiled)", ")")
+
+
 def plot_roofline(cards: Sequence[dict[str, Any]], ax: Any,
                   title: str | None = None) -> dict[str, dict[str, Any]]:
     """One roofline for cards of *one machine* (see :func:`machines`): its measured roofs, one
-    marker per mechanism, a legend.
+    colour and marker per mechanism (hollow: its compiled row), a legend.
 
     The copy roof is sloped, each matmul roof the card holds is flat (strict FP32, TF32,
     bfloat16). The roofs span from left of the smallest intensity to right of the ridge, so
@@ -352,10 +357,14 @@ def plot_roofline(cards: Sequence[dict[str, Any]], ax: Any,
                   ls=("-", "--", ":")[k % 3],
                   label=f"roof: {bw / 1e9:.3g} GB/s copy, {peak / 1e9:.3g} GFLOP/s {name}")
     ax.axvline(ridge, color="grey", ls=":", label=f"float32 ridge {ridge:.3g} FLOP/byte")
-    for k, (name, r) in enumerate(sorted(points.items())):
+    bases = sorted({_eager_name(name) for name in points})
+    for name, r in sorted(points.items()):
+        k = bases.index(_eager_name(name))
         x, y = r["flops"] / r["min_bytes"], r["achieved_tflops"] * 1e12
-        ax.loglog(x, y, _MARKERS[k % len(_MARKERS)], color=COLOURS[k % len(COLOURS)], ms=7,
-                  ls="none", label=f"{name} ({x:.2g} FLOP/B)")
+        colour = COLOURS[k % len(COLOURS)]
+        ax.loglog(x, y, _MARKERS[k % len(_MARKERS)], color=colour, ms=7, ls="none",
+                  markerfacecolor="none" if r["compile"] != "none" else colour,
+                  label=f"{name} ({x:.2g} FLOP/B)")
     ax.set_xlabel("arithmetic intensity (cost-model FLOPs / minimum bytes)")
     ax.set_ylabel("achieved FLOP/s (cost-model FLOPs / median)")
     ax.set_title(title or f"roofline: {prov['device']}, forward float32")
