@@ -139,13 +139,13 @@ def _setting(r: dict[str, Any]) -> str:
 
 def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str | None = None,
                 digits: int = 2) -> str:
-    """A plain-text table of a card (111 characters wide, 125 when it mixes settings), numbers
-    rounded to ``digits`` significant digits.
+    """A plain-text table of a card (112 characters wide, 118 with the SDPA column, a few more
+    when it mixes settings), numbers rounded to ``digits`` significant digits.
 
     Columns: shape (B×C×H×W), row name, the setting when the table mixes them (``bf16``,
     ``f+b`` = forward+backward, ``cold`` = L2 flushed), the SDPA kernel when a row used SDPA,
     median µs and its 20th–80th percentiles over the blocks, the ratio to the row's baseline and
-    its 20th–80th percentiles (per-round ratios of interleaved blocks), cost-model MFLOP, the
+    its 20th–80th percentiles ``r20-r80`` (per-round ratios of interleaved blocks), MFLOP, the
     shares of the matmul roof (``t``: of the TF32 roof) and of the copy bandwidth in percent
     (``!`` above 100 %, explained under the table by :func:`card_notes`), peak MB and the
     maximum error against float64 (``–`` where none was computed).
@@ -158,6 +158,7 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
     rows = [r for r in card["rows"] if (pass_ is None or r["pass"] == pass_)
             and (dtype is None or r["dtype"] == dtype)]
     mixed = len({_setting(r) for r in rows}) > 1
+    set_w = max(len(_setting(r)) for r in rows) + 2 if mixed else 0
     sdpa = any(r["sdpa_backend"] for r in rows)
     load = prov.get("load_average")
     end = prov.get("load_average_end")
@@ -165,9 +166,11 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
     what = ", ".join(x for x in (pass_, dtype) if x)
     lines = [f"{card['title']} — {card['mode']}" + (f" — {what}" if what else ""),
              f"{prov['device']}, torch {prov['torch']}{loads} while recorded"]
-    head = (f"{'shape':<14}{'row':<30}" + (f"{'set':<14}" if mixed else "")
-            + (f"{'sdpa':<6}" if sdpa else "") + f"{'us':>6}{'p20-p80':>11}{'ratio':>5}"
-            f"{'p20-p80':>10}{'MFLOP':>6}{'%mm':>6}{'%bw':>5}{'peakMB':>6}{'err':>6}")
+    widths = {"us": 7, "p20-p80": 12, "ratio": 6, "r20-r80": 10, "MFLOP": 8, "%mm": 6,
+              "%bw": 6, "peakMB": 7, "err": 6}
+    head = (f"{'shape':<14}{'row':<30}" + (f"{'set':<{set_w}}" if mixed else "")
+            + (f"{'sdpa':<6}" if sdpa else "")
+            + "".join(" " + name.rjust(w - 1) for name, w in widths.items()))
     lines += [head, "-" * len(head)]
     for r in rows:
         s = r["shape"]
@@ -175,7 +178,7 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
                    "cudnn_attention": "cudnn"}.get(r["sdpa_backend"], r["sdpa_backend"] or "")
         shape = f"{s['B']}x{s['C']}x{s['H']}x{s['W']}"
         start = f"{shape:<14}"
-        start += f"{r['name'][:29]:<30}" + (f"{_setting(r):<14}" if mixed else "")
+        start += f"{r['name'][:29]:<30}" + (f"{_setting(r):<{set_w}}" if mixed else "")
         start += f"{backend:<6}" if sdpa else ""
         if r["status"] != "ok":
             lines.append(f"{start}{r['status'].upper():>6}  {(r['error'] or '')[:58]}")
@@ -189,12 +192,12 @@ def format_card(card: dict[str, Any], pass_: str | None = "forward", dtype: str 
         roof = "t" if r.get("matmul_roof") == "tf32" else ""
         err = "–" if r["max_abs_err"] is None else (
             f"{r['max_abs_err']:.0e}" if r["max_abs_err"] else "0")
-        cells = [(_sig(r["median_s"] * 1e6, digits), 6), (spread, 11),
-                 (_sig(r["ratio_to_baseline"], digits), 5), (ratio_spread, 10),
-                 (_sig(r["flops"] / 1e6, digits), 6),
-                 (_sig(mm, digits) + roof + ("!" if mm is not None and mm > 100 else ""), 6),
-                 (_sig(bw, digits) + ("!" if bw > 100 else ""), 5), (_sig(peak, digits), 6),
-                 (err, 6)]
+        cells = [_sig(r["median_s"] * 1e6, digits), spread,
+                 _sig(r["ratio_to_baseline"], digits), ratio_spread,
+                 _sig(r["flops"] / 1e6, digits),
+                 _sig(mm, digits) + roof + ("!" if mm is not None and mm > 100 else ""),
+                 _sig(bw, digits) + ("!" if bw > 100 else ""), _sig(peak, digits), err]
+        cells = list(zip(cells, widths.values()))
         lines.append(start + "".join(" " + text.rjust(width - 1) for text, width in cells))
     return "\n".join(lines)
 
