@@ -167,3 +167,36 @@ def test_block_timer_keeps_its_minimum_of_blocks_on_a_slow_step():
 def test_bad_input_to_the_timing_helpers_is_refused_by_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+class _FakeEvent:
+    """A stand-in for torch.cuda.Event on the CPU: records the host clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):  # milliseconds, as CUDA events report
+        return (end.t - self.t) * 1e3
+
+
+def test_the_cuda_timer_path_runs_on_a_stand_in(monkeypatch):
+    # torch.cuda's timing calls replaced by host-clock stand-ins: the CUDA branch's logic
+    # (warm-up, peak memory, interleaved rounds, the L2 flush before every timed call) runs.
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 5096)
+    calls = []
+    flush = torch.zeros(4)
+    steps = {"slow": lambda: (calls.append("slow"), time.sleep(0.002)),
+             "fast": lambda: calls.append("fast")}
+    stats = timing.time_cuda_interleaved(steps, warmup=2, reps=5, flush=flush)
+    assert calls[:6] == ["slow"] * 3 + ["fast"] * 3          # warm-up and the peak call, each
+    assert calls[6:] == ["slow", "fast"] * 5                  # then rounds, in turn
+    assert stats["slow"]["median"] >= 0.002 > stats["fast"]["median"]
+    assert stats["slow"]["peak_bytes"] == 4096 and stats["fast"]["blocks"] == 5
+    assert torch.equal(flush, torch.ones(4))                  # the flush buffer was overwritten

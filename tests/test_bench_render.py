@@ -486,3 +486,21 @@ def test_a_corrupt_or_missing_card_folder_is_named(tmp_path):
     (tmp_path / "cpu-quick-conv.json").write_text("{ not json")
     with pytest.raises(K.CardError, match="cpu-quick-conv.json"):
         K.load_cards(tmp_path)
+
+
+def test_lesson_08_gpu_timer_cell_warms_up_before_either_timer(capsys):
+    # On a GPU the first matmul starts cuBLAS; timed cold, the "bad" clock would come out
+    # larger than the synchronised one, the opposite of the lesson's point. The cell must call
+    # the matmul before either timer, and on the CPU it prints both with their spread.
+    nb = nbformat.read(ROOT / "notebooks" / "08_benchmarks.ipynb", as_version=4)
+    (cell,) = [c.source for c in nb.cells if c.cell_type == "code" and "def time_gpu_bad" in c.source]
+    body = cell.split("big = torch.randn", 1)[1]
+    assert body.index("mm(big)") < body.index("time_gpu_bad(mm, big)")
+    assert body.index("mm(big)") < body.index("time_gpu_fixed(mm, big)")
+    setup, _ = _lesson_card_cells()
+    namespace: dict = {}
+    exec(compile(setup, "lesson08-setup", "exec"), namespace)  # noqa: S102
+    exec(compile(cell, "lesson08-gpu-timer", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "cpu: clock around the call" in out and "cpu: synchronised" in out
+    assert out.count("p20") == 2
