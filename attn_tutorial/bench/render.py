@@ -29,7 +29,7 @@ _STATUS = {"ok": "measured", "oom": "out of memory", "error": "failed", "skipped
 
 def _optional_choice(name: str, value: object, choices: dict[str, str]) -> None:
     if value is not None:
-        require_choice(name, value, {**choices})
+        require_choice(name, value, choices)
 
 
 def _require_card(card: object) -> None:
