@@ -314,10 +314,11 @@ def machines(cards: Sequence[dict[str, Any]],
 
 
 # Colour-blind-safe qualitative colours (Okabe–Ito, then Tol's bright and muted), each used
-# once; the marker changes too, so no two mechanisms share a look.
-COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#000000", "#4477AA", "#EE6677", "#228833", "#CCBB44", "#AA3377", "#332288",
-           "#882255", "#44AA99")
+# once; the marker changes too, so no two mechanisms share a look. Okabe–Ito's yellow, hard to
+# see on white, comes last.
+COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
+           "#4477AA", "#EE6677", "#228833", "#CCBB44", "#AA3377", "#332288", "#882255",
+           "#44AA99", "#F0E442")
 _MARKERS = "osD^vP*Xh<>pd8H1"
 
 
