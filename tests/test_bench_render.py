@@ -494,7 +494,8 @@ def test_lesson_08_gpu_timer_cell_warms_up_before_either_timer(capsys):
     # larger than the synchronised one, the opposite of the lesson's point. The cell must call
     # the matmul before either timer, and on the CPU it prints both with their spread.
     nb = nbformat.read(ROOT / "notebooks" / "08_benchmarks.ipynb", as_version=4)
-    (cell,) = [c.source for c in nb.cells if c.cell_type == "code" and "def time_gpu_bad" in c.source]
+    (cell,) = [c.source for c in nb.cells
+               if c.cell_type == "code" and "def time_gpu_bad" in c.source]
     body = cell.split("big = torch.randn", 1)[1]
     assert body.index("mm(big)") < body.index("time_gpu_bad(mm, big)")
     assert body.index("mm(big)") < body.index("time_gpu_fixed(mm, big)")

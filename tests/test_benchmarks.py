@@ -232,7 +232,8 @@ def test_an_oom_row_needs_its_reason(good_card):
 def test_committed_cards_are_valid():
     cards = K.load_cards()
     assert cards, "attn_tutorial/cards/ holds the recorded cards"
-    assert {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"} == set(matrix.GROUPS)
+    cpu = {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"}
+    assert cpu == set(matrix.GROUPS)
     for card in cards:
         assert card["_file"] == K.card_filename(card)
         assert render.format_card(card).count("\n") >= 3
