@@ -94,3 +94,109 @@ def test_block_timer_gives_a_spread_even_for_slow_calls():
     stats = bench.time_cpu_blocks(lambda: sum(range(20000)), min_run_time=0.02, blocks=5)
     assert stats["runs"] >= 3
     assert stats["p20"] <= stats["median"] <= stats["p80"] and stats["iqr"] >= 0
+
+
+def test_forward_backward_steps_start_from_empty_gradients():
+    # Reference: one backward of sum(lin(x)) computed by torch.autograd.grad. Without resetting
+    # .grad, three calls would leave three times that in .grad (and read+write every gradient).
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 4)
+    x = torch.randn(5, 6)
+    xr = x.clone().requires_grad_()
+    ref_w, ref_x = torch.autograd.grad(lin(xr).sum(), [lin.weight, xr])
+    step = bench.make_step(lin, (x,), "forward+backward")
+    for _ in range(3):
+        step()
+    assert torch.allclose(lin.weight.grad, ref_w)
+    seen = []
+    step = bench.make_step(lambda t: lin(seen.append(t) or t), (x,), "forward+backward",
+                           params=list(lin.parameters()))
+    for _ in range(3):
+        step()
+    assert torch.allclose(seen[-1].grad, ref_x) and torch.allclose(lin.weight.grad, ref_w)
+    # the parameters of a plain function are passed explicitly
+    w = torch.nn.Parameter(torch.randn(6, 4))
+    step = bench.make_step(lambda t: t @ w, (x,), "forward+backward", params=[w])
+    for _ in range(3):
+        step()
+    assert torch.allclose(w.grad, x.sum(0)[:, None].expand(6, 4))  # d/dw sum(x w) = colsum(x)
+
+
+def test_interleaved_timer_alternates_blocks_and_pairs_them():
+    calls = []
+    steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    stats = timing.time_cpu_interleaved(steps, min_run_time=0.01, blocks=5)
+    assert stats["a"]["blocks"] == stats["b"]["blocks"] == len(stats["a"]["times"]) >= 3
+    timed = calls[4:]  # after two warm-up calls of each
+    # blocks alternate: a run of a's, then a run of b's, then a's again ...
+    runs = [timed[0]]
+    for c in timed[1:]:
+        if c != runs[-1]:
+            runs.append(c)
+    assert runs[:4] == ["a", "b", "a", "b"]
+    for s in stats.values():
+        assert s["p20"] <= s["median"] <= s["p80"]
+
+
+def test_block_timer_keeps_its_minimum_of_blocks_on_a_slow_step():
+    # A step far slower than planned: the loop may stop early, but never before min_blocks.
+    stats = bench.time_cpu_blocks(lambda: time.sleep(0.004), min_run_time=0.001, blocks=9,
+                                  min_blocks=5)
+    assert 5 <= stats["blocks"] <= 9 and stats["runs"] == stats["blocks"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: bench.compare([lambda x: x], torch.ones(1)), "fns="),
+    (lambda: bench.compare({}, torch.ones(1)), "fns="),
+    (lambda: bench.compare({"a": 3}, torch.ones(1)), r"fns\['a'\]=3 must be callable"),
+    (lambda: bench.compare({"a": abs}, torch.ones(1), min_run_time=0), "min_run_time=0"),
+    (lambda: bench.compare({"a": abs}, torch.ones(1), pass_="backward"), "pass_='backward'"),
+    (lambda: bench.make_step("relu", (torch.ones(1),)), "fn='relu' must be callable"),
+    (lambda: bench.count_flops(None, torch.ones(1)), "fn=None"),
+    (lambda: bench.time_cpu(lambda: None, min_run_time=-1), "min_run_time=-1"),
+    (lambda: bench.time_cpu_blocks(lambda: None, 0.01, blocks=0), "blocks=0"),
+    (lambda: bench.time_cpu_blocks(lambda: None, 0.01, blocks=2.5), "blocks=2.5"),
+    (lambda: bench.time_cpu_blocks(lambda: None, 0.01, blocks=5, min_blocks=9), "min_blocks=9"),
+    (lambda: timing.time_cpu_interleaved({}, 0.01, 5), "steps="),
+    (lambda: bench.format_table([1, 2]), "Timing"),
+    (lambda: bench.plot_bars([]), "results is empty"),
+    (lambda: bench.device_name("gpu0"), "device='gpu0'"),
+    (lambda: timing.percentile([], 0.5), "empty"),
+    (lambda: timing.percentile([1.0], 2), "q=2"),
+])
+def test_bad_input_to_the_timing_helpers_is_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+class _FakeEvent:
+    """A stand-in for torch.cuda.Event on the CPU: records the host clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):  # milliseconds, as CUDA events report
+        return (end.t - self.t) * 1e3
+
+
+def test_the_cuda_timer_path_runs_on_a_stand_in(monkeypatch):
+    # torch.cuda's timing calls replaced by host-clock stand-ins: the CUDA branch's logic
+    # (warm-up, peak memory, interleaved rounds, the L2 flush before every timed call) runs.
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 5096)
+    calls = []
+    flush = torch.zeros(4)
+    steps = {"slow": lambda: (calls.append("slow"), time.sleep(0.002)),
+             "fast": lambda: calls.append("fast")}
+    stats = timing.time_cuda_interleaved(steps, warmup=2, reps=5, flush=flush)
+    assert calls[:6] == ["slow"] * 3 + ["fast"] * 3          # warm-up and the peak call, each
+    assert calls[6:] == ["slow", "fast"] * 5                  # then rounds, in turn
+    assert stats["slow"]["median"] >= 0.002 > stats["fast"]["median"]
+    assert stats["slow"]["peak_bytes"] == 4096 and stats["fast"]["blocks"] == 5
+    assert torch.equal(flush, torch.ones(4))                  # the flush buffer was overwritten

@@ -188,6 +188,10 @@ def good_card(quick_run):
     (("rows", 0, "shape"), {"B": 1, "C": 2, "H": 0, "W": 3}, "shape"),
     (("rows", 0, "p20_s"), 1e9, "p20"),
     (("rows", 0, "max_abs_err"), None, "reference_note"),
+    (("rows", 1, "ratio_p20"), 1e9, "ratio_p20"),
+    (("rows", 0, "matmul_roof"), "fp64", "matmul_roof"),
+    (("machine", "matmul_tflops"), {"tf16": 1.0}, "tf16"),
+    (("provenance", "fp32_precision"), "tf32", "fp32_precision"),
     (("rows", 0, "median_s"), None, "median_s"),
     (("rows",), [], "empty"),
     (("fits",), [{"series": "x"}], "fits"),
@@ -228,7 +232,8 @@ def test_an_oom_row_needs_its_reason(good_card):
 def test_committed_cards_are_valid():
     cards = K.load_cards()
     assert cards, "attn_tutorial/cards/ holds the recorded cards"
-    assert {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"} == set(matrix.GROUPS)
+    cpu = {c["group"] for c in cards if c["provenance"]["device_type"] == "cpu"}
+    assert cpu == set(matrix.GROUPS)
     for card in cards:
         assert card["_file"] == K.card_filename(card)
         assert render.format_card(card).count("\n") >= 3

@@ -6,7 +6,11 @@ One job per module:
   ``count_flops``, ``format_table``, ``plot_bars``, the CPU and CUDA timers);
 * :mod:`~attn_tutorial.bench.matrix`  — what the matrix times (``MatrixRow``, ``build_rows``),
   each row built from one ``hyper`` dict that feeds both the module and the cost model;
-* :mod:`~attn_tutorial.bench.measure` — the machine's roofs, provenance, timing one row;
+* :mod:`~attn_tutorial.bench.machine` — the machine's roofs (copy, strict FP32, TF32, bf16), its
+  float32/TF32 settings under both of torch's APIs, the provenance of a run;
+* :mod:`~attn_tutorial.bench.measure` — timing rows of the matrix, interleaved set by set;
+* :mod:`~attn_tutorial.bench.inside`  — looking inside one call: memory, operators, passes over
+  a map, the SDPA kernel, time per submodule;
 * :mod:`~attn_tutorial.bench.cards`   — the card schema, validation, reading and writing, the
   derived ratios and slopes;
 * :mod:`~attn_tutorial.bench.render`  — tables, notes, crossover, roofline and scaling plots;
@@ -18,7 +22,9 @@ works as before.
 
 from attn_tutorial.bench.timing import (PASSES, Timing, compare, count_flops, device_name,
                                         format_table, make_step, plot_bars, time_cpu,
-                                        time_cpu_blocks, time_cuda)
+                                        time_cpu_blocks, time_cpu_interleaved, time_cuda,
+                                        time_cuda_interleaved)
 
 __all__ = ["PASSES", "Timing", "compare", "count_flops", "device_name", "format_table",
-           "make_step", "plot_bars", "time_cpu", "time_cpu_blocks", "time_cuda"]
+           "make_step", "plot_bars", "time_cpu", "time_cpu_blocks", "time_cpu_interleaved",
+           "time_cuda", "time_cuda_interleaved"]

@@ -4,8 +4,14 @@ A card is one group of the matrix measured on one machine (``schema``, ``group``
 ``mode``, ``created``, ``provenance``, ``machine``, ``protocol``, ``rows``, ``fits``,
 ``skipped``). :func:`validate_card` raises :class:`CardError` naming the first missing or
 ill-typed field. Derived fields are computed here from the rows: the ratio of each row to its
-baseline in the same setting (:func:`add_ratios`) and the log-log slopes of the scaling series
+baseline in the same setting (:func:`add_ratios`, where the interleaved measurement did not
+already give the median of paired ratios) and the log-log slopes of the scaling series
 (:func:`fit_series`, warm-L2 rows only, one point per N).
+
+Schema 3 (this version) adds, per row, ``interleave_set``, ``blocks``, ``matmul_roof``,
+``ratio_p20``/``ratio_p80``, and per card the provenance fields ``load_average_end``, ``run_id``,
+``seconds`` and ``fp32_precision``; ``float32_matmul_precision`` may be null (torch raises when
+it is read after the new TF32 API was used).
 """
 
 from __future__ import annotations
@@ -15,20 +21,25 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from attn_tutorial.bench.machine import ROOFS
 from attn_tutorial.bench.matrix import GROUPS
 from attn_tutorial.bench.timing import PASSES
 
 __all__ = ["SCHEMA", "CARDS_DIR", "CardError", "validate_card", "load_cards", "write_card",
-           "card_filename", "fit_slope", "fit_series", "add_ratios", "STATUSES"]
+           "card_filename", "fit_slope", "fit_series", "add_ratios", "STATUSES", "MIN_FIT_POINTS",
+           "replace_cards"]
 
-SCHEMA = "attn_tutorial.bench-card/2"
+SCHEMA = "attn_tutorial.bench-card/3"
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 STATUSES = ("ok", "oom", "error", "skipped")
 _DTYPE_NAMES = ("float32", "bfloat16")
+MIN_FIT_POINTS = 4  # fewer points give a line through them, not a fit worth quoting
 
 
 def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Least-squares slope of log y against log x (None with fewer than two usable points)."""
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys must have the same length, got {len(xs)} and {len(ys)}")
     pts = [(math.log(a), math.log(b)) for a, b in zip(xs, ys) if a and b and a > 0 and b > 0]
     if len(pts) < 2:
         return None
@@ -55,7 +66,8 @@ def fit_series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Log-log slopes of time, peak memory and FLOPs against N for every series in ``rows``.
 
     ``slope_upper_half`` uses the larger half of the N values; ``points_upper_half`` says how
-    many points that is (two points give a line through them, not a fit).
+    many points that is. A slope through fewer than :data:`MIN_FIT_POINTS` points is None: with
+    two or three points one noisy timing sets the slope.
     """
     fits = []
     for name in sorted({r["series"] for r in rows if r["series"]}):
@@ -65,14 +77,19 @@ def fit_series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for quantity in ("median_s", "peak_bytes", "flops"):
             ys = [r[quantity] for r in pts]
             fits.append({"series": name, "x": "N", "y": quantity, "points": len(xs),
-                         "slope": fit_slope(xs, ys),
+                         "slope": fit_slope(xs, ys) if len(xs) >= MIN_FIT_POINTS else None,
                          "points_upper_half": len(xs) - tail,
-                         "slope_upper_half": fit_slope(xs[tail:], ys[tail:])})
+                         "slope_upper_half": fit_slope(xs[tail:], ys[tail:])
+                         if len(xs) - tail >= MIN_FIT_POINTS else None})
     return fits
 
 
 def add_ratios(records: list[dict[str, Any]]) -> None:
-    """Set ``ratio_to_baseline`` = median / the baseline's median in the same setting."""
+    """Set ``ratio_to_baseline`` = median / the baseline's median in the same setting.
+
+    Rows that already hold a paired ratio (their baseline was timed in the same interleaved
+    set, see :mod:`attn_tutorial.bench.measure`) keep it.
+    """
     def key(r: dict[str, Any]) -> tuple:
         s = r["shape"]
         return (s["B"], s["C"], s["H"], s["W"], r["dtype"], r["pass"], r["l2"])
@@ -80,6 +97,8 @@ def add_ratios(records: list[dict[str, Any]]) -> None:
     base = {(key(r), r["name"]): r for r in records}
     for r in records:
         b = base.get((key(r), r["baseline"]))
+        if r.get("ratio_p20") is not None:
+            continue
         if b and r["status"] == "ok" and b["status"] == "ok":
             r["ratio_to_baseline"] = r["median_s"] / b["median_s"]
 
@@ -105,13 +124,44 @@ def write_card(card: dict[str, Any], out: str | Path) -> Path:
     return path
 
 
+def replace_cards(card: dict[str, Any], out: str | Path) -> list[Path]:
+    """Remove the cards in ``out`` that ``card`` replaces: same group, mode and device type.
+
+    Recording into the package keeps one card per group, mode and device type, so what the
+    lesson renders is never a mix of an old and a new run. Returns the removed paths.
+    """
+    mine = card_filename(card)
+    removed = []
+    for path in sorted(Path(out).glob("*.json")):
+        if path.name == mine:
+            continue
+        try:
+            other = json.loads(path.read_text())
+            same = (other["group"], other["mode"], other["provenance"]["device_type"]) == (
+                card["group"], card["mode"], card["provenance"]["device_type"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not a card of this schema: left alone
+        if same:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def load_cards(directory: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every valid card in ``directory`` (default: the package's ``cards/``), sorted by file."""
+    """Every valid card in ``directory`` (default: the package's ``cards/``), sorted by file.
+
+    A missing folder, an unreadable file or an invalid card raises ``CardError`` naming it.
+    """
     directory = Path(directory) if directory is not None else CARDS_DIR
+    if not directory.is_dir():
+        raise CardError(f"directory={str(directory)!r} is not a folder of cards")
     cards = []
     for path in sorted(directory.glob("*.json")):
-        card = json.loads(path.read_text())
-        validate_card(card)
+        try:
+            card = json.loads(path.read_text())
+            validate_card(card)
+        except (OSError, ValueError) as err:  # JSONDecodeError and CardError are ValueErrors
+            raise CardError(f"{path.name}: {err}") from None
         card["_file"] = path.name
         cards.append(card)
     return cards
@@ -134,9 +184,11 @@ _PROVENANCE_FIELDS = {
     "torch": ((str,), False), "cuda": ((str,), True), "cudnn": ((int,), True),
     "python": ((str,), False), "platform": ((str,), False), "cpu": ((str,), False),
     "cpu_capability": ((str,), False), "threads": ((int,), False),
-    "load_average": (_NUM, True),
+    "load_average": (_NUM, True), "load_average_end": (_NUM, True), "run_id": ((str,), True),
+    "seconds": (_NUM, True),
     "tf32_matmul": ((bool,), True), "tf32_cudnn": ((bool,), True),
-    "float32_matmul_precision": ((str,), False), "memory_format": ((str,), False),
+    "float32_matmul_precision": ((str,), True), "fp32_precision": ((dict,), True),
+    "memory_format": ((str,), False),
     "module_mode": ((str,), False),
 }
 _MACHINE_FIELDS = {
@@ -149,12 +201,15 @@ _ROW_FIELDS = {
     "memory_format": ((str,), False), "compile": ((str,), False), "sdpa_backend": ((str,), True),
     "shape": ((dict,), False), "hyper": ((dict,), False), "pass": ((str,), False),
     "l2": ((str,), False), "status": ((str,), False), "error": ((str,), True),
-    "reps": ((int,), True), "median_s": (_NUM, True), "p20_s": (_NUM, True),
+    "interleave_set": ((str,), True), "blocks": ((int,), True), "reps": ((int,), True),
+    "median_s": (_NUM, True), "p20_s": (_NUM, True),
     "p80_s": (_NUM, True), "iqr_s": (_NUM, True), "peak_bytes": ((int,), True),
     "peak_method": ((str,), False), "params": ((int,), False), "flops": ((int,), False),
     "min_bytes": ((int,), False), "achieved_tflops": (_NUM, True),
-    "achieved_gbps": (_NUM, True), "share_copy_bw": (_NUM, True), "share_matmul": (_NUM, True),
-    "ratio_to_baseline": (_NUM, True), "max_abs_err": (_NUM, True),
+    "achieved_gbps": (_NUM, True), "share_copy_bw": (_NUM, True),
+    "matmul_roof": ((str,), True), "share_matmul": (_NUM, True),
+    "ratio_to_baseline": (_NUM, True), "ratio_p20": (_NUM, True), "ratio_p80": (_NUM, True),
+    "max_abs_err": (_NUM, True),
     "reference_note": ((str,), True),
 }
 _MEASURED = ("reps", "median_s", "p20_s", "p80_s", "iqr_s", "achieved_tflops", "achieved_gbps",
@@ -166,7 +221,7 @@ _FIT_FIELDS = {
 }
 _ENUMS = {"mode": ("quick", "full"), "device_type": ("cpu", "cuda"),
           "pass": PASSES, "l2": ("warm", "cold"), "status": STATUSES,
-          "dtype": _DTYPE_NAMES, "group": GROUPS}
+          "dtype": _DTYPE_NAMES, "group": GROUPS, "matmul_roof": ROOFS}
 
 
 def _check_fields(obj: Any, spec: dict[str, tuple[tuple[type, ...], bool]], where: str) -> None:
@@ -192,15 +247,17 @@ def _check_fields(obj: Any, spec: dict[str, tuple[tuple[type, ...], bool]], wher
 
 def validate_card(card: dict[str, Any]) -> None:
     """Raise :class:`CardError` (a ``ValueError``) naming the first missing or ill-typed field."""
+    if not isinstance(card, dict):
+        raise CardError(f"card must be a dict (a card read from JSON), got {type(card).__name__}")
     _check_fields(card, _CARD_FIELDS, "card")
     if card["schema"] != SCHEMA:
         raise CardError(f"card.schema={card['schema']!r} must be {SCHEMA!r}")
     _check_fields(card["provenance"], _PROVENANCE_FIELDS, "card.provenance")
     _check_fields(card["machine"], _MACHINE_FIELDS, "card.machine")
     for k, v in card["machine"]["matmul_tflops"].items():
-        if k not in _DTYPE_NAMES or isinstance(v, bool) or not isinstance(v, _NUM) or v <= 0:
+        if k not in ROOFS or isinstance(v, bool) or not isinstance(v, _NUM) or v <= 0:
             raise CardError(f"card.machine.matmul_tflops[{k!r}]={v!r} must be a positive number "
-                            f"for a dtype in {_DTYPE_NAMES}")
+                            f"for a roof in {ROOFS}")
     cpu = card["provenance"]["device_type"] == "cpu"
     if cpu:
         for name in ("sm_count", "l2_bytes", "driver", "cuda", "cudnn", "tf32_matmul"):
@@ -221,6 +278,10 @@ def validate_card(card: dict[str, Any]) -> None:
                     raise CardError(f"{where}.{name} must be set when status is 'ok'")
             if not row["p20_s"] <= row["median_s"] <= row["p80_s"]:
                 raise CardError(f"{where}: p20 <= median <= p80 does not hold")
+            lo, mid, hi = row["ratio_p20"], row["ratio_to_baseline"], row["ratio_p80"]
+            if lo is not None and not (hi is not None and mid is not None and lo <= mid <= hi):
+                raise CardError(f"{where}: ratio_p20 <= ratio_to_baseline <= ratio_p80 does "
+                                "not hold")
             if row["max_abs_err"] is None and row["reference_note"] is None:
                 raise CardError(f"{where}.max_abs_err is null: reference_note must say why")
         elif row["error"] is None:

@@ -207,14 +207,17 @@ def _conv_rows(quick: bool) -> list[MatrixRow]:
     return _expand(rows, quick, dtypes=("float32", "bfloat16"), compiled=False)
 
 
+COMPILED_PAM = "PAM (materialised, compiled)"
+
+
 def _pam_rows(group: str, B: int, C: int, S: int, compiled: bool) -> list[MatrixRow]:
     sh = _shape(B, C, S, S)
     base = "PAM (materialised)"
     rows = [MatrixRow(group, base, "PAM", "materialised", sh, {"use_sdpa": False}, base),
             MatrixRow(group, "PAM (SDPA)", "PAM", "sdpa", sh, {"use_sdpa": True}, base)]
-    if compiled:
-        rows.append(MatrixRow(group, "PAM (materialised, compiled)", "PAM", "materialised", sh,
-                              {"use_sdpa": False}, base, compile="default"))
+    if compiled:  # the compiled rows' baseline: compiled against compiled
+        rows.append(MatrixRow(group, COMPILED_PAM, "PAM", "materialised", sh,
+                              {"use_sdpa": False}, COMPILED_PAM, compile="default"))
     return rows
 
 
@@ -230,8 +233,7 @@ def _danet_rows(quick: bool) -> list[MatrixRow]:
                               "PAM (materialised)"))
         if not quick:
             rows.append(MatrixRow("danet", "CAM (compiled)", "CAM", "eager", sh,
-                                  {"variant": "official"}, "PAM (materialised)",
-                                  compile="default"))
+                                  {"variant": "official"}, COMPILED_PAM, compile="default"))
     return _expand(rows, quick, dtypes=("float32", "bfloat16"), compiled=False)
 
 
@@ -269,7 +271,8 @@ def _emsa_rows(quick: bool) -> list[MatrixRow]:
 
 
 def _scaling_rows(quick: bool) -> list[MatrixRow]:
-    B, C, sizes = (1, 32, [8, 12, 16, 24, 32]) if quick else (
+    # Eight (quick) or nine sizes: the upper half of N, where the slopes are read, has 4 or 5.
+    B, C, sizes = (1, 32, [8, 12, 16, 20, 24, 28, 32, 40]) if quick else (
         1, 64, [16, 24, 32, 48, 64, 96, 128, 160, 192])
     rows = []
     base = "self-attention (materialised)"
@@ -298,6 +301,9 @@ def _expand(rows: list[MatrixRow], quick: bool, dtypes: Sequence[str],
             compiled: bool) -> list[MatrixRow]:
     """Every row in each pass; full mode adds bf16 and, where asked, compiled copies.
 
+    A compiled copy is named ``"<name> (compiled)"`` and its baseline is the compiled copy of
+    the eager row's baseline: compiled is compared with compiled.
+
     ``priority`` orders a budgeted run: forward float32 eager first (what the lesson reads),
     then forward+backward, then bf16, then compiled.
     """
@@ -309,7 +315,9 @@ def _expand(rows: list[MatrixRow], quick: bool, dtypes: Sequence[str],
                 out.append(r.replace(dtype=dtype, pass_=pass_, priority=p + 2 * d + eager))
                 if compiled and not quick and r.compile == "none":
                     out.append(r.replace(dtype=dtype, pass_=pass_, compile="default",
-                                         name=f"{r.name} (compiled)", priority=p + 2 * d + 3))
+                                         name=f"{r.name} (compiled)",
+                                         baseline=f"{r.baseline} (compiled)",
+                                         priority=p + 2 * d + 3))
     return out
 
 
@@ -319,6 +327,8 @@ _GROUP_ROWS = {"channel": _channel_rows, "conv": _conv_rows, "danet": _danet_row
 
 def build_rows(group: str, quick: bool) -> list[MatrixRow]:
     """The rows of one group of the matrix (``quick``: tiny sizes, eager float32)."""
-    if group not in _GROUP_ROWS:
+    if not isinstance(group, str) or group not in _GROUP_ROWS:
         raise ValueError(f"group={group!r} must be one of {GROUPS}")
+    if not isinstance(quick, bool):
+        raise ValueError(f"quick={quick!r} must be True or False")
     return _GROUP_ROWS[group](quick)

@@ -21,10 +21,12 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from attn_tutorial._validate import require_number
 from attn_tutorial.bench.cards import (CARDS_DIR, SCHEMA, add_ratios, card_filename, fit_series,
-                                       write_card)
+                                       replace_cards, write_card)
+from attn_tutorial.bench.machine import load_average, measure_machine, provenance
 from attn_tutorial.bench.matrix import GROUPS, TITLES, MatrixRow, build_rows
-from attn_tutorial.bench.measure import empty_record, measure_machine, measure_row, provenance
+from attn_tutorial.bench.measure import empty_record, interleave_key, measure_set
 
 __all__ = ["run", "run_group", "main", "check_writable", "DEFAULT_OUT"]
 
@@ -59,7 +61,16 @@ def _protocol(device: torch.device) -> dict[str, str]:
     return {
         "timer": "cuda events, median over reps" if cuda
         else "torch.utils.benchmark.Timer.timeit, blocks of calls, median over blocks",
+        "interleaving": "rows of one interleave_set are timed in turn, block by block "
+                        "(one shape, dtype, pass and compile mode; the whole scaling sweep); "
+                        "ratio_to_baseline is the median of per-round ratios where the "
+                        "baseline is in the set",
+        "blocks": ("20 reps (quick), 50 (full)" if cuda else
+                   "15 blocks of about 3.3 ms (quick), 21 of about 14 ms (full); at least 7 "
+                   "(quick) or 10 (full) on a loaded machine"),
         "warmup": "10 calls (5 in quick mode)" if cuda else "2 calls",
+        "gradients": "forward+backward: inputs' and parameters' .grad set to None before each "
+                     "call",
         "flops": "attn_tutorial.cost forward FLOPs; x3 for forward+backward",
         "min_bytes": "attn_tutorial.cost forward; dtype*(3*in + 2*out + 3*params) for "
                      "forward+backward",
@@ -88,13 +99,20 @@ def _card(group: str, quick: bool, device: torch.device, prov: dict[str, Any],
 
 
 class _Runner:
-    """Measures rows one at a time and assembles the cards of every group from what is done."""
+    """Measures interleaved sets of rows and assembles every group's card from what is done.
+
+    Each card carries its own provenance: the run's, with the load average when the group's
+    first set started (``load_average``) and after its last (``load_average_end``), the seconds
+    its sets took and the ``run_id`` shared by the cards of one run.
+    """
 
     def __init__(self, groups: Sequence[str], device: torch.device, quick: bool,
                  machine: dict[str, Any], budget_s: float | None, progress: bool) -> None:
         self.groups, self.device, self.quick = list(groups), device, quick
         self.machine, self.progress = machine, progress
         self.prov = provenance(device)
+        self.prov["run_id"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.group_prov: dict[str, dict[str, Any]] = {}
         self.rows = {g: build_rows(g, quick) for g in self.groups}
         self.done: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.deadline = None if budget_s is None else time.monotonic() + budget_s
@@ -102,33 +120,55 @@ class _Runner:
         self.count = 0
         self.total = sum(len(r) for r in self.rows.values())
 
-    def order(self) -> list[tuple[int, str, int, MatrixRow]]:
-        items = [(row.priority, gi, i, g, row) for gi, g in enumerate(self.groups)
-                 for i, row in enumerate(self.rows[g])]
+    def order(self) -> list[tuple[int, str, list[tuple[int, MatrixRow]]]]:
+        """The interleaved sets (priority, group, [(index, row), ...]) in the order they run."""
+        sets: dict[tuple, list[tuple[int, MatrixRow]]] = {}
+        where: dict[tuple, tuple[int, int, int, str]] = {}
+        for gi, g in enumerate(self.groups):
+            for i, row in enumerate(self.rows[g]):
+                key = interleave_key(row)
+                sets.setdefault(key, []).append((i, row))
+                where.setdefault(key, (row.priority, gi, i, g))
+        keys = list(sets)
         if self.deadline is None:  # no budget: group by group, in the matrix's order
-            items.sort(key=lambda t: (t[1], t[2]))
+            keys.sort(key=lambda k: where[k][1:3])
         else:
-            items.sort(key=lambda t: (t[0], t[1], t[2]))
-        return [(p, g, i, row) for p, _, i, g, row in items]
+            keys.sort(key=lambda k: where[k][:3])
+        return [(where[k][0], where[k][3], sets[k]) for k in keys]
 
-    def measure(self, group: str, i: int, row: MatrixRow) -> None:
+    def measure(self, group: str, members: list[tuple[int, MatrixRow]], name: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            rec = empty_record(row, self.device.type)
-            rec.update(status="skipped", error=f"time budget of {self.budget_s:g} s spent "
-                                               "before this row")
-            self.done[(group, i)] = [rec]
+            for i, row in members:
+                rec = empty_record(row, self.device.type)
+                rec.update(status="skipped", error=f"time budget of {self.budget_s:g} s spent "
+                                                   "before this row")
+                self.done[(group, i)] = [rec]
         else:
-            recs = [measure_row(row, self.device, self.machine, self.quick, "warm",
-                                self.prov["l2_bytes"])]
+            prov = self.group_prov.setdefault(group, {**self.prov, "load_average": load_average(),
+                                                      "seconds": 0.0})
+            start = time.monotonic()
+            rows = [row for _, row in members]
+            recs = measure_set(rows, self.device, self.machine, self.quick, "warm",
+                               self.prov["l2_bytes"], self.prov, name)
+            for (i, _), rec in zip(members, recs):
+                self.done[(group, i)] = [rec]
             # Cold L2 (CUDA only): worth a row when the minimum working set fits in L2.
             l2 = self.prov["l2_bytes"]
-            if self.device.type == "cuda" and l2 and recs[0]["min_bytes"] <= l2:
-                recs.append(measure_row(row, self.device, self.machine, self.quick, "cold", l2))
-            self.done[(group, i)] = recs
-        self.count += 1
+            if self.device.type == "cuda" and l2:
+                fits = [(i, row) for (i, row), rec in zip(members, recs)
+                        if rec["status"] == "ok" and rec["min_bytes"] <= l2]
+                if fits:
+                    cold = measure_set([row for _, row in fits], self.device, self.machine,
+                                       self.quick, "cold", l2, self.prov, f"{name} cold")
+                    for (i, _), rec in zip(fits, cold):
+                        self.done[(group, i)].append(rec)
+            prov["seconds"] += time.monotonic() - start
+            prov["load_average_end"] = load_average()
+        self.count += len(members)
         if self.progress:
-            _progress(self.count, self.total, f"{group}: {row.name} {row.dtype} {row.pass_}",
-                      sys.stderr)
+            row = members[0][1]
+            _progress(self.count, self.total, f"{group}: {row.dtype} {row.pass_} "
+                      f"({len(members)} rows)", sys.stderr)
 
     def card(self, group: str) -> dict[str, Any]:
         records: list[dict[str, Any]] = []
@@ -148,7 +188,10 @@ class _Runner:
             n = sum(r["status"] == "skipped" and r["error"].startswith(prefix) for r in records)
             if n:
                 skipped.append({"what": f"{n} rows", "reason": reason})
-        return _card(group, self.quick, self.device, self.prov, self.machine, records, skipped)
+        prov = dict(self.group_prov.get(group, self.prov))
+        if prov["seconds"] is not None:
+            prov["seconds"] = round(prov["seconds"], 2)
+        return _card(group, self.quick, self.device, prov, self.machine, records, skipped)
 
 
 def run_group(group: str, device: torch.device | str = "cpu", quick: bool = True,
@@ -166,15 +209,24 @@ def run(groups: Iterable[str] | None = None, device: str | torch.device | None =
     ``out=None`` writes nothing. ``budget_s``: stop starting rows after this many seconds
     (the machine measurement included) and record the rest as skipped.
     """
+    if isinstance(groups, str):
+        raise ValueError(f"groups={groups!r} must be a list of group names, e.g. [{groups!r}]")
     groups = list(groups) if groups else list(GROUPS)
     for g in groups:
         if g not in GROUPS:
             raise ValueError(f"group {g!r} is not one of {GROUPS}")
-    if budget_s is not None and not budget_s > 0:
-        raise ValueError(f"budget_s={budget_s!r} must be a positive number of seconds")
+    if not isinstance(quick, bool):
+        raise ValueError(f"quick={quick!r} must be True or False")
+    if budget_s is not None:
+        require_number("budget_s", budget_s, positive=True)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r} must be 'cpu' or 'cuda'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     if out is not None:
@@ -185,12 +237,12 @@ def run(groups: Iterable[str] | None = None, device: str | torch.device | None =
     if budget_s is not None:  # the budget counts from the start, the roofs included
         runner.deadline = start + budget_s
     level = None
-    for priority, group, i, row in runner.order():
+    for k, (priority, group, members) in enumerate(runner.order()):
         if out is not None and budget_s is not None and level is not None and priority != level:
             for g in groups:  # a priority level is finished: put it on disk
                 write_card(runner.card(g), out)
         level = priority
-        runner.measure(group, i, row)
+        runner.measure(group, members, f"{group}:{k}")
     cards = [runner.card(g) for g in groups]
     if out is not None:
         for card in cards:
@@ -208,6 +260,10 @@ def main(groups: Sequence[str] | None = None, device: str | None = None, quick: 
     where = CARDS_DIR if record else Path(out) if out is not None else DEFAULT_OUT
     start = time.perf_counter()
     cards = run(groups, device, quick, where, progress=True, budget_s=budget_s)
+    if record:  # one card per group, mode and device type in the package
+        for card in cards:
+            for path in replace_cards(card, where):
+                print(f"replaced {path.name}", file=sys.stderr)
     rows = sum(len(c["rows"]) for c in cards)
     bad = sum(r["status"] != "ok" for c in cards for r in c["rows"])
     print(f"{len(cards)} cards, {rows} rows ({bad} not ok) written to {where} "

@@ -21,8 +21,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from torch import nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
+
+from attn_tutorial._validate import require_choice, require_int, require_number
 
 PASSES = ("forward", "forward+backward")
 
@@ -60,10 +63,26 @@ def _sum_outputs(out: Any) -> torch.Tensor:
     return sum(_sum_outputs(o) for o in out if isinstance(o, (torch.Tensor, tuple, list)))
 
 
-def make_step(fn: Callable[..., Any], args: tuple, pass_: str = "forward") -> Callable[[], Any]:
-    """A no-argument callable running one forward (no autograd) or one forward+backward."""
-    if pass_ not in PASSES:
-        raise ValueError(f"pass_={pass_!r} must be one of {PASSES}")
+def _require_callable(name: str, fn: object) -> None:
+    if not callable(fn):
+        raise ValueError(f"{name}={fn!r} must be callable (a function or a module), got a "
+                         f"{type(fn).__name__}")
+
+
+def make_step(fn: Callable[..., Any], args: tuple, pass_: str = "forward",
+              params: Sequence[torch.Tensor] = ()) -> Callable[[], Any]:
+    """A no-argument callable running one forward (no autograd) or one forward+backward.
+
+    For ``forward+backward`` the floating-point inputs become leaf tensors, and every call
+    first sets their ``.grad`` to None, and that of ``params`` (by default the parameters of
+    ``fn`` when it is a module), as ``optimizer.zero_grad()`` does in a training step: without
+    it each call would *add* into the previous call's gradients, an extra read and write of
+    every gradient that no training step does.
+    """
+    _require_callable("fn", fn)
+    require_choice("pass_", pass_, {"forward": "no autograd",
+                                    "forward+backward": "the sum of the outputs, backward"})
+    args = _as_tuple(args)
     if pass_ == "forward":
         def step() -> Any:
             with torch.no_grad():
@@ -74,8 +93,12 @@ def make_step(fn: Callable[..., Any], args: tuple, pass_: str = "forward") -> Ca
         else a
         for a in args
     )
+    owned = list(params) or (list(fn.parameters()) if isinstance(fn, nn.Module) else [])
+    grads = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad] + owned
 
     def step() -> Any:
+        for t in grads:
+            t.grad = None
         _sum_outputs(fn(*leaves)).backward()
 
     return step
@@ -83,21 +106,39 @@ def make_step(fn: Callable[..., Any], args: tuple, pass_: str = "forward") -> Ca
 
 def count_flops(fn: Callable[..., Any], *args: Any, pass_: str = "forward") -> int:
     """FLOPs of one call as counted by ``FlopCounterMode`` (matmuls and convolutions)."""
+    _require_callable("fn", fn)
     step = make_step(fn, args, pass_)
     with FlopCounterMode(display=False) as counter:
         step()
     return int(counter.get_total_flops())
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0 <= q <= 1) of ``values``, interpolated linearly between ranks."""
+    if not values:
+        raise ValueError("values is empty: a percentile needs at least one value")
+    if not 0 <= q <= 1:
+        raise ValueError(f"q={q!r} must be a quantile in [0, 1]")
     ordered = sorted(values)
     pos = (len(ordered) - 1) * q
     lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+_percentile = percentile
+
+
+def _stats(times: Sequence[float], number: int) -> dict[str, Any]:
+    return {"median": statistics.median(times),
+            "iqr": percentile(times, 0.75) - percentile(times, 0.25),
+            "p20": percentile(times, 0.2), "p80": percentile(times, 0.8),
+            "runs": number * len(times), "blocks": len(times), "times": list(times)}
+
+
 def time_cpu(step: Callable[[], Any], min_run_time: float = 0.2) -> dict[str, float]:
     """Median/IQR of ``step()`` on the CPU with ``torch.utils.benchmark.Timer``."""
+    _require_callable("step", step)
+    require_number("min_run_time", min_run_time, positive=True)
     timer = benchmark.Timer(
         stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()
     )
@@ -106,76 +147,108 @@ def time_cpu(step: Callable[[], Any], min_run_time: float = 0.2) -> dict[str, fl
     return {
         "median": m.median,
         "iqr": m.iqr,
-        "p20": _percentile(times, 0.2),
-        "p80": _percentile(times, 0.8),
+        "p20": percentile(times, 0.2),
+        "p80": percentile(times, 0.8),
         "runs": m.number_per_run * len(times),
     }
 
 
-def time_cpu_blocks(step: Callable[[], Any], min_run_time: float, blocks: int) -> dict[str, float]:
-    """Warm-up, then ``blocks`` blocks of ``number`` calls with ``torch.utils.benchmark.Timer``.
+def _require_steps(steps: Mapping[str, Callable[[], Any]]) -> None:
+    if not isinstance(steps, Mapping) or not steps:
+        raise ValueError(f"steps={steps!r} must be a non-empty dict of name -> step()")
+    for name, step in steps.items():
+        _require_callable(f"steps[{name!r}]", step)
 
-    ``number`` is chosen so the blocks together take about ``min_run_time``; the statistics are
-    over the per-call time of each block (median, 20th/80th percentiles, IQR). On a loaded
-    machine the calls can be far slower than the estimate: after three blocks the loop stops
-    once it has used three times ``min_run_time``.
+
+def time_cpu_interleaved(steps: Mapping[str, Callable[[], Any]], min_run_time: float,
+                         blocks: int, min_blocks: int | None = None) -> dict[str, dict[str, Any]]:
+    """Time several steps in turn, block by block, on the CPU (``torch.utils.benchmark.Timer``).
+
+    Each step gets two warm-up calls and a ``number`` of calls per block chosen so its blocks
+    together take about ``min_run_time``. The blocks are then interleaved — one block of every
+    step, then the next round — so a change of load during the measurement hits every step
+    alike, and block ``i`` of one step can be paired with block ``i`` of another (a ratio per
+    round). On a loaded machine the calls can be far slower than the estimate: after
+    ``min_blocks`` rounds (default: half of ``blocks``, at least 5) the loop stops once it has
+    used three times its planned time. Per step: median, IQR, 20th/80th percentiles over the
+    blocks, ``runs``, ``blocks`` and the per-call ``times`` of each block.
     """
-    once = 0.0
-    for _ in range(2):  # warm-up: allocator, caches, lazy initialisation; and an estimate
-        start = time.perf_counter()
-        step()
-        once = max(once, time.perf_counter() - start)
-    number = max(1, int(min_run_time / blocks / max(once, 1e-7)))
-    timer = benchmark.Timer(stmt="step()", globals={"step": step},
-                            num_threads=torch.get_num_threads())
-    times: list[float] = []
+    _require_steps(steps)
+    require_number("min_run_time", min_run_time, positive=True)
+    require_int("blocks", blocks, minimum=3)
+    min_blocks = require_int("min_blocks", min(blocks, max(5, blocks // 2))
+                             if min_blocks is None else min_blocks, minimum=3)
+    if min_blocks > blocks:
+        raise ValueError(f"min_blocks={min_blocks} must be <= blocks={blocks}")
+    timers, numbers = {}, {}
+    for name, step in steps.items():
+        once = 0.0
+        for _ in range(2):  # warm-up: allocator, caches, lazy initialisation; and an estimate
+            start = time.perf_counter()
+            step()
+            once = max(once, time.perf_counter() - start)
+        numbers[name] = max(1, int(min_run_time / blocks / max(once, 1e-7)))
+        timers[name] = benchmark.Timer(stmt="step()", globals={"step": step},
+                                       num_threads=torch.get_num_threads())
+    times: dict[str, list[float]] = {name: [] for name in steps}
     start = time.perf_counter()
-    while len(times) < blocks:
-        times.append(timer.timeit(number).median)
-        if len(times) >= 3 and time.perf_counter() - start > 3 * min_run_time:
+    for round_ in range(blocks):
+        for name in steps:
+            times[name].append(timers[name].timeit(numbers[name]).median)
+        planned = 3 * min_run_time * len(steps)
+        if round_ + 1 >= min_blocks and time.perf_counter() - start > planned:
             break
-    return {
-        "median": statistics.median(times),
-        "iqr": _percentile(times, 0.75) - _percentile(times, 0.25),
-        "p20": _percentile(times, 0.2),
-        "p80": _percentile(times, 0.8),
-        "runs": number * len(times),
-    }
+    return {name: _stats(times[name], numbers[name]) for name in steps}
+
+
+def time_cpu_blocks(step: Callable[[], Any], min_run_time: float, blocks: int,
+                    min_blocks: int | None = None) -> dict[str, Any]:
+    """:func:`time_cpu_interleaved` for a single step."""
+    return time_cpu_interleaved({"step": step}, min_run_time, blocks, min_blocks)["step"]
+
+
+def time_cuda_interleaved(steps: Mapping[str, Callable[[], Any]], warmup: int = 10,
+                          reps: int = 50,
+                          flush: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+    """Median/IQR of each step on the GPU, the steps in turn: CUDA events per repetition.
+
+    Each step: ``warmup`` calls, then one synchronised call whose allocator peak is its
+    ``peak_bytes``. Then ``reps`` rounds, each timing every step once between two CUDA events.
+    ``flush``: a tensor larger than the L2 cache, overwritten before each timed call (outside
+    the timed region) so every call starts with a cold L2.
+    """
+    _require_steps(steps)
+    require_int("warmup", warmup, minimum=1)
+    require_int("reps", reps, minimum=3)
+    peaks = {}
+    for name, step in steps.items():
+        for _ in range(warmup):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peaks[name] = int(torch.cuda.max_memory_allocated() - base)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            if flush is not None:
+                flush.fill_(1.0)  # evicts the L2 cache, outside the timed region
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times[name].append(start.elapsed_time(end) / 1e3)
+    return {name: {**_stats(times[name], 1), "peak_bytes": peaks[name]} for name in steps}
 
 
 def time_cuda(step: Callable[[], Any], warmup: int = 10, reps: int = 50,
-              flush: torch.Tensor | None = None) -> dict[str, float]:
-    """Median/IQR of ``step()`` on the GPU: warm-up, synchronise, CUDA events per repetition.
-
-    ``flush``: a tensor larger than the L2 cache, overwritten before each repetition (outside
-    the timed region) so every repetition starts with a cold L2.
-    """
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    times = []
-    for _ in range(reps):
-        if flush is not None:
-            flush.fill_(1.0)  # evicts the L2 cache, outside the timed region
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return {
-        "median": statistics.median(times),
-        "iqr": _percentile(times, 0.75) - _percentile(times, 0.25),
-        "p20": _percentile(times, 0.2),
-        "p80": _percentile(times, 0.8),
-        "runs": reps,
-        "peak_bytes": int(peak),
-    }
+              flush: torch.Tensor | None = None) -> dict[str, Any]:
+    """:func:`time_cuda_interleaved` for a single step."""
+    return time_cuda_interleaved({"step": step}, warmup, reps, flush)["step"]
 
 
 def compare(
@@ -186,6 +259,12 @@ def compare(
     flops: bool = True,
 ) -> list[Timing]:
     """Time each callable on the same ``args`` (on their device), forward or forward+backward."""
+    if not isinstance(fns, Mapping) or not fns:
+        raise ValueError(f"fns={fns!r} must be a non-empty dict of name -> callable, e.g. "
+                         "{'ECA': eca, 'SE': se}")
+    for name, fn in fns.items():
+        _require_callable(f"fns[{name!r}]", fn)
+    require_number("min_run_time", min_run_time, positive=True)
     args = _as_tuple(args)
     first = _first_tensor(args)
     device = first.device if first is not None else torch.device("cpu")
@@ -214,9 +293,17 @@ def compare(
     return results
 
 
+def _device(device: object) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} must be a torch device such as 'cpu' or "
+                         "'cuda'") from None
+
+
 def device_name(device: torch.device | str = "cpu") -> str:
     """A readable name of the device: the GPU's model, or the CPU's with the thread count."""
-    device = torch.device(device)
+    device = _device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
@@ -230,8 +317,14 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def _require_timings(results: object) -> None:
+    if not isinstance(results, Sequence) or not all(isinstance(r, Timing) for r in results):
+        raise ValueError(f"results={results!r} must be a list of Timing, as compare() returns")
+
+
 def format_table(results: Sequence[Timing]) -> str:
     """A plain-text table: median, IQR, ratio to the first row, FLOPs, peak memory."""
+    _require_timings(results)
     if not results:
         return "(no results)"
     base = results[0].median
@@ -251,6 +344,9 @@ def plot_bars(results: Sequence[Timing], ax: Any = None, title: str | None = Non
     """Horizontal bars of the medians with IQR whiskers (milliseconds)."""
     import matplotlib.pyplot as plt
 
+    _require_timings(results)
+    if not results:
+        raise ValueError("results is empty: nothing to plot (pass what compare() returned)")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(results)))
     names = [r.name for r in results]
