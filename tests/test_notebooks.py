@@ -129,19 +129,6 @@ def test_no_machine_paths_in_outputs(path: Path):
 
 # Lesson 08 (the benchmarks) is being rewritten without its timing assertions and its sentences
 # about how it was made, in a separate change; until that lands these failures are expected.
-EXPECTED_FAILURES = {"notebooks/08_benchmarks.ipynb": {"timing", "making-of", "load"}}
-
-
-def _marked(paths, rule: str):
-    def param(p):
-        rel = str(p.relative_to(ROOT))
-        if rule in EXPECTED_FAILURES.get(rel, ()):
-            return pytest.param(p, id=rel, marks=pytest.mark.xfail(
-                reason="lesson 08's own rewrite removes these", strict=False))
-        return pytest.param(p, id=rel)
-    return [param(p) for p in paths]
-
-
 TIMING_CASES = {
     # assertions on timings or their ratios: found
     "assert on a median": (["t = bench.compare(fns, x)", "assert t[0].median < t[1].median"], 1),
@@ -205,7 +192,7 @@ def test_timing_assert_detector(name):
         assert found[0][0] == len(cells), found  # the last cell holds the assertion
 
 
-@pytest.mark.parametrize("path", _marked(CHECKED, "timing"))
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_no_assertion_on_a_timing(path: Path):
     """A shared or a faster machine never fails a notebook: timings are printed with their
     spread and the load, counts/FLOPs/bytes are asserted (design §7)."""
@@ -223,7 +210,7 @@ def test_load_detector():
     assert timing_cells(["x = 1", "m = Timer('f()').timeit(10)", "def g():\n    time.perf_counter()"]) == [2]
 
 
-@pytest.mark.parametrize("path", _marked(CHECKED, "load"))
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_every_timing_cell_prints_the_load(path: Path):
     """A timing is read with the machine's load beside it (a busy machine's medians measure the
     wait for a core as much as the work)."""
@@ -231,7 +218,7 @@ def test_every_timing_cell_prints_the_load(path: Path):
     assert not found, f"{path.name}: code cells {found} time something and print no load average"
 
 
-@pytest.mark.parametrize("path", _marked(CHECKED, "load"))
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_timing_cells_are_not_compared(path: Path):
     """nbval compares what a cell prints: a timing cell's output differs on every run."""
     cells = code_cells(nbformat.read(path, as_version=4))
@@ -287,7 +274,7 @@ def test_making_of_detector():
         assert not making_of_phrases(fine), fine
 
 
-@pytest.mark.parametrize("path", _marked(CHECKED, "making-of"))
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_no_sentence_about_how_the_course_was_made(path: Path):
     """Sources are cited as sources (design §4c), never as what the course's authors read."""
     nb = nbformat.read(path, as_version=4)
