@@ -84,12 +84,18 @@ class ExternalAttention(nn.Module):
     Code vs paper:
 
     * ``tie_memories=True`` (default, the official code): M_v is M_kᵀ. The official module assigns
-      a permuted view of ``linear_0``'s storage to ``linear_1``, so the two stay exact transposes
-      through optimiser steps; here that is ONE parameter ``memory_key.weight`` used twice. A tie
-      by shared storage lasts only until the module is converted: ``Module._apply`` (``.cuda()``,
-      ``.double()``, ``.to(dtype)``) gives each parameter its own copy, and the official
-      ``train_torch.py`` calls ``.cuda()`` on the network before it builds the optimiser, so the
-      released training updated two memories that started equal (lesson 07, section 5).
+      a permuted view of ``linear_0``'s storage to ``linear_1``: two Parameters on one storage,
+      which stay exact transposes through any optimiser's steps, each step writing two updates
+      into the storage. Here the tie is ONE parameter ``memory_key.weight`` used twice, whose
+      gradient is the sum of both uses'. The two agree step for step only under plain SGD (with
+      or without momentum, both linear in the gradient): weight decay is applied once per
+      Parameter, so the shared storage decays about twice as fast, and Adam/AdamW normalise each
+      Parameter's gradient separately (lesson 07, section 5, measures both). A tie by shared
+      storage lasts only until a conversion copies it: ``Module._apply`` with a real change
+      (``.cuda()``, ``.double()``, ``.half()``) gives each parameter its own copy (a no-op such
+      as ``.float()`` on float32 keeps the one storage), and so does ``copy.deepcopy`` (an EMA
+      copy, for example). The official ``train_torch.py`` calls ``.cuda()`` on the network before
+      it builds the optimiser, so the released training updated two memories that started equal.
       ``tie_memories=False`` gives the independent memory M_v of the paper's description.
     * S = 64 is hard-coded in the code (``memory_size=64`` here).
     * The segmentation code uses SyncBN (momentum 0.1); this uses BatchNorm2d(momentum 0.1).

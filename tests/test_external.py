@@ -197,6 +197,74 @@ def test_tie_stays_exact_through_an_optimizer_step():
                                rtol=0, atol=0)
 
 
+def _shared_storage_tie(tied: ExternalAttention) -> ExternalAttention:
+    """The official tie on the library's untied module: memory_value's weight made a transposed
+    view of memory_key's storage (``linear_1.weight.data = linear_0.weight.data.permute(...)``),
+    two Parameters on one storage, starting from ``tied``'s weights."""
+    free = ExternalAttention(tied.channels, tied.memory_size, tie_memories=False).to(DT)
+    state = dict(tied.state_dict())
+    state["memory_value.weight"] = tied.memory_key.weight.detach().t().clone()
+    free.load_state_dict(state)
+    free.memory_value.weight.data = free.memory_key.weight.data.t()
+    return free
+
+
+def _two_steps(module, make_opt, x):
+    opt = make_opt(module.parameters())
+    for _ in range(2):
+        opt.zero_grad()
+        module(x).pow(2).mean().backward()
+        opt.step()
+    return module.memory_key.weight.detach()
+
+
+@pytest.mark.parametrize("name, make_opt, equal", [
+    ("sgd", partial(torch.optim.SGD, lr=0.5), True),
+    ("sgd momentum", partial(torch.optim.SGD, lr=0.5, momentum=0.9), True),
+    ("sgd weight decay", partial(torch.optim.SGD, lr=0.5, weight_decay=0.1), False),
+    ("adam", partial(torch.optim.Adam, lr=0.01), False),
+])
+def test_shared_storage_tie_equals_one_parameter_only_under_plain_sgd(name, make_opt, equal):
+    """Two Parameters on one storage get two updates per step. Under SGD (with or without
+    momentum, both linear in the gradient) the two updates sum to the update of the summed
+    gradient, which one parameter used twice gets; weight decay is added once per Parameter and
+    Adam normalises each Parameter's gradient by its own running RMS, so there they differ."""
+    torch.manual_seed(0)
+    one = randomise(ExternalAttention(5, memory_size=6).to(DT)).eval()
+    shared = _shared_storage_tie(one).eval()
+    x = torch.randn(2, 5, 3, 4, dtype=DT)
+    torch.testing.assert_close(shared(x), one(x), rtol=0, atol=TOL)
+    after_shared, after_one = _two_steps(shared, make_opt, x), _two_steps(one, make_opt, x)
+    # whatever the optimiser, the shared storage keeps M_v an exact transpose of M_k
+    torch.testing.assert_close(shared.memory_value.weight, shared.memory_key.weight.t(),
+                               rtol=0, atol=0)
+    gap = (after_shared - after_one).abs().max().item()
+    assert (gap < 1e-12) if equal else (gap > 1e-3), (name, gap)
+
+
+def test_shared_storage_tie_under_weight_decay_decays_the_memory_once_per_parameter():
+    """One plain-SGD step with weight decay wd on two Parameters that share a storage, from
+    PyTorch's documented update (g <- g + wd·θ; θ <- θ - lr·g), applied to each Parameter in
+    turn: the key first (w1 = w0 - lr·(g_k + wd·w0)), then the value on the updated storage
+    (w2 = w1 - lr·(g_vᵀ + wd·w1)). The memory decays twice per step: to first order in lr it is
+    one parameter under weight decay 2·wd, not wd."""
+    torch.manual_seed(0)
+    one = randomise(ExternalAttention(5, memory_size=6).to(DT)).eval()
+    shared = _shared_storage_tie(one).eval()
+    x = torch.randn(2, 5, 3, 4, dtype=DT)
+    shared(x).pow(2).mean().backward()
+    w0 = shared.memory_key.weight.detach().clone()
+    g_k, g_v = shared.memory_key.weight.grad.clone(), shared.memory_value.weight.grad.t().clone()
+    lr, wd = 0.5, 0.1
+    torch.optim.SGD(shared.parameters(), lr=lr, weight_decay=wd).step()
+    w1 = w0 - lr * (g_k + wd * w0)
+    w2 = w1 - lr * (g_v + wd * w1)
+    torch.testing.assert_close(shared.memory_key.weight.detach(), w2, rtol=0, atol=1e-12)
+    double = w0 - lr * (g_k + g_v + 2 * wd * w0)
+    single = w0 - lr * (g_k + g_v + wd * w0)
+    assert (w2 - double).abs().max() < 0.1 * (w2 - single).abs().max()
+
+
 def test_external_attention_official_init():
     torch.manual_seed(0)
     c = 256
