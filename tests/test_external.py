@@ -3,6 +3,7 @@ from the equations of the official code, in float64."""
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import partial
 
@@ -396,3 +397,20 @@ def test_external_attention_in_float16_is_finite_where_a_pixel_underflows():
 def test_double_normalise_refuses_a_negative_eps():
     with pytest.raises(ValueError, match=r"eps=-1.0 must be a finite number >= 0"):
         double_normalise(torch.zeros(1, 2, 2), eps=-1.0)
+
+
+@pytest.mark.parametrize("convert, keeps", [
+    (lambda m: m.float(), True),                 # float32 -> float32: nothing to copy
+    (lambda m: m.to("cpu"), True),
+    (lambda m: m.double(), False),
+    (copy.deepcopy, False),
+])
+def test_shared_storage_tie_survives_only_conversions_that_copy_nothing(convert, keeps):
+    m = ExternalAttention(4, memory_size=3, tie_memories=False)               # float32
+    m.memory_value.weight.data = m.memory_key.weight.data.t()
+    assert m.memory_value.weight.untyped_storage().data_ptr() \
+        == m.memory_key.weight.untyped_storage().data_ptr()
+    c = convert(m)
+    shared = (c.memory_value.weight.untyped_storage().data_ptr()
+              == c.memory_key.weight.untyped_storage().data_ptr())
+    assert shared == keeps
