@@ -10,13 +10,10 @@ sum in the paper.
 
 Where the BatchNorms sit. The released code (``MODELS/bam.py``) normalises only hidden layers: the
 MLP's hidden layer and the spatial branch's reduced and dilated maps; neither branch's *output*
-has a BN. The paper's equations, Mc(F) = BN(MLP(AvgPool(F))) and Ms(F) = BN(f1×1(f3×3(f3×3(
-f1×1(F))))), put one BN on each branch's output. This is how every transcription of the paper's
-equations that could be read for this library gives them (secondary sources only:
-paperswithcode.com/method/bam, jjerry-k.github.io/blog/paper/bam, a Chinese summary at
-553668.com/manong/515745.html, and two paper notes in public GitHub repositories); the paper's
-own text of Section 3 could not be read here, so its exact wording, and its reason (one note:
-to adjust the channel branch's scale to the spatial branch's output), are unverified.
+has a BN. The paper's equations in Section 3, Mc(F) = BN(MLP(AvgPool(F))) (page 4) and
+Ms(F) = BN(f1×1(f3×3(f3×3(f1×1(F))))) (page 5), put one BN on each branch's output; issue #49 of
+the official repository quotes both against the code (no reply from the authors). The paper's
+reason for the channel branch's BN: to adjust its scale to the spatial branch's output.
 ``BAM(fusion="paper")`` builds the paper's form (sum and the two output BNs), ``fusion="sum"``
 the sum with the code's BN placement.
 """
@@ -77,8 +74,8 @@ class BAMChannelGate(_BAMBranch):
     code exactly on square maps and is the (intended) global pooling on non-square ones.
 
     Other official/paper differences: the official ``ChannelGate`` cannot be built as published
-    (a ``NameError`` on an undefined ``gate_activation``); the paper's equation (as transcribed
-    by secondary sources, see the module docstring) puts a BN on the branch output, the code only
+    (a ``NameError`` on an undefined ``gate_activation``); the paper's equation (Section 3, page 4;
+    see the module docstring) puts a BN on the branch output, the code only
     on the hidden layer (the default here).
 
     In train mode a batch of 1 is refused with a ``ValueError`` (BatchNorm1d needs >= 2 values
@@ -163,18 +160,21 @@ class BAM(nn.Module):
         reduction_ratio: r; both branches work at width C // r (must be >= 1).
         dilation: dilation (and padding) of the spatial branch's 3×3 convs.
         num_dilated_convs: how many dilated 3×3 convs the spatial branch stacks.
-        fusion: ``"official"`` (default): ``1 + sigmoid(Mc * Ms)``, the product used by the released
-            code and its ImageNet checkpoint (issues #39, #52 of the official repository), BN on
-            the hidden layers only; ``"sum"``: ``1 + sigmoid(Mc + Ms)`` with the code's BN
+        fusion: ``"official"`` (default): ``1 + sigmoid(Mc * Ms)``, the product of the released
+            code, with which the README's ImageNet checkpoint was trained (issues #1, #39, #52 of
+            the official repository ask why it differs from the paper), BN on the hidden layers only; ``"sum"``: ``1 + sigmoid(Mc + Ms)`` with the code's BN
             placement (the sum alone); ``"paper"``: the paper's form, the sum *and* a BN on each
             branch's output (``out_bn`` in both gates: Mc = BN(MLP(GAP F)), Ms = BN(convs(F))).
 
     Where the official code and the paper disagree:
       * fusion: product in code, sum in the paper (``fusion`` above);
-      * BN placement: the paper's equations (as transcribed by secondary sources; see the
-        module docstring) normalise each branch's output, the code only the hidden layers;
+      * BN placement: the paper's equations (Section 3, quoted in issue #49;
+        see the module docstring) normalise each branch's output, the code only the hidden layers;
       * channel pooling: the code pools an H×H window (global only for square maps; see
-        :class:`BAMChannelGate`); this module always pools globally.
+        :class:`BAMChannelGate`; issue #50); this module always pools globally;
+      * init: the official ResNet constructor zeroes the BN weight of keys containing
+        ``"SpatialGate"``, a rule written for CBAM (attribute ``SpatialGate``, ``MODELS/cbam.py``)
+        that never matches BAM's attribute ``spatial_att``; so no BN of BAM is zeroed, here either.
 
     Initialisation follows the official ResNet constructor: conv weights kaiming-normal
     (fan_out), BN weight 1, every bias 0 (Linear biases included), channel-gate Linear weights at

@@ -181,3 +181,17 @@ def test_errors():
     with pytest.raises(ValueError, match="batch size 1"):
         m.train()(torch.randn(1, 32, 8, 8))
     m.eval()(torch.randn(1, 32, 8, 8))  # eval mode accepts batch 1
+
+
+def test_docstrings_cite_sources_not_the_making_of():
+    """The BN-placement and fusion notes name their sources (the paper's Section 3 as quoted in the
+    authors' issue #49; the checkpoint's code) and say nothing about how the library was written."""
+    import inspect
+
+    import attn_tutorial.bam as bam_module
+    from _hygiene import making_of_phrases
+
+    docs = [inspect.getdoc(obj) or "" for obj in (bam_module, BAM, BAMChannelGate, BAMSpatialGate)]
+    assert [phrase for doc in docs for phrase in making_of_phrases(doc)] == []
+    assert "#49" in docs[0] and "Section 3" in docs[0]
+    assert "spatial_att" in docs[1] and "#1" in docs[1]
