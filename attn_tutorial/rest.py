@@ -94,7 +94,15 @@ class EMSA(_ResTModule):
     5. If ``apply_transform`` and h > 1: a 1×1 Conv2d(h→h, bias) mixing heads, softmax over the M
        keys, then InstanceNorm2d(h) (no affine, no running stats; the same in train and eval).
        Otherwise softmax over keys only. After the InstanceNorm the weights are not convex: rows
-       do not sum to 1 and can be negative.
+       sum to exactly 0 (each softmax row sums to 1, so a map's mean is 1/M) and about half are
+       negative. Each (b, head) map gets mean 0 and variance var/(var + 1e-5), var being the
+       map's variance before the norm: near 1 only when var >> 1e-5. At the authors'
+       initialisation the softmax rows are within about 1e-3 of uniform (var ~ 1e-8), so the
+       weights are small and the transform starts turned down (not off).
+       Dead biases: a bias added to every key shifts each query's logits by a constant, which
+       the softmax ignores (in any softmax attention); with the transform, rows summing to 0
+       make a bias added to every value vanish too. So with the transform the whole ``kv``
+       bias has no effect on the output.
     6. attention dropout, weights·v, merge heads, Linear(C→C), dropout.
 
     Code vs paper: no disagreement is known for the computation. Quirks kept from the code: with

@@ -184,6 +184,49 @@ def test_emsa_transform_instance_norm_per_head_map():
     assert (a < 0).any()
 
 
+def test_emsa_transform_variance_is_var_over_var_plus_eps():
+    """A = (P - 1/M) / sqrt(var(P) + eps) per (b, head) map, from the softmax P captured at the
+    InstanceNorm's input: rows sum to 0, the variance is var/(var + eps), not 1."""
+    torch.manual_seed(0)
+    m = randomise(EMSA(8, 2, sr_ratio=2, apply_transform=True).to(DT))
+    seen = {}
+    m.head_norm.register_forward_hook(lambda mod, inp, out: seen.update(P=inp[0]))
+    a = m.attention_map(torch.randn(2, 35, 8, dtype=DT), 5, 7)
+    P, M = seen["P"], 3 * 4
+    torch.testing.assert_close(P.sum(-1), torch.ones(2, 2, 35, dtype=DT), rtol=0, atol=TOL)
+    var_p = ((P - 1 / M) ** 2).mean(dim=(-2, -1), keepdim=True)   # the map's mean is exactly 1/M
+    torch.testing.assert_close(a, (P - 1 / M) / torch.sqrt(var_p + 1e-5), rtol=0, atol=TOL)
+    torch.testing.assert_close(a.sum(-1), torch.zeros(2, 2, 35, dtype=DT), rtol=0, atol=TOL)
+    var_a = (a ** 2).mean(dim=(-2, -1))
+    torch.testing.assert_close(var_a, (var_p / (var_p + 1e-5)).flatten(-3), rtol=0, atol=TOL)
+
+
+def test_emsa_transform_starts_turned_down_at_the_authors_init():
+    """Head-mixing weights of std 0.02 and small logits keep P within 1e-3 of uniform, so
+    var(P) << 1e-5 and the normalised weights are small (variance well below 1)."""
+    torch.manual_seed(0)
+    m = EMSA(64, 2, qkv_bias=True, sr_ratio=4, apply_transform=True).to(DT)   # official init
+    a = m.attention_map(torch.randn(2, 11 * 9, 64, dtype=DT), 11, 9)
+    assert (a ** 2).mean(dim=(-2, -1)).max() < 0.01
+
+
+@pytest.mark.parametrize("transform", [True, False])
+def test_emsa_dead_kv_biases(transform):
+    """+10 on every key's bias adds q·b, constant along a query's row (the head mixing keeps it
+    constant): never an effect. +10 on every value's bias adds 10·(row sum): no effect when
+    rows sum to 0 (transform), an effect when they sum to 1."""
+    torch.manual_seed(0)
+    m = randomise(EMSA(8, 2, qkv_bias=True, sr_ratio=2, apply_transform=transform).to(DT))
+    x = torch.randn(2, 35, 8, dtype=DT)
+    for half, dead in ((slice(0, 8), True), (slice(8, 16), transform)):
+        shifted = EMSA(8, 2, qkv_bias=True, sr_ratio=2, apply_transform=transform).to(DT)
+        shifted.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            shifted.kv.bias[half] += 10.0
+        same = torch.allclose(shifted(x, 5, 7), m(x, 5, 7), rtol=0, atol=1e-8)
+        assert same == dead, (half, transform)
+
+
 def test_emsa_transform_changes_output():
     torch.manual_seed(0)
     on = randomise(EMSA(8, 2, sr_ratio=2, apply_transform=True).to(DT))
