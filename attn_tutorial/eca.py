@@ -133,7 +133,8 @@ class ECA(_ChannelGate):
         ``k_size`` and has no ψ code (``adaptive`` above);
       * the released checkpoints used hand-picked per-stage k that are not ψ(C): ResNet-50
         3, 5, 5, 7 where ψ gives 5, 5, 5, 7 (ResNet-18 3, 5, 7, 7; ResNet-34, -101, -152
-        3, 3, 5, 7; MobileNetV2 1 for stages with fewer than 96 channels, else 3).
+        3, 3, 5, 7; MobileNetV2 1 for its narrow stages, else 3: ``c <= 96`` in the code
+        published with the checkpoint, ``c < 96`` since BangguWu/ECANet#32, 2020).
 
     Initialisation: the conv keeps PyTorch's default Conv1d init, U(±1/√k), as in the official
     models (their ResNet init touches only Conv2d and BatchNorm).
