@@ -81,6 +81,10 @@ def test_table_and_plot():
     assert "median" in lines[1] and lines[3].startswith("x2") and "1.00x" in lines[3]
     ax = bench.plot_bars(results)
     assert len(ax.patches) == 2
+    # the whiskers run from each row's p20 to its p80 (not a symmetric +-IQR/2 around the median)
+    (segments,) = [c for c in ax.collections if len(c.get_segments()) == 2]
+    for seg, r in zip(segments.get_segments(), results):
+        assert seg[:, 0].min() == pytest.approx(r.p20 * 1e3) and seg[:, 0].max() == pytest.approx(r.p80 * 1e3)
 
 
 def test_percentile_is_linear_interpolation():

@@ -341,7 +341,7 @@ def format_table(results: Sequence[Timing]) -> str:
 
 
 def plot_bars(results: Sequence[Timing], ax: Any = None, title: str | None = None) -> Any:
-    """Horizontal bars of the medians with IQR whiskers (milliseconds)."""
+    """Horizontal bars of the medians, whiskers from the 20th to the 80th percentile (ms)."""
     import matplotlib.pyplot as plt
 
     _require_timings(results)
@@ -351,9 +351,9 @@ def plot_bars(results: Sequence[Timing], ax: Any = None, title: str | None = Non
         _, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(results)))
     names = [r.name for r in results]
     med = [r.median * 1e3 for r in results]
-    err = [r.iqr * 1e3 / 2 for r in results]
+    err = [[(r.median - r.p20) * 1e3 for r in results], [(r.p80 - r.median) * 1e3 for r in results]]
     ax.barh(names, med, xerr=err, color="tab:blue", alpha=0.8, capsize=3)
     ax.invert_yaxis()
-    ax.set_xlabel("median time per call (ms), whiskers = IQR")
+    ax.set_xlabel("median time per call (ms), whiskers: 20th to 80th percentile")
     ax.set_title(title or f"{results[0].pass_} on {results[0].device}")
     return ax
