@@ -285,11 +285,14 @@ class SCSplitConv(nn.Module):
 def tiny_psa(channels: int, se_reduction: int = 4) -> PSA:
     """PSA as the tiny network uses it: kernels 3, 5, 7, 9, **dense** convs, SE reduction 4.
 
-    Differs from EPSANet's setting: the official groups (1, 4, 8, 16) need >= 64 channels per
-    scale, and on a CPU a grouped conv at these widths is about 4× slower than the dense one with
-    more FLOPs (measured at one thread, forward + backward of one PSA, batch 64 of 16×16×16:
-    107 ms with the groups capped at the split width vs 28 ms dense). The price: the PSA network
-    has about 3× the plain network's parameters, so its accuracy is not at matched capacity.
+    Differs from EPSANet's setting: the official groups (1, 4, 8, 16) need ``channels // 4``
+    (the output channels per scale) to be a multiple of 16, i.e. ``channels`` a multiple of 64, so
+    of the tiny network's stages (16, 32, 64 channels) only the last could take them; the entries
+    stay alike across stages. On a CPU a grouped conv at these widths is also about 4× slower than
+    the dense one with more FLOPs (measured at one thread, forward + backward of one PSA, batch 64
+    of 16×16×16: 107 ms with the groups capped at the split width vs 28 ms dense). The price: the
+    PSA network has about 3× the plain network's parameters, so its accuracy is not at matched
+    capacity.
     """
     require_int("channels", channels)
     require_divisible("channels", channels, "the number of kernels (3, 5, 7, 9)", 4)

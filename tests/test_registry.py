@@ -122,3 +122,21 @@ def test_a_module_fixed_to_one_width_is_refused_at_definition():
 
     with pytest.raises(ValueError, match=r"'Fixed16': its module fails on a 2×32×8×8 map"):
         registry.resolve(Fixed16)
+
+
+def test_tiny_psa_docstring_claims():
+    """registry.tiny_psa's docstring: the official groups (1, 4, 8, 16) need channels // 4 to be a
+    multiple of 16 (so of the tiny stages 16/32/64 only 64 could take them); tiny_psa is dense at
+    every width; its network has about 3× the plain network's parameters."""
+    from attn_tutorial.psa import PSA
+    from attn_tutorial import zoo
+
+    PSA(64, 64)                                       # c' = 16: the official groups fit
+    for width in (16, 32, 48):                        # c' = 4, 8, 12: not multiples of 16
+        with pytest.raises(ValueError, match="conv_groups"):
+            PSA(width, width)
+    for width in (16, 32, 64):
+        assert [b.groups for b in registry.tiny_psa(width).branches] == [1, 1, 1, 1]
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    ratio = count(zoo.load("psa", 0)[0]) / count(zoo.load("none", 0)[0])
+    assert 2.5 < ratio < 3.5
