@@ -44,10 +44,13 @@ class PAM(nn.Module):
             (equal up to rounding). This does not by itself avoid the N×N map: PyTorch's
             fused flash kernel needs q, k and v of one width, and PAM's v has C channels
             against C // 8 for q and k, so on the CPU SDPA takes its math path, which
-            materialises the map (lesson 05 measures it and shows a way round).
+            materialises the map (lesson 05 measures it and shows a way round). PyTorch's CUDA
+            memory-efficient kernel checks only that q and k have one width (plus alignment),
+            so on a GPU the fused path may accept PAM's shapes.
 
     Code vs paper: the paper describes C-channel query/key maps; the official code (and this
-    module) uses C // 8 (following SAGAN). Neither scales the energy.
+    module) uses C // 8 (following SAGAN). Neither scales the energy. A trained gamma may be
+    negative: the module then subtracts the values its attention gathers.
 
     ``attention_map(x)`` returns A (B×N×N, rows = queries) for lessons.
     """
@@ -112,8 +115,14 @@ class CAM(nn.Module):
     * ``variant="paper"``: A = softmax_c'(E), as written in the paper;
     * out[b, c, :] = Σ_c' A[b, c, c'] f[b, c', :];  y = gamma · out + x.
 
-    Code vs paper: the sign of the energy (above). Neither scales the energy, so CAM softmaxes
-    are very peaked for large N.
+    Code vs paper: the sign of the energy (above). The authors kept max − E on purpose
+    (junfu1115/DANet issue #9: to "prevent loss divergence during training"; issue #48: the
+    paper's form was tried and "the performance is not good"), so the published results come
+    from the official form. Neither scales the energy, so CAM softmaxes are very peaked for
+    large N.
+
+    Read the map with ``gamma`` and its sign: a trained gamma can be negative, and then the
+    module subtracts the channels its attention gathers (lesson 05 shows the zoo's models).
 
     ``attention_map(x)`` returns A (B×C×C, rows sum to 1) for lessons.
     """
@@ -172,7 +181,9 @@ class DANetHead(nn.Module):
 
     Input x: B×in_channels×H×W. Output: a tuple ``(sum_logits, pam_logits, cam_logits)``, each
     B×num_classes×H×W (the official order). In the official model in_channels = 2048 and
-    inter_channels = 512.
+    inter_channels = 512. Official submodule names: ``conv5a``/``conv5c`` (the branches' input
+    convs, here ``pam_in``/``cam_in``), ``sa``/``sc`` (the modules), ``conv51``/``conv52``
+    (``pam_out``/``cam_out``), ``conv6``/``conv7``/``conv8`` (the PAM, CAM and sum classifiers).
 
     Args:
         in_channels: channels of the backbone feature map.
