@@ -61,6 +61,13 @@ def test_errors_only_where_tagged(path: Path):
 
 
 @pytest.mark.parametrize("path", CHECKED, ids=IDS)
+def test_valid_against_the_notebook_schema(path: Path):
+    """A stray top-level key (left by a script that edited the JSON) makes JupyterLab and nbconvert
+    refuse the file, although nbval still runs it."""
+    nbformat.validate(nbformat.read(path, as_version=4))
+
+
+@pytest.mark.parametrize("path", CHECKED, ids=IDS)
 def test_kernelspec_and_no_timestamps(path: Path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
