@@ -31,9 +31,14 @@ class SCConv(nn.Module):
     (3×3 convs with padding = dilation), i.e. only K4 changes the size.
 
     1. K2 path: AvgPool(r, stride r, floor) -> 3×3 conv (no bias) -> BN: B×C×⌊H/r⌋×⌊W/r⌋;
-    2. up-sample to H×W: ``upsample="nearest"`` (official; ``F.interpolate``'s legacy nearest,
-       source row = ⌊dst·in/out⌋, so for H = 9, r = 4 rows 0-4 read pooled row 0 and rows 5-8
-       pooled row 1) or ``"bilinear"`` (the paper's wording; align_corners=False);
+    2. up-sample to H×W: ``upsample="nearest"`` (official; ``F.interpolate``'s legacy nearest)
+       or ``"bilinear"`` (the paper's wording; align_corners=False). Legacy nearest reads source
+       row ⌊dst·s⌋ (clamped to in − 1) with s = in/out rounded to float32 and the product taken
+       in float32 (float32, float16, bfloat16 inputs; torch 2.13). That is ⌊dst·in/out⌋ except
+       where dst·in/out is a whole number and the rounding lands just below it: 24 pooled rows
+       up-sampled to 74 read row 11 at dst = 37, not 12. float64 inputs take other index paths
+       (1-D: the exact ⌊dst·in/out⌋; 2-D: float32 or double arithmetic depending on the output
+       width). For H = 9, r = 4 rows 0-4 read pooled row 0 and rows 5-8 pooled row 1;
     3. gate = sigmoid(x + up) — the identity added is the SCConv *input*;
     4. y = BN(K3(x)) · gate, K3 a 3×3 conv with stride 1;
     5. out = BN(K4(y)), **K4 carries the stride**. No ReLU anywhere inside.

@@ -90,9 +90,9 @@ def test_scconv_matches_loop_reference(case, train, upsample):
     torch.testing.assert_close(out, ref_scconv(x, m, train), **TOL)
 
 
-def _identity_context_scconv(upsample="nearest") -> SCConv:
+def _identity_context_scconv(upsample="nearest", pooling_r=4) -> SCConv:
     """K2 conv = identity kernel, K2 BN = identity (eval): the context is the pooled input."""
-    m = SCConv(3, upsample=upsample).double().eval()
+    m = SCConv(3, upsample=upsample, pooling_r=pooling_r).double().eval()
     with torch.no_grad():
         m.k2_conv.weight.zero_()
         for c in range(3):
@@ -266,3 +266,27 @@ def test_two_1x1_convs_are_one_conv_split_in_half():
     torch.manual_seed(0)
     big = SCBottleneck(2048, 512)  # g = 256: std sqrt(2 / 256), one conv to 512: sqrt(2 / 512)
     assert abs(big.conv1_a.weight.std().item() / math.sqrt(2 / 256) - 1) < 0.01
+
+
+def _float32_nearest_source(d: int, n_in: int, n_out: int) -> int:
+    """PyTorch's legacy nearest for float32 tensors, written with numpy's float32 arithmetic:
+    floor(d · s), s = in/out rounded to float32, the product rounded to float32, clamped."""
+    import numpy as np
+    scale = np.float32(n_in) / np.float32(n_out)
+    return min(int(np.floor(np.float32(d) * scale)), n_in - 1)
+
+
+def test_float32_nearest_boundary_24_to_74():
+    # 74×74 with pooling_r = 3 pools to 24×24; 37·24/74 = 12 exactly, but in float32 the scale
+    # 24/74 rounds down and 37·scale lands just below 12: PyTorch reads pooled row 11 there.
+    assert (37 * 24) // 74 == 12 and _float32_nearest_source(37, 24, 74) == 11
+    m = _identity_context_scconv(pooling_r=3).float()
+    x = torch.randn(1, 3, 74, 74, generator=torch.Generator().manual_seed(0))
+    up = torch.logit(m.attention_map(x).double()) - x.double()
+    pooled = ref_avgpool(x.double(), 3)
+    rows = [_float32_nearest_source(d, 24, 74) for d in range(74)]
+    expected = pooled[:, :, rows][:, :, :, rows]
+    torch.testing.assert_close(up, expected, atol=2e-4, rtol=1e-4)
+    # the integer rule reads row 12 at d = 37, a different value: the check above can fail
+    integer = ref_nearest(pooled, 74, 74)
+    assert (integer[:, :, 37] - expected[:, :, 37]).abs().max() > 1e-2
