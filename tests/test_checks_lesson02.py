@@ -184,7 +184,7 @@ class LearnerStub(nn.Module):          # what the exercise notebook hands in bef
 def test_a_stub_module_says_not_implemented(capsys):
     result = CHECKERS["check_bam_block"](LearnerStub)
     assert not result.implemented and capsys.readouterr().out.strip() == \
-        f"bam_block: {NOT_IMPLEMENTED}"
+        f"LearnerStub: {NOT_IMPLEMENTED}"  # titled with the learner's class name
 
 
 def test_a_bam_without_the_flat_names_is_told_which_names(capsys):

@@ -196,7 +196,7 @@ def test_stub_module_says_not_implemented(capsys):
 
     result = CHECKERS["check_pam_module"](Stub)
     assert not result.implemented
-    assert capsys.readouterr().out.strip() == "pam_module: not implemented yet"
+    assert capsys.readouterr().out.strip() == "Stub: not implemented yet"  # the learner's class name
 
 
 # ------------------------------------------------------------- the references' meanings

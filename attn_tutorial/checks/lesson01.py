@@ -23,7 +23,8 @@ from einops import rearrange, reduce
 import torch.nn as nn
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "01_eca"  # exercises/01_eca.ipynb holds these exercises, in this order
 __all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "02_bam"  # exercises/02_bam.ipynb holds these exercises, in this order
 __all__ = ["check_bam_fuse", "check_dilated_conv", "check_bam_block"]

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 
 from attn_tutorial._init import resnet_conv_bn_init
-from attn_tutorial.checks._core import Case, Mistake, Checker, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Mistake, Checker, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "03_psa"  # exercises/03_psa.ipynb holds these exercises, in this order
 __all__ = ["check_psa_param_count", "check_scale_weights", "check_psa_module"]

@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "04_scconv"  # exercises/04_scconv.ipynb holds these exercises, in this order
 __all__ = ["check_nearest_rows", "check_calibration_gate", "check_scconv"]

@@ -20,7 +20,8 @@ from einops import einsum, rearrange
 from torch import nn
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "05_danet"  # exercises/05_danet.ipynb holds these exercises, in this order
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
@@ -263,10 +264,10 @@ class PAMChecker(ModuleChecker):
     def _runs_reference(self, subject, case: Case) -> bool:
         return subject is self.reference and case.name not in self.fresh
 
-    def _measure(self, module: nn.Module, case: Case, args: tuple) -> dict:
+    def _measure(self, module: nn.Module, case: Case, args: tuple, what: str = "") -> dict:
         # the number of query/key channels first: it says what is wrong when they differ
         return {QK: int(module.state_dict()["query.weight"].shape[0]),
-                **super()._measure(module, case, args)}
+                **super()._measure(module, case, args, what)}
 
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = False) -> Case:

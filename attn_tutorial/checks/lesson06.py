@@ -21,7 +21,8 @@ import torch.nn as nn
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
 __all__ = ["check_overlapping_grid", "check_emsa_weights", "check_emsa_module"]

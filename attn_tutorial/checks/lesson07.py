@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, _load_by_name, \
-    register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker, _load_by_name
 
 NOTEBOOK = "07_external"  # exercises/07_external.ipynb holds these exercises, in this order
 __all__ = ["check_double_normalise", "check_external_attention", "check_ea_block"]
@@ -188,8 +188,6 @@ class EABlockReference(nn.Module):
         return x + F.relu(branch) if self.relu_first else F.relu(x + branch)
 
 
-STEP_LR = 0.1
-STEPPED = "memory_key.weight after one SGD step"
 
 
 class _TiedState:
@@ -211,9 +209,13 @@ class _TiedState:
 
 
 class TiedModuleChecker(ModuleChecker):
-    """A module checker that also takes one SGD step (lr 0.1) on the loss ``(output * g).sum()``
-    and compares ``memory_key.weight`` after it: with tied memories it moves by the gradient of
-    both of its uses (as M_k and as M_vᵀ), with untied ones by its use as M_k only."""
+    """A module checker for tied memories: the learner's module is built in float64 (a dtype
+    conversion would undo a tie made by shared storage) and a second memory of M_v's shape starts
+    as M_kᵀ. The engine compares the gradient of ``memory_key.weight`` and one SGD step: tied, it
+    moves by the gradient of both of its uses (as M_k and as M_vᵀ), untied by its use as M_k
+    only."""
+
+    parameter_gradients = False
 
     def _build(self, subject, case):
         # built in float64 so that .double() has nothing to convert: a conversion gives every
@@ -227,26 +229,6 @@ class TiedModuleChecker(ModuleChecker):
 
     def _load(self, module, ref, case):
         _load_by_name(module, _TiedState(module, ref))
-
-    def _measure(self, module, case, args):
-        x = args[0].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = module(x)
-            if not isinstance(out, torch.Tensor) or not out.requires_grad \
-                    or out.dtype != torch.float64 or out.device != x.device:
-                return {"output": out}
-            g = torch.randn(out.shape, generator=torch.Generator().manual_seed(case.seed + 1),
-                            dtype=out.dtype)
-            params = [p for p in module.parameters() if p.requires_grad]
-            grads = torch.autograd.grad(out, [x, *params], g, allow_unused=True)
-        with torch.no_grad():  # one plain SGD step; shared storage receives every update
-            for p, grad in zip(params, grads[1:]):
-                if grad is not None:
-                    p.add_(grad, alpha=-STEP_LR)
-        stepped = module.state_dict().get("memory_key.weight")
-        return {"output": out.detach(),
-                "gradient w.r.t. the input": torch.zeros_like(x) if grads[0] is None else grads[0],
-                STEPPED: stepped.detach().clone() if stepped is not None else None}
 
 
 def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
