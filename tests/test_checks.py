@@ -238,9 +238,14 @@ def test_each_mistake_fails_somewhere_and_mistakes_are_told_apart(name):
                 names[i], names[j])
 
 
-@pytest.mark.parametrize("name,mistake", MISTAKES, ids=[f"{n}:{m.name[:40]}" for n, m in MISTAKES])
-def test_each_mistake_is_named_once(name, mistake, capsys):
-    result = ALL[name](mistake.as_learner())
+FORMS = [(n, m, i) for n, m in MISTAKES for i in range(len(m.forms))]
+
+
+@pytest.mark.parametrize("name,mistake,form", FORMS,
+                         ids=[f"{n}:{m.name[:40]}:{i}" for n, m, i in FORMS])
+def test_each_mistake_is_named_once(name, mistake, form, capsys):
+    """Every form of a catalogued mistake (the knob, and each natural variant) is named."""
+    result = ALL[name](mistake.as_learner(form))
     out = capsys.readouterr().out
     assert not result.passed and result.implemented
     assert result.diagnoses == [mistake.name]

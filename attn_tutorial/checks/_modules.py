@@ -92,7 +92,8 @@ class ModuleChecker(Checker):
             # built again (a deep copy would untie parameters that share storage)
             value.update(self._train(self._module(subject, case), case, args))
         # parameters the reference has, by its names (a learner's extra tied copy is not one)
-        names = {f"`{n}`" for n, _ in self._reference_module(case).named_parameters()}
+        ref = self._reference_module(case)
+        names = {f"`{n}`" for n, _ in [*ref.named_parameters(), *ref.named_buffers()]}
         return {k: v for k, v in value.items()
                 if "`" not in k or k[k.index("`"):k.rindex("`") + 1] in names}
 
@@ -126,8 +127,6 @@ class ModuleChecker(Checker):
                 return {pre + "output": out}  # nothing to differentiate; the output's problem
             wrt = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
             names = ["the input" if len(wrt) == 1 else f"input {i}" for i in range(len(wrt))]
-            if not self.parameter_gradients:
-                params = {}
             names += [f"`{n}`" for n in params]
             if not out.requires_grad:
                 grads = [None] * len(names)
@@ -136,7 +135,8 @@ class ModuleChecker(Checker):
                                 .manual_seed(case.seed + GRADIENT_SEED))
                 grads = torch.autograd.grad(out, [*wrt, *params.values()], g, allow_unused=True)
         value = {pre + "output": out.detach()}
-        for name, grad in zip(names, grads):
+        shown = names if self.parameter_gradients else names[:len(wrt)]
+        for name, grad in zip(shown, grads):
             value[f"{pre}gradient w.r.t. {name}"] = NoGradient(name) \
                 if grad is None or not bool(grad.any()) else grad.detach()
         value["_grads"] = dict(zip(params.values(), grads[len(wrt):]))
@@ -149,14 +149,7 @@ class ModuleChecker(Checker):
             x = torch.cat([x, -x.flip(-1)])
         batch = (x, *args[1:])
         value = self._measure(module.train(), case, batch, TRAIN)
-        grads = value.pop("_grads")
-        if not self.parameter_gradients and f"{TRAIN}: output" in value:
-            with torch.enable_grad():  # the gradients of every parameter, for the step
-                params = [p for p in module.parameters() if p.requires_grad]
-                out = module(*[a for a in batch])
-                g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator()
-                                .manual_seed(case.seed + GRADIENT_SEED))
-                grads = dict(zip(params, torch.autograd.grad(out, params, g, allow_unused=True)))
+        grads = value.pop("_grads", {})
         for name, buffer in module.named_buffers():
             if buffer.is_floating_point():
                 value[f"{TRAIN}: buffer `{name}` after the forward"] = buffer.detach().clone()
@@ -165,8 +158,10 @@ class ModuleChecker(Checker):
                 if grad is not None:
                     p.add_(grad, alpha=-STEP_LR)
         if not self.parameter_gradients:
+            moved = {p for p, grad in grads.items() if grad is not None and bool(grad.any())}
             for name, p in module.named_parameters():
-                value[f"`{name}` after one SGD step (lr {STEP_LR})"] = p.detach().clone()
+                value[f"`{name}` after one SGD step (lr {STEP_LR})"] = p.detach().clone() \
+                    if p in moved else NoGradient(f"`{name}`")
         restore_between_calls()
         with torch.no_grad():
             value[f"{AFTER_STEP}: output"] = module.eval()(*batch).detach()
