@@ -318,7 +318,7 @@ TENSOR_ADVERSARIAL = {
     "NaN": (lambda f, a: f(*a) * float("nan"), "output contains NaN or inf"),
     "float32": (lambda f, a: f(*a).float(), "returned float32, expected float64 (the dtype"),
     "meta": (lambda f, a: f(*a).to("meta"), "returned a tensor on meta, expected cpu"),
-    "wrong shape": (lambda f, a: f(*a)[..., :1], "returned shape"),
+    "wrong shape": (lambda f, a: torch.cat([f(*a)] * 2, dim=-1), "returned shape"),
     "integer einops reduce": (lambda f, a: reduce(a[0].long().flatten(), "n -> ", "mean"),
                               "raised NotImplementedError: reduce_mean is not available"),
 }

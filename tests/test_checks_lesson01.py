@@ -15,7 +15,7 @@ from attn_tutorial.checks import CHECKERS, lesson01
 
 # The mistakes the course promises to recognise, by (part of) their name.
 REQUIRED = {
-    "check_kernel_size": ["even kernel size", "round() instead of int()",
+    "check_kernel_size": ["even kernel size", "rounded to the nearest integer",
                           "math.ceil() instead of int()", "natural log", "forgot b",
                           "forgot to divide by gamma", "gamma and b swapped"],
     "check_eca_gate": [
@@ -124,7 +124,8 @@ def learner_psi_hard_coded(channels, gamma=2, b=1):
 def learner_gate_circular(x, weight):
     k = weight.numel()
     y = x.mean(dim=(2, 3))
-    y = torch.cat([y[:, -(k // 2):], y, y[:, :k // 2]], dim=1)
+    half = k // 2
+    y = torch.cat([y[:, y.shape[1] - half:], y, y[:, :half]], dim=1)
     return torch.sigmoid(y.unfold(1, k, 1) @ weight)
 
 
@@ -192,7 +193,7 @@ class LearnerECAFixedK(LearnerECA):
     ("check_eca_module", LearnerECASoftmax, "softmax over the channels"),
     ("check_eca_module", LearnerECAResidual, "gate added as a residual"),
     ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
-    ("check_kernel_size", learner_psi_round, "round() instead of int()"),
+    ("check_kernel_size", learner_psi_round, "rounded to the nearest integer"),
     ("check_kernel_size", learner_psi_ceil, "math.ceil() instead of int()"),
     ("check_kernel_size", learner_psi_ln, "natural log instead of log2"),
     ("check_kernel_size", learner_psi_no_b, "forgot b"),

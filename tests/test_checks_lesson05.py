@@ -38,7 +38,7 @@ def test_module_cases_set_gamma_and_one_keeps_the_learners():
     checker = CHECKERS["check_pam_module"]
     fresh = [c for c in checker.cases if c.name in checker.fresh]
     ordinary = [c for c in checker.cases if c.name not in checker.fresh]
-    assert len(fresh) == 1 and len(ordinary) == 2
+    assert len(fresh) == 1 and len(ordinary) == len(checker.cases) - 1 >= 2
     for case in ordinary:
         assert checker._reference_module(case).gamma.item() != 0
         (x,) = case.inputs()

@@ -85,6 +85,8 @@ def same(a: Any, b: Any, tol: tuple[float, float] | None = None) -> bool:
     """Equal values of the same kind: tensors by dtype, device, shape and allclose at the
     tolerance of their dtype (``tol`` overrides it; (0, 0): exactly); ints exactly; floats at
     float64 tolerance; sequences of the same type and dicts elementwise. Never raises."""
+    if isinstance(a, NoGradient) or isinstance(b, NoGradient):
+        return a == b or _negligible(a) or _negligible(b)
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return False
@@ -98,8 +100,6 @@ def same(a: Any, b: Any, tol: tuple[float, float] | None = None) -> bool:
         a64 = a.detach().to("cpu", torch.float64)
         b64 = b.detach().to("cpu", torch.float64)
         return bool(torch.allclose(a64, b64, rtol=rtol, atol=atol, equal_nan=False))
-    if isinstance(a, NoGradient) or isinstance(b, NoGradient):
-        return a == b or _negligible(a) or _negligible(b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):

@@ -6,9 +6,9 @@ sum plus ε), and optionally a *property* that recognises it more robustly than 
 knob ("every column sums to 1": a softmax over the query axis, whatever else was done).
 
 A mistake is named only when the learner's results equal one of its forms on every case (so on
-every case where it and the reference differ, and there is at least one), or when its property
-holds of the learner's output on every case and fails for the reference's on one. When several
-fit, all are named, and the verdict says they all fit.
+every case where it and the reference differ, and there is at least one), or, when no form
+matches, when its property holds of the learner's output on every case and fails for the
+reference's on one. When several fit, all are named, and the verdict says they all fit.
 """
 
 from __future__ import annotations
@@ -86,12 +86,13 @@ def named_mistakes(checker: "Checker", runs: list["_CaseRun"]) -> list[str]:
     """The catalogued mistakes the learner's results show (see the module docstring)."""
     if not runs or any(run.outcome.error is not None for run in runs):
         return []
-    names = []
-    for mistake in checker.mistakes:
-        if any(_equals_form(checker, form, runs) for form in mistake.forms) or (
-                mistake.holds is not None and _has_property(checker, mistake.holds, runs)):
-            names.append(mistake.name)
-    return names
+    names = [m.name for m in checker.mistakes
+             if any(_equals_form(checker, form, runs) for form in m.forms)]
+    if names:
+        return names
+    # no form matches exactly: the properties (an answer with a second slip still shows them)
+    return [m.name for m in checker.mistakes
+            if m.holds is not None and _has_property(checker, m.holds, runs)]
 
 
 def verdict_suffix(names: list[str]) -> str:

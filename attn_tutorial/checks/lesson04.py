@@ -66,6 +66,11 @@ check_nearest_rows = register(
             _rows_case(13, 3),   # W = 13, r = 4
             _rows_case(8, 2),    # divisible: every rule but "half" and "round" agree
             _rows_case(7, 3),    # r = 2, 7 rows: "repeat" runs past the last row
+            # boundaries: one source row, out = in, remainders 11 % 3 = 2 and 14 % 4 = 2
+            _rows_case(4, 1),
+            _rows_case(5, 5),
+            _rows_case(11, 3),
+            _rows_case(14, 4),
         ],
         mistakes=[
             Mistake("half-pixel centres ⌊(d + 0.5)·in/out⌋ ('nearest-exact') instead of legacy "
@@ -128,6 +133,8 @@ check_calibration_gate = register(
             _gate_case((2, 6, 9, 13), 4, 0),   # H % r, W % r != 0: ceil mode, scale_factor, bilinear
             _gate_case((1, 4, 8, 8), 4, 1),    # batch 1, divisible: scale_factor is right here
             _gate_case((3, 5, 7, 10), 2, 2),   # r = 2, odd channels
+            _gate_case((2, 3, 5, 6), 1, 3),    # boundary: r = 1, no pooling at all
+            _gate_case((1, 3, 11, 6), 4, 4),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",
@@ -217,6 +224,10 @@ check_scconv = register(
             _module_case((2, 4, 9, 13), 1, 4, 0),   # non-divisible, stride 1
             _module_case((1, 6, 8, 8), 2, 4, 1),    # batch 1, stride 2: where the stride sits
             _module_case((2, 3, 7, 10), 2, 2, 2),   # odd sizes, stride 2, r = 2
+            _module_case((2, 3, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
+            _module_case((2, 4, 5, 6), 1, 1, 4),    # boundary: r = 1
+            # the default stride = 1, pooling_r = 4: built with the channels only
+            map_case((2, 4, 9, 8), 5, ", stride and r not given (1, 4)", build={"channels": 4}),
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",

@@ -57,6 +57,14 @@ def _qk_case(b: int, d: int, h: int, w: int, seed: int) -> Case:
     return Case(f"q, k {b}×{d}×{h}×{w}", make, seed=seed)
 
 
+def _columns_sum_to_one(out, q, k) -> bool:
+    """An N×N map whose columns (one key, all queries) sum to 1: a softmax over the queries,
+    whatever else was done."""
+    n = q.shape[2] * q.shape[3]
+    return tuple(out.shape) == (q.shape[0], n, n) and \
+        bool(torch.allclose(out.sum(dim=1), torch.ones((), dtype=out.dtype)))
+
+
 check_pam_attention = register(
     Checker(
         "pam_attention",
@@ -67,10 +75,13 @@ check_pam_attention = register(
             _qk_case(2, 4, 3, 5, 0),  # non-square: the column-major flattening shows
             _qk_case(1, 2, 4, 4, 1),  # batch 1; d = 2: the 1/sqrt(d) scaling shows
             _qk_case(3, 3, 5, 2, 2),
+            _qk_case(2, 3, 1, 1, 3),  # boundary: a 1×1 map, a single key (every weight is 1)
+            _qk_case(2, 1, 1, 5, 4),  # boundary: d = 1, a single row
         ],
         mistakes=[
             Mistake("softmax over the query axis instead of the key axis (each row must sum "
-                    "to 1 over the keys)", partial(ref_pam_attention, over="queries")),
+                    "to 1 over the keys)", partial(ref_pam_attention, over="queries"),
+                    holds=_columns_sum_to_one),
             Mistake("energy scaled by 1/sqrt(d): DANet's PAM does not scale",
                     partial(ref_pam_attention, scale=True)),
             Mistake("map transposed: rows must be the queries i, columns the keys j",
@@ -118,6 +129,8 @@ check_pam_aggregate = register(
             _aggregate_case(2, 6, 3, 5, 0),
             _aggregate_case(1, 8, 4, 4, 1),
             _aggregate_case(3, 5, 2, 7, 2),
+            _aggregate_case(2, 3, 1, 1, 3),   # boundary: a single position
+            _aggregate_case(1, 4, 1, 5, 4),   # boundary: a single row
         ],
         mistakes=[
             Mistake("A instead of Aᵀ: out[:, :, i] must sum A[i, j]·v[:, :, j] over the keys j, "
@@ -173,14 +186,22 @@ check_cam_attention = register(
             _cam_case((1, 5, 4, 4), "paper", 1),
             _cam_case((3, 4, 5, 3), "official", 2),
             _cam_case((2, 7, 2, 3), "paper", 3),
+            _cam_case((2, 1, 3, 4), "official", 4),   # boundary: a single channel
+            # the default form = "official": called with x alone
+            Case("x 2×5×3×3, form not given (default 'official')",
+                 lambda g: (0.3 * torch.randn(2, 5, 3, 3, generator=g, dtype=torch.float64),),
+                 seed=5),
         ],
         mistakes=[
-            Mistake("softmax(+E) and softmax(-E) swapped for the form asked: the official code "
-                    "computes softmax(max - E) = softmax(-E), the paper softmax(E)",
+            Mistake("for form='official' your answer computes softmax(E) and for form='paper' "
+                    "softmax(-E): softmax(+E) and softmax(-E) swapped for the form asked (the "
+                    "official code computes softmax(max - E) = softmax(-E), the paper softmax(E))",
                     partial(ref_cam_attention, swap=True)),
-            Mistake("form ignored: always the official softmax(max - E)",
-                    partial(ref_cam_attention, ignore_form="official")),
-            Mistake("form ignored: always the paper's softmax(E)",
+            Mistake("for form='paper' your answer computes softmax(-E) too, the official form: "
+                    "the form ignored", partial(ref_cam_attention, ignore_form="official")),
+            Mistake("for form='official' your answer computes softmax(E), the paper's form (a "
+                    "shift E - max instead of max - E gives it too): the official code computes "
+                    "softmax(max - E) = softmax(-E)",
                     partial(ref_cam_attention, ignore_form="paper")),
             Mistake("softmax over the first channel axis c (columns sum to 1) instead of c'",
                     partial(ref_cam_attention, over="first")),
@@ -279,6 +300,8 @@ _MODULE_CASES = [
     _module_case((2, 16, 3, 5), 0),
     _module_case((1, 24, 4, 4), 1),
     _module_case((2, 16, 5, 3), 2, fresh=True),
+    _module_case((2, 8, 3, 4), 3),   # boundary: C = 8, a single query/key channel
+    _module_case((3, 16, 1, 1), 4),  # boundary: a 1×1 map, a single key
 ]
 
 check_pam_module = register(
@@ -288,7 +311,8 @@ check_pam_module = register(
         tier="build",
         reference=PAMReference,
         cases=_MODULE_CASES,
-        gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3},
+        gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3,
+                _MODULE_CASES[3].name: 0.9, _MODULE_CASES[4].name: -0.6},
         fresh={_MODULE_CASES[2].name},
         mistakes=[
             Mistake("gamma initialised to 1 instead of 0: a fresh PAM must be the identity",

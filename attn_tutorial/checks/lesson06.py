@@ -69,6 +69,10 @@ check_overlapping_grid = register(
             _grid_case(9, 6, 8),     # non-square, smaller than two strides
             _grid_case(7, 10, 3),    # odd stride: ⌈H/3⌉ is not the conv's grid
             _grid_case(16, 12, 4),   # divisible sides: kernel s or padding 0 still differ
+            # boundaries: stride 1 (kernel 2, padding 0), a side of 1, remainders 3 and 2
+            _grid_case(5, 7, 1),
+            _grid_case(1, 4, 2),
+            _grid_case(11, 14, 4),
         ],
         mistakes=[
             Mistake("kernel sr instead of sr+1 (a PVT-style kernel = stride conv)",
@@ -149,6 +153,8 @@ check_emsa_weights = register(
             _weights_case(1, 15, 6, 12, 3, 1),   # batch 1, three heads of width 4
             _weights_case(2, 10, 10, 6, 1, 2),   # one head: the transform is off
             _weights_case(1, 7, 3, 16, 4, 3),
+            _weights_case(2, 5, 1, 6, 2, 4),     # boundary: a single key
+            _weights_case(1, 6, 3, 4, 4, 5),     # boundary: heads of width d = 1
         ],
         mistakes=[
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
@@ -236,6 +242,8 @@ check_emsa_module = register(
             _map_case((1, 12, 9, 6), 3, 4, 1),   # batch 1, a 3×2 key grid
             _map_case((1, 8, 5, 5), 1, 2, 2),    # one head: no head mixing
             _map_case((2, 8, 4, 5), 2, 1, 3),    # sr 1: keys are the tokens, no sr conv
+            _map_case((2, 8, 7, 6), 2, 4, 4),    # boundary: remainders 7 % 4 = 3, 6 % 4 = 2
+            _map_case((2, 4, 5, 5), 4, 2, 5),    # boundary: heads of width d = 1
         ],
         mistakes=[
             Mistake("padding 0 in the reduction conv (kernel sr+1, stride sr needs padding "
