@@ -174,9 +174,11 @@ def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
 def _score_cases() -> list[Case]:
     # (B, heads, N queries, M keys, d, scale): N ≠ M in two cases, N = M in one (batch 1). No
     # scale equals d**-0.5 or 1, so ignoring the argument or forgetting it fails on every case.
-    # Boundaries: a single key (every row is 1), a single query, d = 1.
+    # Boundaries: a single key (every row is 1), a single query, d = 1; scale = 300: scores up
+    # to ~10³, beyond exp's float64 range (e^709), so the softmax must subtract the row's max.
     shapes = ((2, 3, 7, 5, 8, 0.3), (1, 2, 6, 6, 4, 1.7), (3, 1, 5, 9, 6, 0.25),
-              (2, 2, 5, 1, 3, 0.6), (1, 2, 1, 4, 3, 1.3), (2, 1, 4, 3, 1, 0.8))
+              (2, 2, 5, 1, 3, 0.6), (1, 2, 1, 4, 3, 1.3), (2, 1, 4, 3, 1, 0.8),
+              (1, 2, 4, 5, 8, 300.0))
     return [
         Case(
             f"q {b}×{h}×{n}×{d}, k {b}×{h}×{m}×{d}, scale={s:.3g}",

@@ -71,6 +71,7 @@ check_nearest_rows = register(
             _rows_case(5, 5),
             _rows_case(11, 3),
             _rows_case(14, 4),
+            _rows_case(44, 30),  # d · (30/44) in floating point truncates below d·30 // 44
         ],
         mistakes=[
             Mistake("half-pixel centres ⌊(d + 0.5)·in/out⌋ ('nearest-exact') instead of legacy "

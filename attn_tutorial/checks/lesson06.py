@@ -73,6 +73,9 @@ check_overlapping_grid = register(
             _grid_case(5, 7, 1),
             _grid_case(1, 4, 2),
             _grid_case(11, 14, 4),
+            # H = 1 with an odd stride: the numerator 1 + 2 − 4 is negative, ⌊−1/3⌋ = −1, so
+            # H' = 0 (int() would truncate toward 0 and give 1)
+            _grid_case(1, 4, 3),
         ],
         mistakes=[
             Mistake("kernel sr instead of sr+1 (a PVT-style kernel = stride conv)",
