@@ -58,7 +58,8 @@ def test_a_detached_solution_fails_on_gradients(name):
     for case in checker.cases:
         if any(f"✓ {case.name}" == line for line in result.lines):
             grads = checker.gradients(checker.reference, case, case.inputs())
-            assert all(same(g, NoGradient("x")) for g in grads.values()), case.name
+            assert all(isinstance(g, NoGradient) or same(g, NoGradient("x"))
+                       for g in grads.values()), case.name
 
 
 @pytest.mark.parametrize("name", FLOAT_FUNCTIONS)
