@@ -61,7 +61,9 @@ from attn_tutorial.checks._compare import (
 from attn_tutorial.checks._isolation import (
     IN_PLACE, TIME_LIMIT, Outcome, Reported, describe_failure, guarded, learner_code,
 )
-from attn_tutorial.checks._mistakes import Mistake, named_mistakes, verdict_suffix
+from attn_tutorial.checks._mistakes import (
+    Mistake, engine_findings, named_mistakes, verdict_suffix,
+)
 from attn_tutorial.checks._report import (
     FAIL, NOT_IMPLEMENTED, CheckResult, case_lines, finish,
 )
@@ -322,4 +324,6 @@ class Checker:
         verdict = f"{result.title}: {passed}/{len(self.cases)} checks passed"
         if not stopped and len(runs) == len(self.cases):
             result.diagnoses = self.recognise(runs)
+        if not result.diagnoses and crashed is None:
+            result.diagnoses = engine_findings([r.reason for r in runs if not r.ok])
         result.lines.append(verdict + verdict_suffix(result.diagnoses))

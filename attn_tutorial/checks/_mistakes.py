@@ -14,6 +14,7 @@ reference's on one. When several fit, all are named, and the verdict says they a
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -93,6 +94,31 @@ def named_mistakes(checker: "Checker", runs: list["_CaseRun"]) -> list[str]:
     # no form matches exactly: the properties (an answer with a second slip still shows them)
     return [m.name for m in checker.mistakes
             if m.holds is not None and _has_property(checker, m.holds, runs)]
+
+
+# What the engine itself sees in any answer, found in the reason of a failed case: named when
+# every failing case shows one of them (and no catalogued mistake fits).
+_FINDINGS = (
+    re.compile(r"no gradient reaches [^:]+"),
+    re.compile(r"right only to float32 precision, part of it is computed in float32"),
+    re.compile(r"`[^`]+` is a buffer, not an nn\.Parameter"),
+    re.compile(r"`[^`]+` is an nn\.Parameter, but it is not learned"),
+    re.compile(r"`[^`]+` has requires_grad=False"),
+    re.compile(r"changed its input in place"),
+    re.compile(r"returned (?:an? \w+ of \d+|numpy\.\w+ \S+), expected (?:an? \w+ of \d+|an int)"),
+)
+
+
+def engine_findings(reasons: list[str]) -> list[str]:
+    """The engine's own findings (no gradient, float32 inside, a parameter that cannot learn,
+    an input changed in place, a type by name), when every failing case shows one."""
+    found: list[str] = []
+    for reason in reasons:
+        hits = [m.group(0) for pattern in _FINDINGS for m in [pattern.search(reason)] if m]
+        if not hits:
+            return []
+        found += [h for h in hits[:1] if h not in found]
+    return found
 
 
 def verdict_suffix(names: list[str]) -> str:

@@ -152,12 +152,12 @@ check_split_heads = register(
 # ------------------------------------------------------------------ 4. attention scores
 def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
                          softmax_over: str = "keys", scale_how: str = "multiply",
-                         layout: str = "b h i j") -> torch.Tensor:
+                         layout: str = "b h i j", negate: bool = False) -> torch.Tensor:
     """softmax_j(scale · q_i · k_j): B×heads×N×d, B×heads×M×d → B×heads×N×M, rows sum to 1.
 
     Knobs: ``softmax_over`` ("queries"), ``scale_how`` ("none", "divide", "after" the softmax,
     "d**-0.5": the usual value used instead of the argument), ``layout`` ("b h j i": keys on the
-    rows).
+    rows), ``negate`` (softmax of −scores).
     """
     scores = torch.einsum(f"b h i d, b h j d -> {layout}", q, k)
     if scale_how == "multiply":
@@ -167,6 +167,8 @@ def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
     elif scale_how == "d**-0.5":
         scores = scores * q.shape[-1] ** -0.5
     axis = layout.split().index("j" if softmax_over == "keys" else "i")
+    if negate:  # exp(max − s) / Σ: the stable-softmax shift written the wrong way round
+        scores = -scores
     attn = scores.softmax(dim=axis)
     return attn * scale if scale_how == "after" else attn
 
@@ -219,6 +221,8 @@ check_attention_scores = register(
                     partial(ref_attention_scores, scale_how="after")),
             Mistake("used d ** -0.5 instead of the scale argument",
                     partial(ref_attention_scores, scale_how="d**-0.5")),
+            Mistake("your answer computes softmax(−scores): the stable-softmax shift written "
+                    "max − s instead of s − max", partial(ref_attention_scores, negate=True)),
             Mistake("keys on the rows (b h j i): the transpose of the attention map",
                     partial(ref_attention_scores, layout="b h j i")),
         ],

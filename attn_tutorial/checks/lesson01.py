@@ -48,7 +48,10 @@ def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1, *, to_int=int
         b = 0
     if drop == "gamma":
         gamma = 1
-    t = to_int(abs((log(channels) + b) / gamma))
+    if drop == "b division":  # log2(C) / γ + b: b not divided by γ
+        t = to_int(abs(log(channels) / gamma + b))
+    else:
+        t = to_int(abs((log(channels) + b) / gamma))
     if odd == "none" or t % 2 == 1:
         return t
     return t + 1 if odd == "up" else t - 1
@@ -84,6 +87,7 @@ check_kernel_size = register(
             _psi_case(1),
             _psi_case(3),
             _psi_case(16, 1.5, 0.5),  # t = 3.0 exactly with non-integer γ and b: 3 is odd
+            _psi_case(64, 3, 3),  # t = 3: b not divided by γ gives 5, round() still 3
         ],
         mistakes=[
             Mistake("even kernel size: the rounding to an odd number is missing",
@@ -101,6 +105,8 @@ check_kernel_size = register(
                     partial(ref_kernel_size, swap_gamma_b=True)),
             Mistake("forgot b: log2(C) / gamma", partial(ref_kernel_size, drop="b")),
             Mistake("forgot to divide by gamma: log2(C) + b", partial(ref_kernel_size, drop="gamma")),
+            Mistake("b not divided by gamma: log2(C) / gamma + b instead of (log2(C) + b) / gamma",
+                    partial(ref_kernel_size, drop="b division")),
             Mistake("gamma = 2 and b = 1 hard-coded: the arguments are ignored",
                     partial(ref_kernel_size, use_arguments=False)),
         ],

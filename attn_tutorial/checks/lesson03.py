@@ -119,6 +119,8 @@ def ref_scale_weights(feats: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
         hidden = F.relu(hidden)
     z = einsum(hidden, w2, "b s d, c d -> b s c") + b2
     scores = torch.sigmoid(z) if sigmoid else z
+    if softmax == "negated":  # exp(max − s): the stable-softmax shift the wrong way round
+        return (-scores).softmax(dim=1)
     if softmax == "scale":
         return scores.softmax(dim=1)
     if softmax == "channel":
@@ -160,6 +162,9 @@ check_scale_weights = register(
             Mistake("no softmax: the sigmoid scores are used as they are, so the scales do not "
                     "compete", partial(ref_scale_weights, softmax="none")),
             Mistake("max instead of mean pooling", partial(ref_scale_weights, pool="max")),
+            Mistake("your answer computes the softmax of −scores over the scales: the "
+                    "stable-softmax shift written max − s instead of s − max",
+                    partial(ref_scale_weights, softmax="negated")),
             Mistake("the ReLU between the two SE layers missing",
                     partial(ref_scale_weights, relu=False)),
         ],

@@ -47,6 +47,8 @@ def ref_nearest_rows(out_size: int, in_size: int, *, rule: str = "floor") -> lis
     if rule == "round":
         return [min((2 * d * in_size + out_size) // (2 * out_size), in_size - 1)
                 for d in range(out_size)]
+    if rule == "python round":  # round() of the float: half to even, not clamped
+        return [round(d * in_size / out_size) for d in range(out_size)]
     return [d // (out_size // in_size) for d in range(out_size)]
 
 
@@ -77,7 +79,8 @@ check_nearest_rows = register(
             Mistake("half-pixel centres ⌊(d + 0.5)·in/out⌋ ('nearest-exact') instead of legacy "
                     "nearest ⌊d·in/out⌋", partial(ref_nearest_rows, rule="half")),
             Mistake("rounded d·in/out to the nearest index instead of taking the floor",
-                    partial(ref_nearest_rows, rule="round")),
+                    partial(ref_nearest_rows, rule="round"),
+                    variants=(partial(ref_nearest_rows, rule="python round"),)),
             Mistake("each pooled row repeated out // in times (indices run past the last row "
                     "when the size is not divisible)", partial(ref_nearest_rows, rule="repeat")),
         ],

@@ -36,15 +36,18 @@ def _flat(t: torch.Tensor, order: str) -> torch.Tensor:
 # ------------------------------------------------------------------- 1. PAM's attention
 def ref_pam_attention(q: torch.Tensor, k: torch.Tensor, *, over: str = "keys",
                       scale: bool = False, transpose: bool = False,
-                      order: str = "hw") -> torch.Tensor:
+                      order: str = "hw", negate: bool = False) -> torch.Tensor:
     """A[b, i, j] = softmax over j of Σ_d q[b, d, i] k[b, d, j]; positions row-major (h w).
 
     Knobs: ``over`` ("queries": softmax over i), ``scale`` (divide by sqrt(d)), ``transpose``
-    (rows are keys), ``order`` ("wh": positions flattened column by column).
+    (rows are keys), ``order`` ("wh": positions flattened column by column), ``negate``
+    (softmax of −energy).
     """
     energy = einsum(_flat(q, order), _flat(k, order), "b i d, b j d -> b i j")
     if scale:
         energy = energy / math.sqrt(q.shape[1])
+    if negate:  # exp(max − e): the stable-softmax shift the wrong way round
+        energy = -energy
     attention = energy.softmax(dim=-1 if over == "keys" else 1)
     return attention.transpose(1, 2) if transpose else attention
 
@@ -88,6 +91,8 @@ check_pam_attention = register(
                     partial(ref_pam_attention, transpose=True)),
             Mistake("positions flattened column by column (w h) instead of row by row (h w)",
                     partial(ref_pam_attention, order="wh")),
+            Mistake("your answer computes softmax(−energy): the stable-softmax shift written "
+                    "max − e instead of e − max", partial(ref_pam_attention, negate=True)),
         ],
     )
 )
@@ -143,7 +148,8 @@ check_pam_aggregate = register(
 
 
 # ------------------------------------------------------------------- 3. CAM's attention
-def ref_cam_attention(x: torch.Tensor, form: str = "official", *, swap: bool = False,
+def ref_cam_attention(x: torch.Tensor, form: str | None = None, *, default: str = "official",
+                      swap: bool = False,
                       ignore_form: str = "", over: str = "last", max_over: str = "last",
                       mean: bool = False) -> torch.Tensor:
     """E = f fᵀ (B×C×C, f = x as B×C×N). ``form="official"``: softmax over c' of
@@ -152,8 +158,9 @@ def ref_cam_attention(x: torch.Tensor, form: str = "official", *, swap: bool = F
     Knobs: ``swap`` (each form gives the other's answer), ``ignore_form`` ("official" or
     "paper": that form whatever was asked), ``over`` ("first": softmax over c, columns sum to
     1), ``max_over`` ("first": the official max taken over c), ``mean`` (E averaged over the
-    N positions instead of summed).
+    N positions instead of summed), ``default`` (the form used when none is given).
     """
+    form = default if form is None else form
     f = rearrange(x, "b c h w -> b c (h w)")
     energy = einsum(f, f, "b c n, b k n -> b c k")
     if mean:
@@ -210,6 +217,8 @@ check_cam_attention = register(
                     partial(ref_cam_attention, max_over="first")),
             Mistake("energy averaged over the positions instead of summed",
                     partial(ref_cam_attention, mean=True)),
+            Mistake("called without a form, your answer computes the paper's softmax(E): the "
+                    "default is form='official'", partial(ref_cam_attention, default="paper")),
         ],
     )
 )

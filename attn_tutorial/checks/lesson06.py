@@ -92,17 +92,21 @@ check_overlapping_grid = register(
 
 
 # --------------------------------------------------------------- 2. EMSA's weights
-def _instance_norm(a: torch.Tensor) -> torch.Tensor:
-    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance 1."""
+def _instance_norm(a: torch.Tensor, unbiased: bool = False,
+                   eps_inside: bool = True) -> torch.Tensor:
+    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance 1.
+    Knobs: ``unbiased`` (the variance divided by N·M − 1), ``eps_inside`` (False: σ + ε)."""
     mean = a.mean(dim=(-2, -1), keepdim=True)
-    var = a.var(dim=(-2, -1), unbiased=False, keepdim=True)
+    var = a.var(dim=(-2, -1), unbiased=unbiased, keepdim=True)
+    if not eps_inside:
+        return (a - mean) / (torch.sqrt(var) + 1e-5)
     return (a - mean) / torch.sqrt(var + 1e-5)
 
 
 def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weight: torch.Tensor,
                      mix_bias: torch.Tensor, *, split: str = "(h d)", scale: str = "d",
                      order: str = "mix softmax norm", softmax_over: str = "keys",
-                     one_head_transform: bool = False) -> torch.Tensor:
+                     one_head_transform: bool = False, norm: str = "biased") -> torch.Tensor:
     """EMSA's weights B×h×N×M from q (B×N×C) and k (B×M×C), h heads of width d = C/h.
 
     logits = q·kᵀ·d^−½ per head (heads the slow factor of C); for h > 1: a 1×1 conv over the
@@ -127,7 +131,10 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
 
     if num_heads == 1 and not one_head_transform:
         return logits.softmax(dim=dim)
-    steps = {"mix": mix, "softmax": lambda a: a.softmax(dim=dim), "norm": _instance_norm}
+    def instance_norm(a: torch.Tensor) -> torch.Tensor:
+        return _instance_norm(a, unbiased=norm == "unbiased", eps_inside=norm != "eps outside")
+
+    steps = {"mix": mix, "softmax": lambda a: a.softmax(dim=dim), "norm": instance_norm}
     out = logits
     for step in order.split():
         out = steps[step](out)
@@ -175,6 +182,10 @@ check_emsa_weights = register(
                     partial(ref_emsa_weights, softmax_over="queries")),
             Mistake("head mixing and InstanceNorm applied with one head (the authors' code "
                     "turns them off)", partial(ref_emsa_weights, one_head_transform=True)),
+            Mistake("InstanceNorm with the unbiased variance (÷ (N·M − 1)): InstanceNorm "
+                    "divides by N·M", partial(ref_emsa_weights, norm="unbiased")),
+            Mistake("ε outside the square root, (a − mean) / (σ + ε): InstanceNorm divides by "
+                    "√(σ² + ε)", partial(ref_emsa_weights, norm="eps outside")),
         ],
     )
 )
