@@ -61,7 +61,7 @@ def describe(value: Any) -> str:
     if value is None:
         return "None"
     if isinstance(value, np.generic):
-        return f"numpy.{type(value).__name__} {value!r}"
+        return f"numpy.{type(value).__name__} {value}"
     if isinstance(value, np.ndarray):
         return f"a numpy array of shape {value.shape}"
     if isinstance(value, (int, float)):

@@ -105,8 +105,26 @@ _FINDINGS = (
     re.compile(r"`[^`]+` is an nn\.Parameter, but it is not learned"),
     re.compile(r"`[^`]+` has requires_grad=False"),
     re.compile(r"changed its input in place"),
-    re.compile(r"returned (?:an? \w+ of \d+|numpy\.\w+ \S+), expected (?:an? \w+ of \d+|an int)"),
 )
+# type mismatches by name: (pattern, finding made from its groups)
+_TYPES = (
+    (re.compile(r"returned an? (\w+) of \d+, expected an? (\w+) of \d+"),
+     lambda got, want: f"returned a {got} where a {want} is asked" if got != want else None),
+    (re.compile(r"returned numpy\.(\w+) \S+, expected an int"),
+     lambda got: f"returned numpy.{got} where a Python int is asked"),
+)
+
+
+def _finding(reason: str) -> str | None:
+    for pattern in _FINDINGS:
+        match = pattern.search(reason)
+        if match:
+            return match.group(0)
+    for pattern, say in _TYPES:
+        match = pattern.search(reason)
+        if match and say(*match.groups()):
+            return say(*match.groups())
+    return None
 
 
 def engine_findings(reasons: list[str]) -> list[str]:
@@ -114,10 +132,11 @@ def engine_findings(reasons: list[str]) -> list[str]:
     an input changed in place, a type by name), when every failing case shows one."""
     found: list[str] = []
     for reason in reasons:
-        hits = [m.group(0) for pattern in _FINDINGS for m in [pattern.search(reason)] if m]
-        if not hits:
+        hit = _finding(reason)
+        if hit is None:
             return []
-        found += [h for h in hits[:1] if h not in found]
+        if hit not in found:
+            found.append(hit)
     return found
 
 
