@@ -316,3 +316,47 @@ def test_reference_meanings():
     assert torch.allclose(lesson01.ref_eca_gate(x, w), torch.sigmoid(z))
     m = lesson01.ref_eca_matrix(w, 6)
     assert torch.allclose(torch.sigmoid(y @ m.T), torch.sigmoid(z))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_b_not_divided_by_gamma_is_named_not_taken_for_round():
+    def kernel_size(channels, gamma=2, b=1):
+        t = int(abs(math.log2(channels) / gamma + b))
+        return t if t % 2 else t + 1
+
+    assert_mistake_named("check_kernel_size", kernel_size, "b not divided by gamma")
+
+
+def test_a_numpy_integer_is_named_by_its_type():
+    import numpy as np
+
+    def kernel_size(channels, gamma=2, b=1):
+        t = np.int64(abs((np.log2(channels) + b) / gamma))
+        return t if t % 2 else t + 1
+
+    result = CHECKERS["check_kernel_size"].run(kernel_size, verbose=False)
+    assert result.diagnoses == ["returned numpy.int64 where a Python int is asked"], result.lines
+
+
+def test_a_gate_with_padding_1_hard_coded_fails_where_k_is_not_3():
+    from _learner import assert_fails_only_on
+
+    def eca_gate(x, weight):
+        y = x.mean(dim=(2, 3))[:, None, :]
+        return torch.sigmoid(torch.nn.functional.conv1d(y, weight.view(1, 1, -1), padding=1))[:, 0]
+
+    assert_fails_only_on("check_eca_gate", eca_gate, ["k = 5", "k = 1"])
+
+
+def test_an_eca_module_with_a_frozen_conv_cannot_learn():
+    import torch.nn as nn
+
+    class MyECA(lesson01.ECAReference):
+        def __init__(self, channels, gamma=2, b=1):
+            super().__init__(channels, gamma, b)
+            self.conv.weight.requires_grad_(False)
+
+    result = CHECKERS["check_eca_module"].run(MyECA, verbose=False)
+    assert result.diagnoses == ["`conv.weight` has requires_grad=False"], result.lines
+    assert result.lines[-1].startswith("MyECA: 0/")
+    assert isinstance(MyECA(8), nn.Module)

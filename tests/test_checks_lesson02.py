@@ -240,3 +240,30 @@ def test_reference_meanings():
     lib.load_state_dict(state)
     xb = torch.randn(2, 16, 7, 9, dtype=torch.float64, generator=g)
     torch.testing.assert_close(ref(xb), lib(xb))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_a_dilated_conv_that_special_cases_d_1_without_padding_fails_there():
+    from _learner import assert_fails_only_on
+
+    def dilated_conv(h, weight, bias, dilation):
+        if dilation == 1:
+            return F.conv2d(h, weight, bias)
+        return F.conv2d(h, weight, bias, padding=dilation, dilation=dilation)
+
+    assert_fails_only_on("check_dilated_conv", dilated_conv, ["dilation 1"])
+
+
+def test_a_bam_whose_batch_norms_use_running_stats_in_training_is_named():
+    class BAMBlock(lesson02.BAMBlockReference):
+        def forward(self, x):
+            was = self.training
+            self.eval()  # the lesson's eval-only helper reused
+            try:
+                return super().forward(x)
+            finally:
+                self.train(was)
+
+    result = CHECKERS["check_bam_block"].run(BAMBlock, verbose=False)
+    assert not result.passed
+    assert result.diagnoses and "running statistics, as in eval mode" in result.diagnoses[0]
