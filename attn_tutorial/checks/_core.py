@@ -139,7 +139,7 @@ def _gradients(subject: Callable[..., Any], args: tuple, names: list[str], seed:
         if not out.requires_grad:
             return {f"gradient w.r.t. {n}": NoGradient(n) for n, _ in wrt}
         g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed),
-                        dtype=torch.float64).to(out.dtype)
+                        dtype=torch.float64, device="cpu").to(out.device, out.dtype)
         grads = torch.autograd.grad(out, [a for _, a in wrt], g, allow_unused=True)
     return {f"gradient w.r.t. {n}": NoGradient(n) if grad is None or not bool(grad.any())
             else grad.detach() for (n, _), grad in zip(wrt, grads)}

@@ -4,13 +4,25 @@ truncated, the global state it changes put back, its errors blamed on the line o
 ``guarded(fn, codes, time_limit)`` runs ``fn()`` and returns an :class:`Outcome`; it never raises
 (except ``KeyboardInterrupt``, the notebook's stop button). ``describe_failure`` turns a failed
 outcome into the one line a checker prints.
+
+What is put back after every call, and named in the verdict's note: default dtype and device, the
+torch / Python / numpy RNG states, grad mode, anomaly detection, deterministic algorithms, float32
+matmul precision, mkldnn, the thread count, torch and numpy print options, numpy's error handling,
+global module hooks, the working directory, the recursion limit, environment variables, warning
+filters, and the functions of torch, torch.nn.functional, torch.nn (and the layers the exercises
+use, nn.Module itself), torch.Tensor, torch.linalg, torch.special, einops, math and numpy.
+What cannot be undone is named in its own note: a thread the learner's code started that is still
+running. Not watched: files the learner's code writes (another process may write beside it, so a
+listing could blame the learner wrongly), other modules' functions, state outside this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import math
+import os
 import random
 import re
 import signal
@@ -18,6 +30,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,7 +55,22 @@ def _time_limit(seconds: float | None):
         yield
         return
     if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        armed = [True]
+
+        def relentless(frame, event, arg):
+            # after the time is up, every line of the learner's code raises again, so a bare
+            # `except:` around an endless loop cannot swallow the stop (library frames that
+            # unwind the block are spared)
+            if armed[0] and event == "line" and not _spared(frame):
+                raise _TimeUp()
+            return relentless if armed[0] else None
+
         def on_alarm(signum, frame):
+            f = frame
+            while f is not None and f.f_code is not guarded.__code__:
+                f.f_trace, f.f_trace_lines = relentless, True
+                f = f.f_back
+            sys.settrace(relentless)
             raise _TimeUp()
 
         # Someone else's alarm (pytest-timeout, say) is put back with the time it had left.
@@ -50,9 +78,12 @@ def _time_limit(seconds: float | None):
         start = time.monotonic()
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, seconds if not pending else min(seconds, pending))
+        previous_trace = sys.gettrace()
         try:
             yield
         finally:
+            armed[0] = False
+            sys.settrace(previous_trace)
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             if pending:
@@ -72,6 +103,16 @@ def _time_limit(seconds: float | None):
         yield
     finally:
         sys.settrace(previous_trace)
+
+
+# Libraries whose frames unwind the stopped call (context managers that restore grad mode, say):
+# they are not interrupted a second time, only the learner's own lines are.
+_SPARED = ("attn_tutorial.checks", "contextlib", "torch", "einops", "numpy", "functools")
+
+
+def _spared(frame: types.FrameType) -> bool:
+    name = frame.f_globals.get("__name__", "") or ""
+    return name.startswith(_SPARED)
 
 
 class _Capture(io.TextIOBase):
@@ -111,8 +152,19 @@ def _namespaces() -> dict[str, Any]:
     import einops
     import torch.nn.functional as F
 
-    return {"torch": torch, "torch.nn.functional": F, "torch.nn": torch.nn,
-            "torch.Tensor": torch.Tensor, "einops": einops, "math": math}
+    nn = torch.nn
+    spaces = {"torch": torch, "torch.nn.functional": F, "torch.nn": nn,
+              "torch.Tensor": torch.Tensor, "einops": einops, "math": math, "numpy": np,
+              "torch.linalg": torch.linalg, "torch.special": torch.special,
+              "torch.nn.Module": nn.Module}
+    for layer in _LAYERS:
+        spaces[f"torch.nn.{layer}"] = getattr(nn, layer)
+    return spaces
+
+
+# the layers the exercises use, whose methods (forward, _conv_forward, ...) a learner might replace
+_LAYERS = ("Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+           "InstanceNorm2d", "ModuleList", "Sequential")
 
 
 def _snapshot() -> dict[str, Any]:
@@ -129,8 +181,38 @@ def _snapshot() -> dict[str, Any]:
         "torch print options": (opts.precision, opts.threshold, opts.edgeitems, opts.linewidth,
                                 opts.sci_mode),
         "numpy print options": np.get_printoptions(),
+        "default device": torch.get_default_device(),
+        "anomaly detection": (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "global module hooks": _global_hooks(),
+        "working directory": os.getcwd(),
+        "recursion limit": sys.getrecursionlimit(),
+        "environment variables": dict(os.environ),
+        "warning filters": list(warnings.filters),
+        "numpy error handling": np.geterr(),
         "functions": {n: dict(vars(ns)) for n, ns in _namespaces().items()},
     }
+
+
+def _global_hooks() -> tuple:
+    from torch.nn.modules import module
+
+    return tuple(tuple(getattr(module, name).items()) for name in _HOOK_DICTS)
+
+
+_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+               "_global_backward_pre_hooks", "_global_module_registration_hooks",
+               "_global_parameter_registration_hooks", "_global_buffer_registration_hooks")
+
+
+def _put_back_hooks(old: tuple) -> None:
+    from torch.nn.modules import module
+
+    for name, items in zip(_HOOK_DICTS, old):
+        hooks = getattr(module, name)
+        hooks.clear()
+        hooks.update(items)
 
 
 def _equal_state(a: Any, b: Any) -> bool:
@@ -149,6 +231,14 @@ def _restore(saved: dict[str, Any]) -> list[str]:
         new = now[key]
         if key == "functions":
             changed += _restore_functions(old, new)
+            continue
+        if key == "environment variables":
+            names = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if names:
+                changed.append("environment variable" + "s" * (len(names) > 1) + " "
+                               + ", ".join(names))
+                os.environ.clear()
+                os.environ.update(old)
             continue
         if _equal_state(old, new):
             continue
@@ -173,6 +263,28 @@ def _restore(saved: dict[str, Any]) -> list[str]:
                                    sci_mode=sci)
         elif key == "numpy print options":
             np.set_printoptions(**old)
+        elif key == "default device":
+            torch.set_default_device(old)
+        elif key == "anomaly detection":
+            torch.set_anomaly_enabled(old[0], old[1])
+        elif key == "float32 matmul precision":
+            torch.set_float32_matmul_precision(old)
+        elif key == "mkldnn":
+            torch.backends.mkldnn.enabled = old
+        elif key == "global module hooks":
+            _put_back_hooks(old)
+        elif key == "working directory":
+            os.chdir(old)
+        elif key == "recursion limit":
+            sys.setrecursionlimit(old)
+        elif key == "environment variables":
+            os.environ.clear()
+            os.environ.update(old)
+        elif key == "warning filters":
+            warnings.filters[:] = old
+            warnings._filters_mutated()
+        elif key == "numpy error handling":
+            np.seterr(**old)
     return changed
 
 
@@ -256,11 +368,24 @@ def _blame(exc: BaseException, codes: set[types.CodeType]) -> tuple[bool, str]:
 _ACTIVE: list[tuple[dict, list[str]]] = []  # the snapshots of the guarded runs in progress
 
 
+def _raised_by_a_raise(exc: BaseException) -> bool:
+    """The innermost line is a ``raise`` statement (the exercise's stub), not an operation that
+    torch refused with NotImplementedError (an op on a meta tensor, say)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    return not line or line.lstrip().startswith("raise")
+
+
 def guarded(fn: Callable[[], Any], codes: set[types.CodeType] = frozenset(),
             time_limit: float | None = TIME_LIMIT) -> Outcome:
     """Run ``fn()`` (the learner's code) under a time limit, output captured, global state
     saved and restored. Never raises, except ``KeyboardInterrupt``."""
     saved = _snapshot()
+    threads = set(threading.enumerate())
     capture = _Capture()
     outcome = Outcome()
     _ACTIVE.append((saved, outcome.changed))
@@ -278,12 +403,19 @@ def guarded(fn: Callable[[], Any], codes: set[types.CodeType] = frozenset(),
     except BaseException as exc:  # noqa: BLE001 - the learner's code may raise anything
         outcome.error = exc
         direct, outcome.where = _blame(exc, codes)
-        outcome.kind = "stub" if isinstance(exc, NotImplementedError) and direct else "raised"
+        outcome.kind = "stub" if isinstance(exc, NotImplementedError) and direct \
+            and _raised_by_a_raise(exc) else "raised"
     finally:
         _ACTIVE.pop()
     outcome.printed = capture.lines()
     outcome.changed += [name for name in _restore(saved) if name not in outcome.changed]
+    running = [t.name for t in set(threading.enumerate()) - threads if t.is_alive()]
+    if running:
+        outcome.changed.append(f"started thread {', '.join(running)}, still running" + UNDONE)
     return outcome
+
+
+UNDONE = " (cannot be undone)"
 
 
 def restore_between_calls() -> None:

@@ -131,8 +131,8 @@ class ModuleChecker(Checker):
             if not out.requires_grad:
                 grads = [None] * len(names)
             else:
-                g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator()
-                                .manual_seed(case.seed + GRADIENT_SEED))
+                g = torch.randn(out.shape, dtype=out.dtype, device="cpu",
+                                generator=torch.Generator().manual_seed(case.seed + GRADIENT_SEED))
                 grads = torch.autograd.grad(out, [*wrt, *params.values()], g, allow_unused=True)
         value = {pre + "output": out.detach()}
         shown = names if self.parameter_gradients else names[:len(wrt)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from attn_tutorial.checks._isolation import LINE_CHARS, Outcome
+from attn_tutorial.checks._isolation import LINE_CHARS, UNDONE, Outcome
 
 if TYPE_CHECKING:
     from attn_tutorial.checks._core import _CaseRun
@@ -65,8 +65,12 @@ def case_lines(result: CheckResult, runs: list["_CaseRun"], total: int, stopped:
             printed(result, run.outcome)
     if stopped and len(runs) < total:
         say(f"  (the other {total - len(runs)} cases were skipped)")
-    if changed:
-        say("note: your code changed " + ", ".join(changed) + "; the checker put it back")
+    undone = [c[: -len(UNDONE)] for c in changed if c.endswith(UNDONE)]
+    restored = [c for c in changed if not c.endswith(UNDONE)]
+    if restored:
+        say("note: your code changed " + ", ".join(restored) + "; the checker put it back")
+    if undone:
+        say("note: your code " + "; ".join(undone) + ": the checker cannot undo this")
 
 
 def printed(result: CheckResult, outcome: Outcome) -> None:
