@@ -100,7 +100,8 @@ def named_mistakes(checker: "Checker", runs: list["_CaseRun"]) -> list[str]:
 # every failing case shows one of them (and no catalogued mistake fits).
 _FINDINGS = (
     re.compile(r"no gradient reaches [^:]+"),
-    re.compile(r"right only to float32 precision, part of it is computed in float32"),
+    re.compile(r"right only to float32 precision, its values are float32 numbers"),
+    re.compile(r"right only to about 1e-7 relative \([^)]*\)"),
     re.compile(r"`[^`]+` is a buffer, not an nn\.Parameter"),
     re.compile(r"`[^`]+` is an nn\.Parameter, but it is not learned"),
     re.compile(r"`[^`]+` has requires_grad=False"),
