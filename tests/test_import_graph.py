@@ -24,12 +24,26 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+def _type_checking_blocks(tree: ast.AST) -> set[int]:
+    """The nodes under ``if TYPE_CHECKING:``: imports there never run, so they make no circle."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
+                                                                    "typing.TYPE_CHECKING"):
+            inside.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    return inside
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The package's modules that ``name`` imports, each with the packages above it that the
     import runs (except the ones ``name`` itself lives in)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    type_checking = _type_checking_blocks(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_checking:
+            continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -98,6 +112,11 @@ def test_the_graph_is_read_correctly():
     assert "attn_tutorial.zoo" in graph["attn_tutorial.compare"]
     assert {"attn_tutorial.networks", "attn_tutorial.networks.loaders"} <= \
         graph["attn_tutorial.official"]
+    # an import only type checkers run is not an edge: _mistakes names _core's Checker in hints
+    assert "attn_tutorial.checks._mistakes" in graph["attn_tutorial.checks._core"]
+    assert "attn_tutorial.checks._core" not in graph["attn_tutorial.checks._mistakes"]
+    assert _type_checking_blocks(ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a.b\nimport c"))
     # and the cycle finder finds a planted circle
     planted = {k: set(v) for k, v in graph.items()}
     planted["attn_tutorial.networks.loaders"].add("attn_tutorial.official")
