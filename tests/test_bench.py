@@ -226,3 +226,13 @@ def test_table_prints_no_spread_for_one_block_and_no_empty_columns():
     one_row, many_row = lines[3][width:].split(), lines[4][width:].split()
     assert one_row == ["1", "ms", "–", "1", "1.00x"], one_row
     assert many_row[2:] == ["100", "us", "7", "2.00x"], many_row
+
+
+@pytest.mark.parametrize("threads, word", [(1, "1 thread"), (2, "2 threads")])
+def test_device_name_counts_threads_in_words(threads, word):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert bench.device_name("cpu").endswith(word)
+    finally:
+        torch.set_num_threads(before)
