@@ -49,8 +49,13 @@ class PAM(nn.Module):
             so on a GPU the fused path may accept PAM's shapes.
 
     Code vs paper: the paper describes C-channel query/key maps; the official code (and this
-    module) uses C // 8 (following SAGAN). Neither scales the energy. A trained gamma may be
-    negative: the module then subtracts the values its attention gathers.
+    module) uses C // 8 (following SAGAN). Neither scales the energy. The paper calls gamma
+    alpha and writes the map as s_ji = softmax over i of B_i · C_j with j the query (arXiv
+    1809.02983, Eq. 1-2): the same map as A here, its indices named the other way round.
+
+    The sign of a trained gamma means nothing on its own: v = W_v x + b_v is learned, and
+    gamma · (A v) = (−gamma) · (A (−v)), so negating gamma, W_v and b_v together gives the same
+    module. Read gamma · out (gamma · W_v), not gamma (lesson 05 measures it on the zoo).
 
     ``attention_map(x)`` returns A (B×N×N, rows = queries) for lessons.
     """
@@ -121,8 +126,10 @@ class CAM(nn.Module):
     from the official form. Neither scales the energy, so CAM softmaxes are very peaked for
     large N.
 
-    Read the map with ``gamma`` and its sign: a trained gamma can be negative, and then the
-    module subtracts the channels its attention gathers (lesson 05 shows the zoo's models).
+    Read the map with ``gamma`` and its sign (the paper calls it beta): CAM has no value conv,
+    so out mixes the input channels themselves with weights >= 0; in the DANet head its input
+    comes after a ReLU (>= 0), so out >= 0 and a negative gamma subtracts the channels its
+    attention gathers (lesson 05 shows the zoo's models).
 
     ``attention_map(x)`` returns A (B×C×C, rows sum to 1) for lessons.
     """

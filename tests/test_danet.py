@@ -92,6 +92,27 @@ def test_pam_attention_rows_sum_over_keys_and_orientation():
     assert (att - att.transpose(1, 2)).abs().max() > 1e-3  # A is not symmetric
 
 
+def test_pam_gamma_sign_alone_is_not_the_module():
+    """gamma · (A v) = (−gamma) · (A (−v)): negating gamma, W_v and b_v leaves the module unchanged,
+    while negating gamma alone does not (the docstring's reason to read gamma · out, not gamma)."""
+    m = randomize_(PAM(16).double(), seed=5)
+    with torch.no_grad():
+        m.gamma.fill_(0.3)
+    x = torch.randn(2, 16, 5, 6, dtype=F64, generator=torch.Generator().manual_seed(1))
+    expected, _ = ref_pam(x, m)
+    flipped = randomize_(PAM(16).double(), seed=5)
+    flipped.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        flipped.gamma.neg_()
+        flipped.value.weight.neg_()
+        flipped.value.bias.neg_()
+    torch.testing.assert_close(flipped(x), expected, **TOL)
+    with torch.no_grad():
+        flipped.value.weight.neg_()
+        flipped.value.bias.neg_()  # gamma alone negated: a different module
+    assert (flipped(x) - expected).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("shape", [(2, 16, 7, 9), (1, 9, 5, 11), (3, 4, 3, 3)])
 def test_pam_sdpa_equals_materialised_path(shape):
     m = randomize_(PAM(max(shape[1], 8)), seed=4)
