@@ -48,10 +48,10 @@ class PSA(nn.Module):
     paper splits the input's channels into S parts, one per kernel, as a reader described it in
     murufeng/EPSANet issue #9, where the maintainer answered "follow the code";
     ``branch_input="split"`` gives that form: conv s reads only channels
-    ``s·in_channels/S … (s+1)·in_channels/S − 1``. A rule G = 2^((K−1)/2) relating groups to
-    kernel size (which would give 2 for K = 3 where the code uses 1) is attributed to the paper
-    but unverified: the stored copies of the paper reachable here hold only its abstract. The
-    "Large" models the official README reports are not in its code.
+    ``s·in_channels/S … (s+1)·in_channels/S − 1``. For the groups, ``conv_groups=(2, 4, 8, 16)``
+    gives the rule G = 2^((K−1)/2), which differs from the code's (1, 4, 8, 16) only at K = 3; the
+    paper's own rule is not quoted here, and the code's list is the one the maintainer says to
+    follow (issue #9). The "Large" models the official README reports are not in its code.
 
     Kernels: padding k // 2 keeps ⌊(H − 1)/stride⌋ + 1 rows for an odd k but gives
     ⌊H/stride⌋ + 1 for an even k, so the scales can be stacked only when every kernel has the
