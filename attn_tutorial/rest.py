@@ -97,8 +97,9 @@ class EMSA(_ResTModule):
        sum to exactly 0 (each softmax row sums to 1, so a map's mean is 1/M) and about half are
        negative. Each (b, head) map gets mean 0 and variance var/(var + 1e-5), var being the
        map's variance before the norm: near 1 only when var >> 1e-5. At the authors'
-       initialisation the softmax rows are within about 1e-3 of uniform (var ~ 1e-8), so the
-       weights are small and the transform starts turned down (not off).
+       initialisation, on unit-scale tokens (a LayerNorm's output, as in a ResT block), the
+       softmax rows are within a few 1e-4 of uniform (var ~ 1e-9), so the weights are small
+       (var(A) ~ 1e-4) and the transform starts turned down (not off).
        Dead biases: a bias added to every key shifts each query's logits by a constant, which
        the softmax ignores (in any softmax attention); with the transform, rows summing to 0
        make a bias added to every value vanish too. So with the transform the whole ``kv``
