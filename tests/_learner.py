@@ -25,3 +25,17 @@ def assert_catalogued(checker: str, phrases: list[str]) -> None:
     names = CHECKERS[checker].mistake_names
     for phrase in phrases:
         assert any(phrase in name for name in names), f"{checker}: no mistake named {phrase!r}"
+
+
+def assert_fails_only_on(checker: str, learner, phrases: list[str]) -> list[str]:
+    """``checker`` fails ``learner`` exactly on the cases whose names contain one of ``phrases``
+    (a learner's answer wrong only at a boundary of the exercise's domain); returns the lines."""
+    result = CHECKERS[checker].run(learner, verbose=False)
+    assert not result.passed, result.lines
+    failed = [line for line in result.lines if line.startswith("✗")]
+    assert failed, result.lines
+    for line in failed:
+        assert any(p in line for p in phrases), (line, result.lines)
+    for phrase in phrases:
+        assert any(phrase in line for line in failed), (phrase, result.lines)
+    return result.lines

@@ -204,3 +204,25 @@ def test_the_cuda_timer_path_runs_on_a_stand_in(monkeypatch):
     assert stats["slow"]["median"] >= 0.002 > stats["fast"]["median"]
     assert stats["slow"]["peak_bytes"] == 4096 and stats["fast"]["blocks"] == 5
     assert torch.equal(flush, torch.ones(4))                  # the flush buffer was overwritten
+
+
+def test_compare_times_every_row_in_several_interleaved_blocks():
+    # blocked_autorange on a busy machine may return one block: a spread of "0 ns" that means
+    # nothing. compare() interleaves 5 to 7 blocks per row, so every row has a real spread.
+    x = torch.randn(4, 16, 8, 8)
+    results = bench.compare({"x2": lambda t: t * 2, "relu": torch.relu}, x, min_run_time=0.02,
+                            flops=False)
+    for r in results:
+        assert 5 <= r.blocks <= 7 and r.p20 <= r.median <= r.p80 and r.runs >= r.blocks
+
+
+def test_table_prints_no_spread_for_one_block_and_no_empty_columns():
+    one = timing.Timing("one block", "cpu", "forward", 1e-3, 0.0, 1e-3, 1e-3, runs=3, blocks=1)
+    many = timing.Timing("seven blocks", "cpu", "forward", 2e-3, 1e-4, 1.9e-3, 2.1e-3, runs=70,
+                         blocks=7)
+    lines = bench.format_table([one, many]).splitlines()
+    assert "FLOPs" not in lines[1] and "peak MB" not in lines[1]  # no row has them
+    width = lines[1].index("median") - 5  # the name column
+    one_row, many_row = lines[3][width:].split(), lines[4][width:].split()
+    assert one_row == ["1", "ms", "–", "1", "1.00x"], one_row
+    assert many_row[2:] == ["100", "us", "7", "2.00x"], many_row

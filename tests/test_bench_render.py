@@ -522,3 +522,12 @@ def test_lesson_08_asserts_no_timing_and_no_ratio_of_timings():
     allowed = {"assert median == 1.0 and q[0] == 1.0"}  # made-up samples, stated as such
     offending = [a for a in asserts if timing_words.search(a) and a not in allowed]
     assert not offending, offending
+
+
+@pytest.mark.parametrize("load, busy", [(0.4, False), (2.0, False), (2.5, True), (9.0, True)])
+def test_load_note_warns_when_the_load_exceeds_the_cores(monkeypatch, load, busy):
+    monkeypatch.setattr(render.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(render.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    note = render.load_note()
+    assert note.startswith(f"load average (1 min) {load:.2f} on 2 cores")
+    assert ("busier than its cores" in note) is busy

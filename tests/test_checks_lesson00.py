@@ -85,3 +85,45 @@ def test_no_case_uses_the_usual_scale():
     for case in CHECKERS["check_attention_scores"].cases:
         q, k, scale = case.inputs()
         assert not math.isclose(scale, q.shape[-1] ** -0.5) and scale != 1
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_a_softmax_without_the_max_overflows_on_large_scores():
+    """exp(s) / Σ exp(s) is right until the scores pass e^709: only the scale-300 case fails,
+    with NaN."""
+    from _learner import assert_fails_only_on
+
+    def attention_scores(q, k, scale):
+        e = torch.exp(torch.einsum("bhid,bhjd->bhij", q, k) * scale)
+        return e / e.sum(dim=-1, keepdim=True)
+
+    lines = assert_fails_only_on("check_attention_scores", attention_scores, ["scale=300"])
+    assert "NaN or inf" in lines[-2], lines
+
+
+def test_a_stable_softmax_with_the_sign_flipped_is_named():
+    def attention_scores(q, k, scale):
+        s = torch.einsum("bhid,bhjd->bhij", q, k) * scale
+        return torch.softmax(s.amax(dim=-1, keepdim=True) - s, dim=-1)
+
+    assert_mistake_named("check_attention_scores", attention_scores, "softmax(−scores)")
+
+
+def test_a_pool_that_takes_the_first_pixel_of_a_single_row_fails_on_that_boundary():
+    from _learner import assert_fails_only_on
+
+    def global_avg_pool(x):  # "one row: nothing to average" (wrong: the row has W pixels)
+        return x.mean(dim=(2, 3)) if x.shape[2] > 1 else x[:, :, 0, 0]
+
+    assert_fails_only_on("check_global_avg_pool", global_avg_pool, ["one row"])
+
+
+def test_a_split_heads_that_assumes_several_heads_fails_at_one_head():
+    from _learner import assert_fails_only_on
+
+    def split_heads(t, heads):
+        b, n, c = t.shape
+        out = t.reshape(b, n, heads, c // heads).permute(0, 2, 1, 3)
+        return out.squeeze(1) if heads == 1 else out
+
+    assert_fails_only_on("check_split_heads", split_heads, ["heads=1"])

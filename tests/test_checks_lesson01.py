@@ -15,7 +15,7 @@ from attn_tutorial.checks import CHECKERS, lesson01
 
 # The mistakes the course promises to recognise, by (part of) their name.
 REQUIRED = {
-    "check_kernel_size": ["even kernel size", "round() instead of int()",
+    "check_kernel_size": ["even kernel size", "rounded to the nearest integer",
                           "math.ceil() instead of int()", "natural log", "forgot b",
                           "forgot to divide by gamma", "gamma and b swapped"],
     "check_eca_gate": [
@@ -124,7 +124,8 @@ def learner_psi_hard_coded(channels, gamma=2, b=1):
 def learner_gate_circular(x, weight):
     k = weight.numel()
     y = x.mean(dim=(2, 3))
-    y = torch.cat([y[:, -(k // 2):], y, y[:, :k // 2]], dim=1)
+    half = k // 2
+    y = torch.cat([y[:, y.shape[1] - half:], y, y[:, :half]], dim=1)
     return torch.sigmoid(y.unfold(1, k, 1) @ weight)
 
 
@@ -192,7 +193,7 @@ class LearnerECAFixedK(LearnerECA):
     ("check_eca_module", LearnerECASoftmax, "softmax over the channels"),
     ("check_eca_module", LearnerECAResidual, "gate added as a residual"),
     ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
-    ("check_kernel_size", learner_psi_round, "round() instead of int()"),
+    ("check_kernel_size", learner_psi_round, "rounded to the nearest integer"),
     ("check_kernel_size", learner_psi_ceil, "math.ceil() instead of int()"),
     ("check_kernel_size", learner_psi_ln, "natural log instead of log2"),
     ("check_kernel_size", learner_psi_no_b, "forgot b"),
@@ -315,3 +316,47 @@ def test_reference_meanings():
     assert torch.allclose(lesson01.ref_eca_gate(x, w), torch.sigmoid(z))
     m = lesson01.ref_eca_matrix(w, 6)
     assert torch.allclose(torch.sigmoid(y @ m.T), torch.sigmoid(z))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_b_not_divided_by_gamma_is_named_not_taken_for_round():
+    def kernel_size(channels, gamma=2, b=1):
+        t = int(abs(math.log2(channels) / gamma + b))
+        return t if t % 2 else t + 1
+
+    assert_mistake_named("check_kernel_size", kernel_size, "b not divided by gamma")
+
+
+def test_a_numpy_integer_is_named_by_its_type():
+    import numpy as np
+
+    def kernel_size(channels, gamma=2, b=1):
+        t = np.int64(abs((np.log2(channels) + b) / gamma))
+        return t if t % 2 else t + 1
+
+    result = CHECKERS["check_kernel_size"].run(kernel_size, verbose=False)
+    assert result.diagnoses == ["returned numpy.int64 where a Python int is asked"], result.lines
+
+
+def test_a_gate_with_padding_1_hard_coded_fails_where_k_is_not_3():
+    from _learner import assert_fails_only_on
+
+    def eca_gate(x, weight):
+        y = x.mean(dim=(2, 3))[:, None, :]
+        return torch.sigmoid(torch.nn.functional.conv1d(y, weight.view(1, 1, -1), padding=1))[:, 0]
+
+    assert_fails_only_on("check_eca_gate", eca_gate, ["k = 5", "k = 1"])
+
+
+def test_an_eca_module_with_a_frozen_conv_cannot_learn():
+    import torch.nn as nn
+
+    class MyECA(lesson01.ECAReference):
+        def __init__(self, channels, gamma=2, b=1):
+            super().__init__(channels, gamma, b)
+            self.conv.weight.requires_grad_(False)
+
+    result = CHECKERS["check_eca_module"].run(MyECA, verbose=False)
+    assert result.diagnoses == ["`conv.weight` has requires_grad=False"], result.lines
+    assert result.lines[-1].startswith("MyECA: 0/")
+    assert isinstance(MyECA(8), nn.Module)

@@ -184,7 +184,7 @@ class LearnerStub(nn.Module):          # what the exercise notebook hands in bef
 def test_a_stub_module_says_not_implemented(capsys):
     result = CHECKERS["check_bam_block"](LearnerStub)
     assert not result.implemented and capsys.readouterr().out.strip() == \
-        f"bam_block: {NOT_IMPLEMENTED}"
+        f"LearnerStub: {NOT_IMPLEMENTED}"  # titled with the learner's class name
 
 
 def test_a_bam_without_the_flat_names_is_told_which_names(capsys):
@@ -240,3 +240,30 @@ def test_reference_meanings():
     lib.load_state_dict(state)
     xb = torch.randn(2, 16, 7, 9, dtype=torch.float64, generator=g)
     torch.testing.assert_close(ref(xb), lib(xb))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_a_dilated_conv_that_special_cases_d_1_without_padding_fails_there():
+    from _learner import assert_fails_only_on
+
+    def dilated_conv(h, weight, bias, dilation):
+        if dilation == 1:
+            return F.conv2d(h, weight, bias)
+        return F.conv2d(h, weight, bias, padding=dilation, dilation=dilation)
+
+    assert_fails_only_on("check_dilated_conv", dilated_conv, ["dilation 1"])
+
+
+def test_a_bam_whose_batch_norms_use_running_stats_in_training_is_named():
+    class BAMBlock(lesson02.BAMBlockReference):
+        def forward(self, x):
+            was = self.training
+            self.eval()  # the lesson's eval-only helper reused
+            try:
+                return super().forward(x)
+            finally:
+                self.train(was)
+
+    result = CHECKERS["check_bam_block"].run(BAMBlock, verbose=False)
+    assert not result.passed
+    assert result.diagnoses and "running statistics, as in eval mode" in result.diagnoses[0]

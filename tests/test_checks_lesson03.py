@@ -246,3 +246,37 @@ def test_reference_meanings():
     w2, b2 = lib.se_expand.weight[:, :, 0, 0], lib.se_expand.bias
     torch.testing.assert_close(lesson03.ref_scale_weights(feats, w1, b1, w2, b2),
                                lib.attention_map(x))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_a_count_with_r_16_hard_coded_fails_only_where_r_is_given():
+    from _learner import assert_fails_only_on
+
+    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+        ps = planes // len(conv_kernels)
+        convs = sum(k * k * (in_channels // g) * ps for k, g in zip(conv_kernels, conv_groups))
+        hidden = ps // 16
+        return convs + 2 * ps * hidden + hidden + ps
+
+    assert_fails_only_on("check_psa_param_count", psa_param_count, [", r 4", ", r 5"])
+
+
+def test_a_hidden_width_as_a_float_is_named_by_its_type():
+    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+        ps = planes // len(conv_kernels)
+        convs = sum(k * k * (in_channels // g) * ps for k, g in zip(conv_kernels, conv_groups))
+        hidden = ps / se_reduction
+        return convs + 2 * ps * hidden + hidden + ps
+
+    result = CHECKERS["check_psa_param_count"].run(psa_param_count, verbose=False)
+    assert not result.passed and "expected an int" in "\n".join(result.lines)
+
+
+def test_scale_weights_with_the_stable_softmax_sign_flipped_is_named():
+    def scale_weights(feats, w1, b1, w2, b2):
+        y = feats.mean(dim=(3, 4))
+        z = torch.sigmoid(torch.relu(y @ w1.T + b1) @ w2.T + b2)
+        e = torch.exp(z.amax(dim=1, keepdim=True) - z)
+        return e / e.sum(dim=1, keepdim=True)
+
+    assert_mistake_named("check_scale_weights", scale_weights, "softmax of −scores")

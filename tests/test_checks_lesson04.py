@@ -274,3 +274,31 @@ def test_every_mistake_has_a_learner():
     for name in NAMES:
         for mistake in CHECKERS[name].mistake_names:
             assert any(p in mistake for p in named[name]), mistake
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_nearest_rows_with_a_float_scale_fails_where_it_is_inexact():
+    from _learner import assert_fails_only_on
+
+    def nearest_rows(out_size, in_size):
+        scale = in_size / out_size
+        return [int(d * scale) for d in range(out_size)]
+
+    assert_fails_only_on("check_nearest_rows", nearest_rows, ["30 rows up-sampled to 44"])
+
+
+def test_pythons_round_is_the_rounding_mistake():
+    def nearest_rows(out_size, in_size):
+        return [round(d * in_size / out_size) for d in range(out_size)]
+
+    assert_mistake_named("check_nearest_rows", nearest_rows, "rounded d·in/out")
+
+
+def test_an_scconv_without_defaults_fails_on_the_default_call():
+    class MySCConv(lesson04.SCConvReference):
+        def __init__(self, channels, stride, pooling_r):
+            super().__init__(channels, stride, pooling_r)
+
+    result = CHECKERS["check_scconv"].run(MySCConv, verbose=False)
+    assert result.status == "error"
+    assert "stride and r not given" in next(l for l in result.lines if l.startswith("✗"))

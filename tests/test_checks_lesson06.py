@@ -277,3 +277,35 @@ def test_module_reference_is_the_librarys_emsa_on_the_official_names(heads, sr):
     tokens = x.flatten(2).transpose(1, 2)
     expected = lib(tokens, 7, 9).transpose(1, 2).reshape(2, dim, 7, 9)
     assert torch.allclose(ref(x), expected, atol=1e-10)
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_int_truncation_fails_on_a_negative_numerator():
+    from _learner import assert_fails_only_on
+
+    def overlapping_grid(H, W, stride):
+        p, k = stride // 2, stride + 1
+        return int((H + 2 * p - k) / stride) + 1, int((W + 2 * p - k) / stride) + 1
+
+    assert_fails_only_on("check_overlapping_grid", overlapping_grid, ["1×4, stride 3"])
+
+
+@pytest.mark.parametrize("how,phrase", [("unbiased", "unbiased variance"),
+                                        ("eps outside", "ε outside the square root")])
+def test_instance_norm_slips_are_named(how, phrase):
+    from einops import rearrange
+
+    def emsa_weights(q, k, num_heads, mix_weight, mix_bias):
+        qh = rearrange(q, "b n (h d) -> b h n d", h=num_heads)
+        kh = rearrange(k, "b m (h d) -> b h m d", h=num_heads)
+        a = qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5
+        if num_heads == 1:
+            return a.softmax(-1)
+        a = (torch.einsum("gh,bhnm->bgnm", mix_weight, a) + mix_bias[:, None, None]).softmax(-1)
+        mean = a.mean(dim=(-2, -1), keepdim=True)
+        var = a.var(dim=(-2, -1), unbiased=how == "unbiased", keepdim=True)
+        if how == "eps outside":
+            return (a - mean) / (var.sqrt() + 1e-5)
+        return (a - mean) / (var + 1e-5).sqrt()
+
+    assert_mistake_named("check_emsa_weights", emsa_weights, phrase)

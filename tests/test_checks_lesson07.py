@@ -166,7 +166,9 @@ def test_untied_memories_agree_before_the_step_and_differ_after_it(capsys):
     match; only M_k after one SGD step tells the two forms apart."""
     CHECKERS["check_ea_block"](LearnerUntied)
     out = capsys.readouterr().out
-    assert out.count(f"{lesson07.STEPPED}: wrong values") == 3  # one line per case
+    # one line per case
+    assert out.count("`memory_key.weight` after one SGD step (lr 0.1): wrong values") \
+        == len(CHECKERS["check_ea_block"].cases)
     assert "output:" not in out and "gradient" not in out
 
 
@@ -224,3 +226,32 @@ def test_reference_meanings():
     lib.load_state_dict(ref.state_dict())
     x = torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64)
     assert torch.allclose(ref(x), lib(x))
+
+
+# ------------------------------------------------- boundaries and slips of the new engine
+def test_f_normalize_for_the_l1_step_is_the_eps_mistake():
+    def double_normalise(logits):
+        return F.normalize(logits.softmax(dim=1), p=1, dim=-1)
+
+    assert_mistake_named("check_double_normalise", double_normalise, "ε = 1e-9 forgotten")
+
+
+@pytest.mark.parametrize("with_l1", [True, False])
+def test_one_softmax_over_all_entries_is_named_with_or_without_the_l1_step(with_l1):
+    def double_normalise(logits):
+        b, n, s = logits.shape
+        a = logits.reshape(b, n * s).softmax(dim=-1).reshape(b, n, s)
+        return a / (1e-9 + a.sum(dim=-1, keepdim=True)) if with_l1 else a
+
+    assert_mistake_named("check_double_normalise", double_normalise,
+                         "one softmax over all pixels and slots")
+
+
+def test_an_ea_block_without_a_default_memory_size_fails_on_the_default_call():
+    class EABlock(lesson07.EABlockReference):
+        def __init__(self, channels, memory_size):
+            super().__init__(channels, memory_size)
+
+    result = CHECKERS["check_ea_block"].run(EABlock, verbose=False)
+    assert result.status == "error"
+    assert "S not given" in next(l for l in result.lines if l.startswith("✗"))

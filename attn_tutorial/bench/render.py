@@ -39,12 +39,19 @@ def _require_card(card: object) -> None:
 
 
 def load_note() -> str:
-    """The 1-minute load average next to the core count: print it beside every live timing."""
+    """The 1-minute load average next to the core count: print it beside every live timing.
+
+    When more work is waiting than there are cores, the note says so: the timings printed beside
+    it then measure the machine's other work as much as the code, and should not be read."""
+    cores = os.cpu_count()
     try:
-        load = f"{os.getloadavg()[0]:.2f}"
+        load = os.getloadavg()[0]
     except (AttributeError, OSError):
-        load = "unknown"
-    return f"load average (1 min) {load} on {os.cpu_count()} cores"
+        return f"load average (1 min) unknown on {cores} cores"
+    note = f"load average (1 min) {load:.2f} on {cores} cores"
+    if cores and load > cores:
+        note += " (busier than its cores: these timings measure the other work too; re-run when quiet)"
+    return note
 
 
 def pick(cards: Sequence[dict[str, Any]], group: str, device_type: str | None = None,

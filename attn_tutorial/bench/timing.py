@@ -44,6 +44,7 @@ class Timing:
     runs: int
     flops: int | None = None
     peak_bytes: int | None = None
+    blocks: int = 1  # measured blocks the median and spread come from (one block: no spread)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,7 +259,11 @@ def compare(
     min_run_time: float = 0.2,
     flops: bool = True,
 ) -> list[Timing]:
-    """Time each callable on the same ``args`` (on their device), forward or forward+backward."""
+    """Time each callable on the same ``args`` (on their device), forward or forward+backward.
+
+    On the CPU the callables are timed in turn, block by block (:func:`time_cpu_interleaved`,
+    7 blocks, at least 5 even on a loaded machine), so a change of load hits them alike and every
+    row has a spread; ``min_run_time`` is each callable's share of the time."""
     if not isinstance(fns, Mapping) or not fns:
         raise ValueError(f"fns={fns!r} must be a non-empty dict of name -> callable, e.g. "
                          "{'ECA': eca, 'SE': se}")
@@ -268,14 +273,14 @@ def compare(
     args = _as_tuple(args)
     first = _first_tensor(args)
     device = first.device if first is not None else torch.device("cpu")
+    steps = {name: make_step(fn, args, pass_) for name, fn in fns.items()}
+    if device.type == "cuda":
+        measured = {name: time_cuda(step) for name, step in steps.items()}
+    else:
+        measured = time_cpu_interleaved(steps, min_run_time=min_run_time, blocks=7, min_blocks=5)
     results = []
     for name, fn in fns.items():
-        step = make_step(fn, args, pass_)
-        if device.type == "cuda":
-            stats = time_cuda(step)
-        else:
-            step()  # warm-up
-            stats = time_cpu(step, min_run_time=min_run_time)
+        stats = measured[name]
         results.append(
             Timing(
                 name=name,
@@ -288,6 +293,7 @@ def compare(
                 runs=int(stats["runs"]),
                 flops=count_flops(fn, *args, pass_=pass_) if flops else None,
                 peak_bytes=stats.get("peak_bytes"),
+                blocks=int(stats.get("blocks", 1)),
             )
         )
     return results
@@ -323,20 +329,27 @@ def _require_timings(results: object) -> None:
 
 
 def format_table(results: Sequence[Timing]) -> str:
-    """A plain-text table: median, IQR, ratio to the first row, FLOPs, peak memory."""
+    """A plain-text table: median, IQR (over the measured blocks), the number of blocks, ratio to
+    the first row, and FLOPs and peak memory where any row has them. A row measured in a single
+    block has no spread: its IQR prints as "–", never as 0."""
     _require_timings(results)
     if not results:
         return "(no results)"
     base = results[0].median
-    header = f"{'name':<22}{'median':>11}{'IQR':>11}{'ratio':>8}{'FLOPs':>12}{'peak MB':>9}"
+    width = max(22, 2 + max(len(r.name) for r in results))
+    show_flops = any(r.flops is not None for r in results)
+    show_peak = any(r.peak_bytes is not None for r in results)
+    header = f"{'name':<{width}}{'median':>11}{'IQR':>11}{'blocks':>7}{'ratio':>8}"
+    header += f"{'FLOPs':>12}" * show_flops + f"{'peak MB':>9}" * show_peak
     rows = [f"{results[0].device} — {results[0].pass_}", header, "-" * len(header)]
     for r in results:
-        flops = f"{r.flops:.3g}" if r.flops is not None else "-"
-        peak = f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes is not None else "-"
-        rows.append(
-            f"{r.name:<22}{_fmt_time(r.median):>11}{_fmt_time(r.iqr):>11}"
-            f"{r.median / base:>7.2f}x{flops:>12}{peak:>9}"
-        )
+        iqr = _fmt_time(r.iqr) if r.blocks > 1 else "–"
+        row = f"{r.name:<{width}}{_fmt_time(r.median):>11}{iqr:>11}{r.blocks:>7}{r.median / base:>7.2f}x"
+        if show_flops:
+            row += f"{r.flops:.3g}" .rjust(12) if r.flops is not None else "-".rjust(12)
+        if show_peak:
+            row += f"{r.peak_bytes / 2**20:.1f}".rjust(9) if r.peak_bytes is not None else "-".rjust(9)
+        rows.append(row)
     return "\n".join(rows)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attn_tutorial.checks._core import CHECKERS, ModuleChecker
+from attn_tutorial.checks._core import CHECKERS
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def catalogue() -> list[ExerciseRow]:
             rows.append(ExerciseRow(
                 lesson=lesson.NOTEBOOK[:2], notebook=lesson.NOTEBOOK, exercise=checker.exercise,
                 checker=name, tier=checker.tier,
-                kind="module" if isinstance(checker, ModuleChecker) else "function",
+                kind=checker.kind,
                 mistakes=tuple(checker.mistake_names)))
     return rows
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-from attn_tutorial.checks._cases import feature_map_cases, token_cases
+from attn_tutorial.checks._cases import feature_map_cases, map_case, token_cases
 from attn_tutorial.checks._core import Case, Checker, Mistake, register
 
 NOTEBOOK = "00_einops"  # exercises/00_einops.ipynb holds these exercises, in this order
@@ -49,7 +49,10 @@ check_to_tokens = register(
         exercise="to_tokens",
         tier="build",
         reference=ref_to_tokens,
-        cases=feature_map_cases(),
+        cases=[*feature_map_cases(),
+               # boundaries: a single row, a single column, a single channel
+               map_case((2, 5, 1, 7), 3, ": one row"), map_case((3, 4, 6, 1), 4, ": one column"),
+               map_case((2, 1, 3, 4), 5, ": one channel")],
         mistakes=[
             Mistake("column-major flattening (w h) instead of row-major (h w)",
                     partial(ref_to_tokens, order="w h")),
@@ -82,7 +85,9 @@ check_from_tokens = register(
         exercise="from_tokens",
         tier="build",
         reference=ref_from_tokens,
-        cases=token_cases(),
+        # boundaries: a grid of one row, of one column
+        cases=token_cases(((2, 7, 9, 16), (1, 4, 4, 32), (3, 5, 3, 8), (2, 1, 7, 5),
+                           (1, 6, 1, 3))),
         mistakes=[
             Mistake("column-major unflattening (w h) instead of row-major (h w)",
                     partial(ref_from_tokens, order="w h")),
@@ -111,7 +116,9 @@ def ref_split_heads(t: torch.Tensor, heads: int, *, split: str = "heads d",
 
 
 def _split_cases() -> list[Case]:
-    shapes = ((2, 63, 24, 3), (1, 16, 32, 4), (3, 15, 12, 2))  # (B, N, C, heads)
+    # (B, N, C, heads); boundaries: one head, heads = C (d = 1), one token
+    shapes = ((2, 63, 24, 3), (1, 16, 32, 4), (3, 15, 12, 2), (2, 5, 6, 1), (1, 4, 6, 6),
+              (2, 1, 8, 2))
     return [
         Case(
             f"tokens {b}×{n}×{c}, heads={heads}",
@@ -145,12 +152,12 @@ check_split_heads = register(
 # ------------------------------------------------------------------ 4. attention scores
 def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
                          softmax_over: str = "keys", scale_how: str = "multiply",
-                         layout: str = "b h i j") -> torch.Tensor:
+                         layout: str = "b h i j", negate: bool = False) -> torch.Tensor:
     """softmax_j(scale · q_i · k_j): B×heads×N×d, B×heads×M×d → B×heads×N×M, rows sum to 1.
 
     Knobs: ``softmax_over`` ("queries"), ``scale_how`` ("none", "divide", "after" the softmax,
     "d**-0.5": the usual value used instead of the argument), ``layout`` ("b h j i": keys on the
-    rows).
+    rows), ``negate`` (softmax of −scores).
     """
     scores = torch.einsum(f"b h i d, b h j d -> {layout}", q, k)
     if scale_how == "multiply":
@@ -160,6 +167,8 @@ def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
     elif scale_how == "d**-0.5":
         scores = scores * q.shape[-1] ** -0.5
     axis = layout.split().index("j" if softmax_over == "keys" else "i")
+    if negate:  # exp(max − s) / Σ: the stable-softmax shift written the wrong way round
+        scores = -scores
     attn = scores.softmax(dim=axis)
     return attn * scale if scale_how == "after" else attn
 
@@ -167,7 +176,11 @@ def ref_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float, *,
 def _score_cases() -> list[Case]:
     # (B, heads, N queries, M keys, d, scale): N ≠ M in two cases, N = M in one (batch 1). No
     # scale equals d**-0.5 or 1, so ignoring the argument or forgetting it fails on every case.
-    shapes = ((2, 3, 7, 5, 8, 0.3), (1, 2, 6, 6, 4, 1.7), (3, 1, 5, 9, 6, 0.25))
+    # Boundaries: a single key (every row is 1), a single query, d = 1; scale = 300: scores up
+    # to ~10³, beyond exp's float64 range (e^709), so the softmax must subtract the row's max.
+    shapes = ((2, 3, 7, 5, 8, 0.3), (1, 2, 6, 6, 4, 1.7), (3, 1, 5, 9, 6, 0.25),
+              (2, 2, 5, 1, 3, 0.6), (1, 2, 1, 4, 3, 1.3), (2, 1, 4, 3, 1, 0.8),
+              (1, 2, 4, 5, 8, 300.0))
     return [
         Case(
             f"q {b}×{h}×{n}×{d}, k {b}×{h}×{m}×{d}, scale={s:.3g}",
@@ -182,6 +195,13 @@ def _score_cases() -> list[Case]:
     ]
 
 
+def _columns_sum_to_one(out, q, k, scale) -> bool:
+    """The map has the right shape and each column (one key, all queries) sums to 1: a softmax
+    over the query axis, whatever else was done."""
+    return tuple(out.shape) == (*q.shape[:3], k.shape[2]) and \
+        bool(torch.allclose(out.sum(dim=-2), torch.ones((), dtype=out.dtype)))
+
+
 check_attention_scores = register(
     Checker(
         "attention_scores",
@@ -191,7 +211,8 @@ check_attention_scores = register(
         cases=_score_cases(),
         mistakes=[
             Mistake("softmax over the query axis instead of the key axis",
-                    partial(ref_attention_scores, softmax_over="queries")),
+                    partial(ref_attention_scores, softmax_over="queries"),
+                    holds=_columns_sum_to_one),
             Mistake("forgot to multiply the scores by scale",
                     partial(ref_attention_scores, scale_how="none")),
             Mistake("divided by scale instead of multiplying by it",
@@ -200,6 +221,8 @@ check_attention_scores = register(
                     partial(ref_attention_scores, scale_how="after")),
             Mistake("used d ** -0.5 instead of the scale argument",
                     partial(ref_attention_scores, scale_how="d**-0.5")),
+            Mistake("your answer computes softmax(−scores): the stable-softmax shift written "
+                    "max − s instead of s − max", partial(ref_attention_scores, negate=True)),
             Mistake("keys on the rows (b h j i): the transpose of the attention map",
                     partial(ref_attention_scores, layout="b h j i")),
         ],
@@ -225,7 +248,9 @@ check_global_avg_pool = register(
         exercise="global_avg_pool",
         tier="build",
         reference=ref_global_avg_pool,
-        cases=feature_map_cases(),
+        cases=[*feature_map_cases(),
+               # boundaries: a 1×1 map, a single row
+               map_case((2, 3, 1, 1), 3, ": a 1×1 map"), map_case((1, 4, 1, 6), 4, ": one row")],
         mistakes=[
             Mistake("max instead of mean pooling", partial(ref_global_avg_pool, op="max")),
             Mistake("sum instead of mean (forgot to divide by H·W)",
@@ -260,7 +285,9 @@ def ref_dilated_conv_by_phases(x: torch.Tensor, weight: torch.Tensor, d: int, *,
 
 def _dilated_cases() -> list[Case]:
     # (B, C_in, C_out, H, W, d): H, W multiples of d; non-square; batch 1; odd H.
-    shapes = ((2, 3, 5, 8, 12, 4), (1, 2, 3, 6, 10, 2), (3, 4, 2, 9, 6, 3))
+    # Boundaries: d = 1 (an ordinary conv), H = d (one row per phase).
+    shapes = ((2, 3, 5, 8, 12, 4), (1, 2, 3, 6, 10, 2), (3, 4, 2, 9, 6, 3), (2, 2, 3, 5, 4, 1),
+              (1, 3, 2, 4, 8, 4))
     return [
         Case(
             f"x {b}×{ci}×{h}×{w}, weight {co}×{ci}×3×3, d={d}",

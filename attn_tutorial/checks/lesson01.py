@@ -23,7 +23,8 @@ from einops import rearrange, reduce
 import torch.nn as nn
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "01_eca"  # exercises/01_eca.ipynb holds these exercises, in this order
 __all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]
@@ -47,10 +48,18 @@ def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1, *, to_int=int
         b = 0
     if drop == "gamma":
         gamma = 1
-    t = to_int(abs((log(channels) + b) / gamma))
+    if drop == "b division":  # log2(C) / γ + b: b not divided by γ
+        t = to_int(abs(log(channels) / gamma + b))
+    else:
+        t = to_int(abs((log(channels) + b) / gamma))
     if odd == "none" or t % 2 == 1:
         return t
     return t + 1 if odd == "up" else t - 1
+
+
+def _half_up(v: float) -> int:
+    """Rounding half up, ⌊v + ½⌋: a learner's round() that differs from Python's at even .5."""
+    return math.floor(v + 0.5)
 
 
 def _psi_case(channels: int, gamma: float | None = None, b: float | None = None) -> Case:
@@ -74,14 +83,20 @@ check_kernel_size = register(
             _psi_case(1024),  # t = 5.5: round/ceil give 7, natural log 3
             _psi_case(2048),  # t = 6.0 exactly: even, goes up to 7
             _psi_case(512, 3, 2),  # γ and b are used: hard-coding 2 and 1 gives 5, not 3
+            # boundaries: the smallest C (t = 0, even: k = 1), C = 3 (t = 1)
+            _psi_case(1),
+            _psi_case(3),
+            _psi_case(16, 1.5, 0.5),  # t = 3.0 exactly with non-integer γ and b: 3 is odd
+            _psi_case(64, 3, 3),  # t = 3: b not divided by γ gives 5, round() still 3
         ],
         mistakes=[
             Mistake("even kernel size: the rounding to an odd number is missing",
                     partial(ref_kernel_size, odd="none")),
             Mistake("rounded down to the odd number below (t - 1) instead of up (t + 1)",
                     partial(ref_kernel_size, odd="down")),
-            Mistake("round() instead of int(): t must be truncated, not rounded to nearest",
-                    partial(ref_kernel_size, to_int=round)),
+            Mistake("t rounded to the nearest integer (round(), or half up) instead of "
+                    "truncated with int()", partial(ref_kernel_size, to_int=round),
+                    variants=(partial(ref_kernel_size, to_int=_half_up),)),
             Mistake("math.ceil() instead of int(): t must be truncated, not rounded up",
                     partial(ref_kernel_size, to_int=math.ceil)),
             Mistake("natural log instead of log2", partial(ref_kernel_size, log=math.log)),
@@ -90,6 +105,8 @@ check_kernel_size = register(
                     partial(ref_kernel_size, swap_gamma_b=True)),
             Mistake("forgot b: log2(C) / gamma", partial(ref_kernel_size, drop="b")),
             Mistake("forgot to divide by gamma: log2(C) + b", partial(ref_kernel_size, drop="gamma")),
+            Mistake("b not divided by gamma: log2(C) / gamma + b instead of (log2(C) + b) / gamma",
+                    partial(ref_kernel_size, drop="b division")),
             Mistake("gamma = 2 and b = 1 hard-coded: the arguments are ignored",
                     partial(ref_kernel_size, use_arguments=False)),
         ],
@@ -146,6 +163,12 @@ def _gate_case(shape: tuple[int, int, int, int], k: int, seed: int) -> Case:
     return Case("x " + "×".join(map(str, shape)) + f", k = {k}", make, seed=seed)
 
 
+def _gates_sum_to_one(out, x, weight) -> bool:
+    """B×C gates that sum to 1 over the channels: they compete, as after a softmax."""
+    return tuple(out.shape) == tuple(x.shape[:2]) and x.shape[1] > 1 and \
+        bool(torch.allclose(out.sum(dim=1), torch.ones((), dtype=out.dtype)))
+
+
 check_eca_gate = register(
     Checker(
         "eca_gate",
@@ -156,6 +179,10 @@ check_eca_gate = register(
             _gate_case((2, 16, 7, 9), 3, 0),
             _gate_case((1, 31, 5, 11), 5, 1),
             _gate_case((3, 24, 9, 7), 3, 2),
+            # boundaries: k = 1 (no neighbours), a single channel, k longer than C
+            _gate_case((2, 6, 4, 5), 1, 3),
+            _gate_case((2, 1, 3, 4), 3, 4),
+            _gate_case((1, 3, 4, 4), 5, 5),
         ],
         mistakes=[
             Mistake("1-D conv over spatial positions instead of channels",
@@ -165,7 +192,7 @@ check_eca_gate = register(
                     partial(ref_eca_gate, pool="sum")),
             Mistake("missing sigmoid", partial(ref_eca_gate, squash="none")),
             Mistake("softmax over the channels instead of a sigmoid per channel",
-                    partial(ref_eca_gate, squash="softmax")),
+                    partial(ref_eca_gate, squash="softmax"), holds=_gates_sum_to_one),
             Mistake("padding that shifts the channel window (all k-1 zeros on the left)",
                     partial(ref_eca_gate, padding="left")),
             Mistake("padding that shifts the channel window (all k-1 zeros on the right)",
@@ -224,6 +251,8 @@ check_eca_matrix = register(
             _matrix_case(5, 11, 1),
             _matrix_case(5, 4, 2),  # the kernel is longer than C
             _matrix_case(7, 2, 3),  # offsets ±3 beyond the matrix: torch.diag(…, ±3) sums break
+            _matrix_case(1, 5, 4),  # boundary: k = 1, the diagonal alone
+            _matrix_case(3, 1, 5),  # boundary: a single channel
         ],
         mistakes=[
             Mistake("matrix transposed: the kernel runs backwards along the channels",
@@ -282,6 +311,8 @@ check_eca_module = register(
             _module_case((2, 16, 7, 9), 0),       # ψ(16) = 3
             _module_case((1, 256, 5, 6), 1),      # ψ(256) = 5: a k fixed at 3 has the wrong shape
             _module_case((2, 512, 3, 4), 2, gamma=3, b=2),  # γ, b passed on: k = 3, not ψ(512) = 5
+            _module_case((2, 4, 3, 5), 3),        # boundary: ψ(4) = 1, a single tap
+            _module_case((3, 8, 1, 1), 4),        # boundary: a 1×1 map
         ],
         mistakes=[
             Mistake("max pooling instead of the global average over space",

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "02_bam"  # exercises/02_bam.ipynb holds these exercises, in this order
 __all__ = ["check_bam_fuse", "check_dilated_conv", "check_bam_block"]
@@ -69,6 +70,8 @@ check_bam_fuse = register(
             _fuse_case(3, 3, 5, 7, 0),
             _fuse_case(1, 6, 5, 9, 1),   # batch 1: there the wrong axis happens to be right
             _fuse_case(4, 4, 6, 3, 2),
+            _fuse_case(5, 5, 1, 6, 3),   # boundary: a single row (B = C, see above)
+            _fuse_case(1, 1, 4, 1, 4),   # boundary: one channel, one column
         ],
         mistakes=[
             Mistake("sum and product swapped: σ(Mc + Ms) is the paper's form, the code (and this "
@@ -120,6 +123,8 @@ check_dilated_conv = register(
             _conv_case((2, 3, 9, 11), 4, 2, 0),   # d = 2: "d = 4 hard-coded" fails here
             _conv_case((1, 2, 13, 10), 3, 3, 1),  # batch 1, odd d: taps d + 1 apart differ
             _conv_case((2, 4, 12, 14), 2, 4, 2),  # BAM's d = 4 on a map barely larger than 2d
+            _conv_case((2, 3, 5, 4), 2, 1, 3),    # boundary: d = 1, an ordinary 3×3 conv
+            _conv_case((1, 2, 3, 6), 3, 2, 4),    # boundary: H = 2d - 1, the smallest padding 1 keeps
         ],
         mistakes=[
             Mistake("dilation 1 instead of the given dilation: the taps are next to each other "
@@ -204,6 +209,8 @@ check_bam_block = register(
             _block_case((2, 16, 9, 11), 0, reduction_ratio=4, dilation=2),
             _block_case((1, 32, 10, 10), 1),                    # the defaults: r = 16, d = 4
             _block_case((3, 24, 7, 12), 2, reduction_ratio=8, dilation=3),
+            # boundaries: d = 1, C / r = 1 hidden channel (the default r = 16 on C = 16)
+            _block_case((2, 16, 5, 6), 3, dilation=1),
         ],
         mistakes=[
             Mistake("max pooling in the channel branch instead of the global average",

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 
 from attn_tutorial._init import resnet_conv_bn_init
-from attn_tutorial.checks._core import Case, Mistake, Checker, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Mistake, Checker, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "03_psa"  # exercises/03_psa.ipynb holds these exercises, in this order
 __all__ = ["check_psa_param_count", "check_scale_weights", "check_psa_module"]
@@ -74,6 +75,12 @@ check_psa_param_count = register(
             _count_case(128, 256, (3, 5, 7, 9), (1, 4, 8, 16), 16),  # in != planes
             _count_case(36, 108, (3, 5, 7), (1, 3, 6), 4),           # three scales
             _count_case(64, 64, (3, 5, 7, 9), (1, 1, 1, 1), 4),      # dense, as the zoo's PSA
+            # boundaries: a single scale; planes / S = 24 with r = 5 (remainder 4)
+            _count_case(16, 32, (3,), (1,), 4),
+            _count_case(24, 72, (3, 5, 7), (1, 2, 4), 5),
+            # the default se_reduction = 16: called with four arguments
+            Case("in 64, planes 128, k (3, 5, 7, 9), g (1, 4, 8, 16), r not given (16)",
+                 lambda g: (64, 128, (3, 5, 7, 9), (1, 4, 8, 16))),
         ],
         mistakes=[
             Mistake("a separate SE per branch: the official code shares one SE by all the scales",
@@ -112,6 +119,8 @@ def ref_scale_weights(feats: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
         hidden = F.relu(hidden)
     z = einsum(hidden, w2, "b s d, c d -> b s c") + b2
     scores = torch.sigmoid(z) if sigmoid else z
+    if softmax == "negated":  # exp(max − s): the stable-softmax shift the wrong way round
+        return (-scores).softmax(dim=1)
     if softmax == "scale":
         return scores.softmax(dim=1)
     if softmax == "channel":
@@ -142,6 +151,8 @@ check_scale_weights = register(
             _weights_case(2, 4, 16, 5, 7, 4, 0),
             _weights_case(1, 3, 12, 6, 5, 3, 1),   # batch 1, three scales
             _weights_case(3, 4, 8, 7, 7, 2, 2),
+            _weights_case(2, 1, 6, 3, 4, 2, 3),   # boundary: a single scale (its weight is 1)
+            _weights_case(1, 3, 5, 1, 1, 1, 4),   # boundary: a 1×1 map, one hidden unit
         ],
         mistakes=[
             Mistake("softmax over the channels instead of over the scales",
@@ -151,6 +162,9 @@ check_scale_weights = register(
             Mistake("no softmax: the sigmoid scores are used as they are, so the scales do not "
                     "compete", partial(ref_scale_weights, softmax="none")),
             Mistake("max instead of mean pooling", partial(ref_scale_weights, pool="max")),
+            Mistake("your answer computes the softmax of −scores over the scales: the "
+                    "stable-softmax shift written max − s instead of s − max",
+                    partial(ref_scale_weights, softmax="negated")),
             Mistake("the ReLU between the two SE layers missing",
                     partial(ref_scale_weights, relu=False)),
         ],
@@ -239,6 +253,12 @@ check_psa_module = register(
                  _x((3, 8, 5, 6)), seed=2,
                  build={"in_channels": 8, "planes": 24, "conv_kernels": (3, 5, 7),
                         "conv_groups": (1, 2, 4), "se_reduction": 4}),
+            # boundaries: a single scale; a 1×1 map
+            Case("PSA(8, 8, kernels (3,), groups (1,), r 4), x 2×8×4×3", _x((2, 8, 4, 3)),
+                 seed=3, build={"in_channels": 8, "planes": 8, "conv_kernels": (3,),
+                                "conv_groups": (1,), "se_reduction": 4}),
+            Case("PSA(16, 64), x 2×16×1×1", _x((2, 16, 1, 1)), seed=4,
+                 build={"in_channels": 16, "planes": 64}),
         ],
         mistakes=[
             Mistake("natural concat order [k3, k5, k7, k9]: the official code puts the largest "

@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "04_scconv"  # exercises/04_scconv.ipynb holds these exercises, in this order
 __all__ = ["check_nearest_rows", "check_calibration_gate", "check_scconv"]
@@ -46,6 +47,8 @@ def ref_nearest_rows(out_size: int, in_size: int, *, rule: str = "floor") -> lis
     if rule == "round":
         return [min((2 * d * in_size + out_size) // (2 * out_size), in_size - 1)
                 for d in range(out_size)]
+    if rule == "python round":  # round() of the float: half to even, not clamped
+        return [round(d * in_size / out_size) for d in range(out_size)]
     return [d // (out_size // in_size) for d in range(out_size)]
 
 
@@ -65,12 +68,19 @@ check_nearest_rows = register(
             _rows_case(13, 3),   # W = 13, r = 4
             _rows_case(8, 2),    # divisible: every rule but "half" and "round" agree
             _rows_case(7, 3),    # r = 2, 7 rows: "repeat" runs past the last row
+            # boundaries: one source row, out = in, remainders 11 % 3 = 2 and 14 % 4 = 2
+            _rows_case(4, 1),
+            _rows_case(5, 5),
+            _rows_case(11, 3),
+            _rows_case(14, 4),
+            _rows_case(44, 30),  # d · (30/44) in floating point truncates below d·30 // 44
         ],
         mistakes=[
             Mistake("half-pixel centres ⌊(d + 0.5)·in/out⌋ ('nearest-exact') instead of legacy "
                     "nearest ⌊d·in/out⌋", partial(ref_nearest_rows, rule="half")),
             Mistake("rounded d·in/out to the nearest index instead of taking the floor",
-                    partial(ref_nearest_rows, rule="round")),
+                    partial(ref_nearest_rows, rule="round"),
+                    variants=(partial(ref_nearest_rows, rule="python round"),)),
             Mistake("each pooled row repeated out // in times (indices run past the last row "
                     "when the size is not divisible)", partial(ref_nearest_rows, rule="repeat")),
         ],
@@ -127,6 +137,8 @@ check_calibration_gate = register(
             _gate_case((2, 6, 9, 13), 4, 0),   # H % r, W % r != 0: ceil mode, scale_factor, bilinear
             _gate_case((1, 4, 8, 8), 4, 1),    # batch 1, divisible: scale_factor is right here
             _gate_case((3, 5, 7, 10), 2, 2),   # r = 2, odd channels
+            _gate_case((2, 3, 5, 6), 1, 3),    # boundary: r = 1, no pooling at all
+            _gate_case((1, 3, 11, 6), 4, 4),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",
@@ -216,6 +228,10 @@ check_scconv = register(
             _module_case((2, 4, 9, 13), 1, 4, 0),   # non-divisible, stride 1
             _module_case((1, 6, 8, 8), 2, 4, 1),    # batch 1, stride 2: where the stride sits
             _module_case((2, 3, 7, 10), 2, 2, 2),   # odd sizes, stride 2, r = 2
+            _module_case((2, 3, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
+            _module_case((2, 4, 5, 6), 1, 1, 4),    # boundary: r = 1
+            # the default stride = 1, pooling_r = 4: built with the channels only
+            map_case((2, 4, 9, 8), 5, ", stride and r not given (1, 4)", build={"channels": 4}),
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",

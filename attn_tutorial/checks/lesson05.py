@@ -20,7 +20,8 @@ from einops import einsum, rearrange
 from torch import nn
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "05_danet"  # exercises/05_danet.ipynb holds these exercises, in this order
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
@@ -35,15 +36,18 @@ def _flat(t: torch.Tensor, order: str) -> torch.Tensor:
 # ------------------------------------------------------------------- 1. PAM's attention
 def ref_pam_attention(q: torch.Tensor, k: torch.Tensor, *, over: str = "keys",
                       scale: bool = False, transpose: bool = False,
-                      order: str = "hw") -> torch.Tensor:
+                      order: str = "hw", negate: bool = False) -> torch.Tensor:
     """A[b, i, j] = softmax over j of Σ_d q[b, d, i] k[b, d, j]; positions row-major (h w).
 
     Knobs: ``over`` ("queries": softmax over i), ``scale`` (divide by sqrt(d)), ``transpose``
-    (rows are keys), ``order`` ("wh": positions flattened column by column).
+    (rows are keys), ``order`` ("wh": positions flattened column by column), ``negate``
+    (softmax of −energy).
     """
     energy = einsum(_flat(q, order), _flat(k, order), "b i d, b j d -> b i j")
     if scale:
         energy = energy / math.sqrt(q.shape[1])
+    if negate:  # exp(max − e): the stable-softmax shift the wrong way round
+        energy = -energy
     attention = energy.softmax(dim=-1 if over == "keys" else 1)
     return attention.transpose(1, 2) if transpose else attention
 
@@ -56,6 +60,14 @@ def _qk_case(b: int, d: int, h: int, w: int, seed: int) -> Case:
     return Case(f"q, k {b}×{d}×{h}×{w}", make, seed=seed)
 
 
+def _columns_sum_to_one(out, q, k) -> bool:
+    """An N×N map whose columns (one key, all queries) sum to 1: a softmax over the queries,
+    whatever else was done."""
+    n = q.shape[2] * q.shape[3]
+    return tuple(out.shape) == (q.shape[0], n, n) and \
+        bool(torch.allclose(out.sum(dim=1), torch.ones((), dtype=out.dtype)))
+
+
 check_pam_attention = register(
     Checker(
         "pam_attention",
@@ -66,16 +78,21 @@ check_pam_attention = register(
             _qk_case(2, 4, 3, 5, 0),  # non-square: the column-major flattening shows
             _qk_case(1, 2, 4, 4, 1),  # batch 1; d = 2: the 1/sqrt(d) scaling shows
             _qk_case(3, 3, 5, 2, 2),
+            _qk_case(2, 3, 1, 1, 3),  # boundary: a 1×1 map, a single key (every weight is 1)
+            _qk_case(2, 1, 1, 5, 4),  # boundary: d = 1, a single row
         ],
         mistakes=[
             Mistake("softmax over the query axis instead of the key axis (each row must sum "
-                    "to 1 over the keys)", partial(ref_pam_attention, over="queries")),
+                    "to 1 over the keys)", partial(ref_pam_attention, over="queries"),
+                    holds=_columns_sum_to_one),
             Mistake("energy scaled by 1/sqrt(d): DANet's PAM does not scale",
                     partial(ref_pam_attention, scale=True)),
             Mistake("map transposed: rows must be the queries i, columns the keys j",
                     partial(ref_pam_attention, transpose=True)),
             Mistake("positions flattened column by column (w h) instead of row by row (h w)",
                     partial(ref_pam_attention, order="wh")),
+            Mistake("your answer computes softmax(−energy): the stable-softmax shift written "
+                    "max − e instead of e − max", partial(ref_pam_attention, negate=True)),
         ],
     )
 )
@@ -117,6 +134,8 @@ check_pam_aggregate = register(
             _aggregate_case(2, 6, 3, 5, 0),
             _aggregate_case(1, 8, 4, 4, 1),
             _aggregate_case(3, 5, 2, 7, 2),
+            _aggregate_case(2, 3, 1, 1, 3),   # boundary: a single position
+            _aggregate_case(1, 4, 1, 5, 4),   # boundary: a single row
         ],
         mistakes=[
             Mistake("A instead of Aᵀ: out[:, :, i] must sum A[i, j]·v[:, :, j] over the keys j, "
@@ -129,7 +148,8 @@ check_pam_aggregate = register(
 
 
 # ------------------------------------------------------------------- 3. CAM's attention
-def ref_cam_attention(x: torch.Tensor, form: str = "official", *, swap: bool = False,
+def ref_cam_attention(x: torch.Tensor, form: str | None = None, *, default: str = "official",
+                      swap: bool = False,
                       ignore_form: str = "", over: str = "last", max_over: str = "last",
                       mean: bool = False) -> torch.Tensor:
     """E = f fᵀ (B×C×C, f = x as B×C×N). ``form="official"``: softmax over c' of
@@ -138,8 +158,9 @@ def ref_cam_attention(x: torch.Tensor, form: str = "official", *, swap: bool = F
     Knobs: ``swap`` (each form gives the other's answer), ``ignore_form`` ("official" or
     "paper": that form whatever was asked), ``over`` ("first": softmax over c, columns sum to
     1), ``max_over`` ("first": the official max taken over c), ``mean`` (E averaged over the
-    N positions instead of summed).
+    N positions instead of summed), ``default`` (the form used when none is given).
     """
+    form = default if form is None else form
     f = rearrange(x, "b c h w -> b c (h w)")
     energy = einsum(f, f, "b c n, b k n -> b c k")
     if mean:
@@ -172,14 +193,22 @@ check_cam_attention = register(
             _cam_case((1, 5, 4, 4), "paper", 1),
             _cam_case((3, 4, 5, 3), "official", 2),
             _cam_case((2, 7, 2, 3), "paper", 3),
+            _cam_case((2, 1, 3, 4), "official", 4),   # boundary: a single channel
+            # the default form = "official": called with x alone
+            Case("x 2×5×3×3, form not given (default 'official')",
+                 lambda g: (0.3 * torch.randn(2, 5, 3, 3, generator=g, dtype=torch.float64),),
+                 seed=5),
         ],
         mistakes=[
-            Mistake("softmax(+E) and softmax(-E) swapped for the form asked: the official code "
-                    "computes softmax(max - E) = softmax(-E), the paper softmax(E)",
+            Mistake("for form='official' your answer computes softmax(E) and for form='paper' "
+                    "softmax(-E): softmax(+E) and softmax(-E) swapped for the form asked (the "
+                    "official code computes softmax(max - E) = softmax(-E), the paper softmax(E))",
                     partial(ref_cam_attention, swap=True)),
-            Mistake("form ignored: always the official softmax(max - E)",
-                    partial(ref_cam_attention, ignore_form="official")),
-            Mistake("form ignored: always the paper's softmax(E)",
+            Mistake("for form='paper' your answer computes softmax(-E) too, the official form: "
+                    "the form ignored", partial(ref_cam_attention, ignore_form="official")),
+            Mistake("for form='official' your answer computes softmax(E), the paper's form (a "
+                    "shift E - max instead of max - E gives it too): the official code computes "
+                    "softmax(max - E) = softmax(-E)",
                     partial(ref_cam_attention, ignore_form="paper")),
             Mistake("softmax over the first channel axis c (columns sum to 1) instead of c'",
                     partial(ref_cam_attention, over="first")),
@@ -188,6 +217,8 @@ check_cam_attention = register(
                     partial(ref_cam_attention, max_over="first")),
             Mistake("energy averaged over the positions instead of summed",
                     partial(ref_cam_attention, mean=True)),
+            Mistake("called without a form, your answer computes the paper's softmax(E): the "
+                    "default is form='official'", partial(ref_cam_attention, default="paper")),
         ],
     )
 )
@@ -263,10 +294,10 @@ class PAMChecker(ModuleChecker):
     def _runs_reference(self, subject, case: Case) -> bool:
         return subject is self.reference and case.name not in self.fresh
 
-    def _measure(self, module: nn.Module, case: Case, args: tuple) -> dict:
+    def _measure(self, module: nn.Module, case: Case, args: tuple, what: str = "") -> dict:
         # the number of query/key channels first: it says what is wrong when they differ
         return {QK: int(module.state_dict()["query.weight"].shape[0]),
-                **super()._measure(module, case, args)}
+                **super()._measure(module, case, args, what)}
 
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = False) -> Case:
@@ -278,6 +309,8 @@ _MODULE_CASES = [
     _module_case((2, 16, 3, 5), 0),
     _module_case((1, 24, 4, 4), 1),
     _module_case((2, 16, 5, 3), 2, fresh=True),
+    _module_case((2, 8, 3, 4), 3),   # boundary: C = 8, a single query/key channel
+    _module_case((3, 16, 1, 1), 4),  # boundary: a 1×1 map, a single key
 ]
 
 check_pam_module = register(
@@ -287,7 +320,8 @@ check_pam_module = register(
         tier="build",
         reference=PAMReference,
         cases=_MODULE_CASES,
-        gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3},
+        gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3,
+                _MODULE_CASES[3].name: 0.9, _MODULE_CASES[4].name: -0.6},
         fresh={_MODULE_CASES[2].name},
         mistakes=[
             Mistake("gamma initialised to 1 instead of 0: a fresh PAM must be the identity",

@@ -21,7 +21,8 @@ import torch.nn as nn
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
 __all__ = ["check_overlapping_grid", "check_emsa_weights", "check_emsa_module"]
@@ -68,6 +69,13 @@ check_overlapping_grid = register(
             _grid_case(9, 6, 8),     # non-square, smaller than two strides
             _grid_case(7, 10, 3),    # odd stride: ⌈H/3⌉ is not the conv's grid
             _grid_case(16, 12, 4),   # divisible sides: kernel s or padding 0 still differ
+            # boundaries: stride 1 (kernel 2, padding 0), a side of 1, remainders 3 and 2
+            _grid_case(5, 7, 1),
+            _grid_case(1, 4, 2),
+            _grid_case(11, 14, 4),
+            # H = 1 with an odd stride: the numerator 1 + 2 − 4 is negative, ⌊−1/3⌋ = −1, so
+            # H' = 0 (int() would truncate toward 0 and give 1)
+            _grid_case(1, 4, 3),
         ],
         mistakes=[
             Mistake("kernel sr instead of sr+1 (a PVT-style kernel = stride conv)",
@@ -84,17 +92,21 @@ check_overlapping_grid = register(
 
 
 # --------------------------------------------------------------- 2. EMSA's weights
-def _instance_norm(a: torch.Tensor) -> torch.Tensor:
-    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance 1."""
+def _instance_norm(a: torch.Tensor, unbiased: bool = False,
+                   eps_inside: bool = True) -> torch.Tensor:
+    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance 1.
+    Knobs: ``unbiased`` (the variance divided by N·M − 1), ``eps_inside`` (False: σ + ε)."""
     mean = a.mean(dim=(-2, -1), keepdim=True)
-    var = a.var(dim=(-2, -1), unbiased=False, keepdim=True)
+    var = a.var(dim=(-2, -1), unbiased=unbiased, keepdim=True)
+    if not eps_inside:
+        return (a - mean) / (torch.sqrt(var) + 1e-5)
     return (a - mean) / torch.sqrt(var + 1e-5)
 
 
 def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weight: torch.Tensor,
                      mix_bias: torch.Tensor, *, split: str = "(h d)", scale: str = "d",
                      order: str = "mix softmax norm", softmax_over: str = "keys",
-                     one_head_transform: bool = False) -> torch.Tensor:
+                     one_head_transform: bool = False, norm: str = "biased") -> torch.Tensor:
     """EMSA's weights B×h×N×M from q (B×N×C) and k (B×M×C), h heads of width d = C/h.
 
     logits = q·kᵀ·d^−½ per head (heads the slow factor of C); for h > 1: a 1×1 conv over the
@@ -119,7 +131,10 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
 
     if num_heads == 1 and not one_head_transform:
         return logits.softmax(dim=dim)
-    steps = {"mix": mix, "softmax": lambda a: a.softmax(dim=dim), "norm": _instance_norm}
+    def instance_norm(a: torch.Tensor) -> torch.Tensor:
+        return _instance_norm(a, unbiased=norm == "unbiased", eps_inside=norm != "eps outside")
+
+    steps = {"mix": mix, "softmax": lambda a: a.softmax(dim=dim), "norm": instance_norm}
     out = logits
     for step in order.split():
         out = steps[step](out)
@@ -148,6 +163,8 @@ check_emsa_weights = register(
             _weights_case(1, 15, 6, 12, 3, 1),   # batch 1, three heads of width 4
             _weights_case(2, 10, 10, 6, 1, 2),   # one head: the transform is off
             _weights_case(1, 7, 3, 16, 4, 3),
+            _weights_case(2, 5, 1, 6, 2, 4),     # boundary: a single key
+            _weights_case(1, 6, 3, 4, 4, 5),     # boundary: heads of width d = 1
         ],
         mistakes=[
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
@@ -165,6 +182,10 @@ check_emsa_weights = register(
                     partial(ref_emsa_weights, softmax_over="queries")),
             Mistake("head mixing and InstanceNorm applied with one head (the authors' code "
                     "turns them off)", partial(ref_emsa_weights, one_head_transform=True)),
+            Mistake("InstanceNorm with the unbiased variance (÷ (N·M − 1)): InstanceNorm "
+                    "divides by N·M", partial(ref_emsa_weights, norm="unbiased")),
+            Mistake("ε outside the square root, (a − mean) / (σ + ε): InstanceNorm divides by "
+                    "√(σ² + ε)", partial(ref_emsa_weights, norm="eps outside")),
         ],
     )
 )
@@ -235,6 +256,8 @@ check_emsa_module = register(
             _map_case((1, 12, 9, 6), 3, 4, 1),   # batch 1, a 3×2 key grid
             _map_case((1, 8, 5, 5), 1, 2, 2),    # one head: no head mixing
             _map_case((2, 8, 4, 5), 2, 1, 3),    # sr 1: keys are the tokens, no sr conv
+            _map_case((2, 8, 7, 6), 2, 4, 4),    # boundary: remainders 7 % 4 = 3, 6 % 4 = 2
+            _map_case((2, 4, 5, 5), 4, 2, 5),    # boundary: heads of width d = 1
         ],
         mistakes=[
             Mistake("padding 0 in the reduction conv (kernel sr+1, stride sr needs padding "

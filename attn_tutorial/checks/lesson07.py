@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, ModuleChecker, _load_by_name, \
-    register
+from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._modules import ModuleChecker, _load_by_name
 
 NOTEBOOK = "07_external"  # exercises/07_external.ipynb holds these exercises, in this order
 __all__ = ["check_double_normalise", "check_external_attention", "check_ea_block"]
@@ -34,7 +34,8 @@ PIXELS, MEMORY = -2, -1  # the axes of B×N×S weights
 
 # ------------------------------------------------------------ 1. the double normalisation
 def ref_double_normalise(logits: torch.Tensor, *, softmax_over: str = "pixels",
-                         l1_over: str | None = "memory", eps: float = EPS) -> torch.Tensor:
+                         l1_over: str | None = "memory", eps: float = EPS,
+                         eps_how: str = "add") -> torch.Tensor:
     """softmax over the N pixels (axis −2), then divide by (eps + the sum over the S slots).
 
     Knobs: ``softmax_over`` ("memory": axis −1; "all": one softmax over N·S entries),
@@ -48,6 +49,8 @@ def ref_double_normalise(logits: torch.Tensor, *, softmax_over: str = "pixels",
     if l1_over is None:
         return attn
     axis = MEMORY if l1_over == "memory" else PIXELS
+    if eps_how == "floor":  # F.normalize(p=1): the sum floored at 1e-12, no ε added
+        return F.normalize(attn, p=1, dim=axis)
     return attn / (eps + attn.sum(dim=axis, keepdim=True))
 
 
@@ -68,8 +71,9 @@ def _logits_case(b: int, n: int, s: int, seed: int, sunk: int | None = None) -> 
 SOFTMAX_OVER_MEMORY = "softmax over the memory slots instead of over the pixels"
 AXES_SWAPPED = ("l1 over the pixels and softmax over the memory: both axes swapped "
                 "(the official code's dim=-1 and dim=1 used on tokens-first weights)")
-EPS_FORGOTTEN = ("ε = 1e-9 forgotten in the l1 step: a pixel with tiny weights in every slot is "
-                 "blown up to sum 1 (and one whose weights underflow to 0 gives 0/0 = NaN)")
+EPS_FORGOTTEN = ("ε = 1e-9 forgotten in the l1 step (or F.normalize(p=1), whose floor of 1e-12 "
+                 "is not + ε): a pixel with tiny weights in every slot is blown up toward sum 1 "
+                 "(weights that underflow to 0 give 0/0 = NaN without ε)")
 SOFTMAX_ALONE = ("softmax alone: the l1 normalisation over the memory slots is missing (an l1 "
                  "over the pixels after the softmax over them changes nothing)")
 
@@ -84,15 +88,20 @@ check_double_normalise = register(
             _logits_case(1, 20, 5, 1),          # batch 1, S < N
             _logits_case(3, 6, 16, 2),          # more slots than pixels
             _logits_case(2, 35, 6, 3, sunk=4),  # only ε keeps pixel 4's weights tiny
+            _logits_case(2, 9, 1, 4),           # boundary: a single memory slot
+            _logits_case(1, 1, 5, 5),           # boundary: a single pixel
         ],
         mistakes=[
             Mistake(SOFTMAX_OVER_MEMORY, partial(ref_double_normalise, softmax_over="memory")),
             Mistake(AXES_SWAPPED, partial(ref_double_normalise, softmax_over="memory",
                                           l1_over="pixels")),
-            Mistake(EPS_FORGOTTEN, partial(ref_double_normalise, eps=0.0)),
+            Mistake(EPS_FORGOTTEN, partial(ref_double_normalise, eps=0.0),
+                    variants=(partial(ref_double_normalise, eps_how="floor"),)),
             Mistake(SOFTMAX_ALONE, partial(ref_double_normalise, l1_over=None)),
-            Mistake("one softmax over all pixels and slots together instead of over the pixels",
-                    partial(ref_double_normalise, softmax_over="all")),
+            Mistake("one softmax over all pixels and slots together instead of over the pixels "
+                    "(with or without the l1 step after it)",
+                    partial(ref_double_normalise, softmax_over="all"),
+                    variants=(partial(ref_double_normalise, softmax_over="all", l1_over=None),)),
         ],
     )
 )
@@ -137,6 +146,8 @@ check_external_attention = register(
             _core_case(2, 63, 16, 8, 0),
             _core_case(1, 20, 12, 5, 1),   # batch 1; S ≠ C catches an untransposed memory
             _core_case(3, 9, 6, 24, 2),    # more slots than channels and than pixels
+            _core_case(2, 5, 4, 1, 3),     # boundary: a single memory slot
+            _core_case(1, 1, 6, 4, 4),     # boundary: a single pixel
         ],
         mistakes=[
             Mistake(SCALED, partial(ref_external_attention, scale=True)),
@@ -188,8 +199,6 @@ class EABlockReference(nn.Module):
         return x + F.relu(branch) if self.relu_first else F.relu(x + branch)
 
 
-STEP_LR = 0.1
-STEPPED = "memory_key.weight after one SGD step"
 
 
 class _TiedState:
@@ -211,9 +220,13 @@ class _TiedState:
 
 
 class TiedModuleChecker(ModuleChecker):
-    """A module checker that also takes one SGD step (lr 0.1) on the loss ``(output * g).sum()``
-    and compares ``memory_key.weight`` after it: with tied memories it moves by the gradient of
-    both of its uses (as M_k and as M_vᵀ), with untied ones by its use as M_k only."""
+    """A module checker for tied memories: the learner's module is built in float64 (a dtype
+    conversion would undo a tie made by shared storage) and a second memory of M_v's shape starts
+    as M_kᵀ. The engine compares the gradient of ``memory_key.weight`` and one SGD step: tied, it
+    moves by the gradient of both of its uses (as M_k and as M_vᵀ), untied by its use as M_k
+    only."""
+
+    parameter_gradients = False
 
     def _build(self, subject, case):
         # built in float64 so that .double() has nothing to convert: a conversion gives every
@@ -227,26 +240,6 @@ class TiedModuleChecker(ModuleChecker):
 
     def _load(self, module, ref, case):
         _load_by_name(module, _TiedState(module, ref))
-
-    def _measure(self, module, case, args):
-        x = args[0].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = module(x)
-            if not isinstance(out, torch.Tensor) or not out.requires_grad \
-                    or out.dtype != torch.float64 or out.device != x.device:
-                return {"output": out}
-            g = torch.randn(out.shape, generator=torch.Generator().manual_seed(case.seed + 1),
-                            dtype=out.dtype)
-            params = [p for p in module.parameters() if p.requires_grad]
-            grads = torch.autograd.grad(out, [x, *params], g, allow_unused=True)
-        with torch.no_grad():  # one plain SGD step; shared storage receives every update
-            for p, grad in zip(params, grads[1:]):
-                if grad is not None:
-                    p.add_(grad, alpha=-STEP_LR)
-        stepped = module.state_dict().get("memory_key.weight")
-        return {"output": out.detach(),
-                "gradient w.r.t. the input": torch.zeros_like(x) if grads[0] is None else grads[0],
-                STEPPED: stepped.detach().clone() if stepped is not None else None}
 
 
 def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
@@ -263,6 +256,9 @@ check_ea_block = register(
             _block_case((2, 16, 7, 9), 8, 0),
             _block_case((1, 12, 5, 6), 5, 1),   # batch 1 (eval mode: BN uses running stats)
             _block_case((3, 8, 4, 5), 16, 2),   # more slots than channels
+            _block_case((2, 6, 3, 4), 1, 3),    # boundary: a single memory slot
+            # the default memory_size = 64: built with the channels only
+            map_case((2, 8, 3, 5), 4, ", S not given (64)", build={"channels": 8}),
         ],
         mistakes=[
             Mistake("untied memories: M_v is a parameter of its own, so one optimiser step "
