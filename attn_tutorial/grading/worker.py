@@ -128,6 +128,8 @@ def _put_back(saved) -> list[str]:
     adds them); names added to a class or a checker are removed (they could shadow a method)."""
     import types
 
+    from attn_tutorial.checks._isolation import _by_torch  # torch rebinding its own names
+
     changed = []
     for obj, before, ours in saved:
         is_module = isinstance(obj, types.ModuleType)
@@ -144,9 +146,7 @@ def _put_back(saved) -> list[str]:
                     setattr(obj, name, old)
             except (AttributeError, TypeError):
                 continue
-            from_torch = isinstance(value, types.ModuleType) or str(
-                getattr(value, "__module__", "") or "").startswith("torch")
-            if ours or not from_torch:
+            if ours or not _by_torch(value):
                 changed.append(f"{label}.{name}")
         for name in before.keys() - now.keys():
             setattr(obj, name, before[name])
