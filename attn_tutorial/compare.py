@@ -76,11 +76,14 @@ class Comparison:
         return [asdict(row) for row in self.rows]
 
     def table(self, timings: bool = True) -> str:
-        """A plain-text table; ``timings=False`` leaves out the machine-dependent columns."""
+        """A plain-text table; ``timings=False`` leaves out the machine-dependent columns.
+
+        Each scored row gives its metric untrained and trained, its chance level and its null
+        (what the trained metric must beat; "-" when the scorer has none)."""
         head = f"{'mechanism':<10} {'params':>7} {'MFLOPs':>7}"
         if timings:
             head += f" {'ms/step':>8} {'train s':>8}"
-        head += f" {'acc':>5}  {'metric (untrained -> trained, chance)'}"
+        head += f" {'acc':>5}  {'metric (untrained -> trained, chance, null)'}"
         lines = [head, "-" * len(head)]
         for r in self.rows:
             line = f"{r.mechanism:<10} {r.params:>7} {r.flops / 1e6:>7.2f}"
@@ -90,8 +93,9 @@ class Comparison:
             if math.isnan(r.metric_trained):
                 line += "-"
             else:
+                null = "-" if math.isnan(r.null) else f"{r.null:.2f}"
                 line += (f"{r.metric}: {r.metric_untrained:.2f} -> {r.metric_trained:.2f} "
-                         f"(chance {r.chance:.2f})")
+                         f"(chance {r.chance:.2f}, null {null})")
             lines.append(line)
         return "\n".join(lines)
 

@@ -57,6 +57,11 @@ def test_rows_for_builtin_and_learner_module(my_gate):
     assert result["eca"].chance == pytest.approx(3 / 31)
     text = result.table(timings=False)
     assert "my_gate" in text and "ms/step" not in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("my_gate"))
+    # the learner's row shows accuracy, the metric trained, its chance and its null
+    assert f"{mine.accuracy:.2f}" in line and f"-> {mine.metric_trained:.2f}" in line
+    assert f"chance {mine.chance:.2f}" in line and f"null {mine.null:.2f}" in line
+    assert "null" in text.splitlines()[0]
     axes = result.plot()
     assert len(axes) == 2
     matplotlib.pyplot.close("all")
