@@ -215,8 +215,8 @@ check_crossover = register(
         tier="predict",
         reference=ref_crossover,
         cases=[_config_case(c, s, i, note) for i, (c, s, note) in enumerate(_CONFIGS)] + [
-            _config_case(512, None, 90, "default S"),
-            _config_case(9, None, 91, "default S, C % 8 = 1"),
+            _config_case(512, None, 90),
+            _config_case(9, None, 91, "C % 8 = 1"),
         ],
         mistakes=[
             Mistake("the closed form ⌊2C/3 + 16S/9⌋ + 1 used for every C: it takes PAM's query "
