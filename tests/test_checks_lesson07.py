@@ -148,14 +148,18 @@ def _double_norm(logits):  # b n s, tokens first
 class _Block(nn.Module):
     """A learner's block: plain tensor calls, the tie as one parameter used twice."""
 
-    def __init__(self, channels, memory_size=64):
+    def __init__(self, channels, memory_size=64, tie_memories=True):
         super().__init__()
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.memory_key = nn.Linear(channels, memory_size, bias=False)
+        if not tie_memories:
+            self.memory_value = nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(channels)
 
     def value(self):
+        if hasattr(self, "memory_value"):
+            return self.memory_value.weight
         return self.memory_key.weight.T
 
     def branch(self, x):
@@ -170,12 +174,17 @@ class _Block(nn.Module):
 
 
 class LearnerUntied(_Block):
-    def __init__(self, channels, memory_size=64):
-        super().__init__(channels, memory_size)
-        self.mv = nn.Parameter(torch.randn(channels, memory_size))
+    """Always two memories, whatever tie_memories says."""
 
-    def value(self):
-        return self.mv
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories=False)
+
+
+class LearnerAlwaysTied(_Block):
+    """One memory, whatever tie_memories says."""
+
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories=True)
 
 
 class LearnerReluFirst(_Block):
@@ -186,10 +195,11 @@ class LearnerReluFirst(_Block):
 class LearnerTiedByStorage(_Block):
     """The authors' way: a second Conv1d-shaped memory whose weight is a view of M_k's storage."""
 
-    def __init__(self, channels, memory_size=64):
-        super().__init__(channels, memory_size)
-        self.memory_value = nn.Linear(memory_size, channels, bias=False)
-        self.memory_value.weight = nn.Parameter(self.memory_key.weight.data.t())
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories)
+        if tie_memories:
+            self.memory_value = nn.Linear(memory_size, channels, bias=False)
+            self.memory_value.weight = nn.Parameter(self.memory_key.weight.data.t())
 
     def value(self):
         return self.memory_value.weight
@@ -252,16 +262,17 @@ def test_untied_memories_agree_before_the_step_and_differ_after_it(capsys):
     match; only M_k after one SGD step tells the two forms apart."""
     CHECKERS["check_ea_block"](LearnerUntied)
     out = capsys.readouterr().out
-    # one line per case
+    # one line per case that asks for the tie; the untied cases pass
+    tied = [c for c in CHECKERS["check_ea_block"].cases if c.build.get("tie_memories", True)]
     assert out.count("`memory_key.weight` after one SGD step (lr 0.1): wrong values") \
-        == len(CHECKERS["check_ea_block"].cases)
+        == len(tied) == len(CHECKERS["check_ea_block"].cases) - 2
     assert "output:" not in out and "gradient" not in out
 
 
 def test_a_missing_parameter_is_reported_by_name(capsys):
     class NoNorm(_Block):
-        def __init__(self, channels, memory_size=64):
-            super().__init__(channels, memory_size)
+        def __init__(self, channels, memory_size=64, tie_memories=True):
+            super().__init__(channels, memory_size, tie_memories)
             del self.norm
 
         def branch(self, x):
@@ -420,3 +431,8 @@ def test_a_float32_answer_to_a_float64_case_and_back_fails_on_the_float64_cases_
     assert_fails_only_on("check_double_normalise", double_normalise,
                          [c.name for c in CHECKERS["check_double_normalise"].cases
                           if "float32" not in c.name])
+
+
+def test_a_block_that_ignores_tie_memories_false_fails_on_the_untied_cases_only():
+    lines = assert_fails_only_on("check_ea_block", LearnerAlwaysTied, ["tie_memories=False"])
+    assert all("memory_value.weight" in line for line in lines if line.startswith("✗"))

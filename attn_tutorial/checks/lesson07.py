@@ -11,9 +11,11 @@
    needs fewer FLOPs than DANet's PAM, by the cost model's counts, for a configuration (C, S).
 3. ``check_multi_head_external_attention`` (extend): external attention over tokens B×N×C split
    into heads of width d = C/heads, one pair of memories (S×d, d×S) shared by all heads.
-4. ``check_ea_block`` (a module exercise): the EANet block with the memories tied as the
-   authors' code ties them. Besides the output and the input gradient, the checker takes one
-   SGD step and compares M_k after it: tied memories move by the gradients of both uses.
+4. ``check_ea_block`` (a module exercise): the EANet block with ``tie_memories`` (True: M_v =
+   M_kᵀ as the authors' code ties them; False: M_v its own parameter, the paper's two layers;
+   the lesson builds the tied form only). Besides the output and the input gradient, the
+   checker takes one SGD step and compares M_k after it: tied memories move by the gradients of
+   both uses.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The per-case comments say which case catches which slip.
@@ -321,20 +323,23 @@ SCALED = "logits scaled by 1/√d (d = C) as in self-attention: external attenti
 
 
 class EABlockReference(nn.Module):
-    """``relu(x + norm(conv_out(M_v · double_normalise(M_k · conv_in(x)))))``, M_v = M_kᵀ.
+    """``relu(x + norm(conv_out(M_v · double_normalise(M_k · conv_in(x)))))``; M_v = M_kᵀ
+    when ``tie_memories`` (the authors' code), else its own parameter (the paper's two layers).
 
     Parameters by name: ``conv_in`` (1×1 conv with bias), ``memory_key`` (Linear C→S, no bias;
-    used transposed as M_v), ``conv_out`` (1×1 conv, no bias), ``norm`` (BatchNorm2d). The BN's
-    running statistics and affine weights are random, so the BN is not a near identity in eval.
+    used transposed as M_v when tied), ``memory_value`` (untied only: Linear S→C, no bias, weight
+    C×S), ``conv_out`` (1×1 conv, no bias), ``norm`` (BatchNorm2d). The BN's running statistics
+    and affine weights are random, so the BN is not a near identity in eval.
 
-    Knobs: ``tie`` (False: M_v a parameter of its own, ``memory_value``), ``relu_first``
-    (x + relu(...)), ``softmax_over`` ("memory"), ``scale`` (logits × C^-1/2).
+    Knobs: ``untie_always`` (M_v a parameter of its own even when ``tie_memories``),
+    ``relu_first`` (x + relu(...)), ``softmax_over`` ("memory"), ``scale`` (logits × C^-1/2).
     """
 
-    def __init__(self, channels: int, memory_size: int = 64, *, tie: bool = True,
-                 relu_first: bool = False, softmax_over: str = "pixels",
-                 scale: bool = False) -> None:
+    def __init__(self, channels: int, memory_size: int = 64, tie_memories: bool = True, *,
+                 untie_always: bool = False, relu_first: bool = False,
+                 softmax_over: str = "pixels", scale: bool = False) -> None:
         super().__init__()
+        tie = tie_memories and not untie_always
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.memory_key = nn.Linear(channels, memory_size, bias=False)
         self.memory_value = None if tie else nn.Linear(memory_size, channels, bias=False)
@@ -416,11 +421,16 @@ check_ea_block = register(
             _block_case((2, 6, 3, 4), 1, 3),    # boundary: a single memory slot
             # the default memory_size = 64: built with the channels only
             map_case((2, 8, 3, 5), 4, ", S not given (64)", build={"channels": 8}),
+            # untied: M_v its own parameter, with weights of its own (not M_kᵀ)
+            map_case((2, 6, 4, 3), 5, ", S = 3, tie_memories=False",
+                     build={"channels": 6, "memory_size": 3, "tie_memories": False}),
+            map_case((1, 5, 3, 5), 6, ", S = 1, tie_memories=False",
+                     build={"channels": 5, "memory_size": 1, "tie_memories": False}),
         ],
         mistakes=[
-            Mistake("untied memories: M_v is a parameter of its own, so one optimiser step "
-                    "moves M_k by its use as the key only (the authors' code ties M_v = M_kᵀ)",
-                    partial(EABlockReference, tie=False)),
+            Mistake("untied memories where tie_memories=True: M_v is a parameter of its own, so "
+                    "one optimiser step moves M_k by its use as the key only (the authors' code "
+                    "ties M_v = M_kᵀ)", partial(EABlockReference, untie_always=True)),
             Mistake("ReLU before the residual sum: the block is relu(x + BN(...)), the ReLU "
                     "comes last", partial(EABlockReference, relu_first=True)),
             Mistake(SOFTMAX_OVER_MEMORY, partial(EABlockReference, softmax_over="memory")),
