@@ -332,12 +332,13 @@ class EABlockReference(nn.Module):
     and affine weights are random, so the BN is not a near identity in eval.
 
     Knobs: ``untie_always`` (M_v a parameter of its own even when ``tie_memories``),
-    ``relu_first`` (x + relu(...)), ``softmax_over`` ("memory"), ``scale`` (logits × C^-1/2).
+    ``relu_first`` (x + relu(...)), ``softmax_over`` ("memory"), ``scale`` (logits × C^-1/2),
+    ``l1`` (False: the softmax alone).
     """
 
     def __init__(self, channels: int, memory_size: int = 64, tie_memories: bool = True, *,
                  untie_always: bool = False, relu_first: bool = False,
-                 softmax_over: str = "pixels", scale: bool = False) -> None:
+                 softmax_over: str = "pixels", scale: bool = False, l1: bool = True) -> None:
         super().__init__()
         tie = tie_memories and not untie_always
         self.conv_in = nn.Conv2d(channels, channels, 1)
@@ -345,7 +346,8 @@ class EABlockReference(nn.Module):
         self.memory_value = None if tie else nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(channels)
-        self.relu_first, self.softmax_over, self.scale = relu_first, softmax_over, scale
+        self.relu_first, self.softmax_over, self.scale, self.l1 = relu_first, softmax_over, \
+            scale, l1
         with torch.no_grad():
             self.norm.running_mean.normal_(0.0, 0.5)
             self.norm.running_var.uniform_(0.5, 2.0)
@@ -358,7 +360,7 @@ class EABlockReference(nn.Module):
         value = self.memory_key.weight.t() if self.memory_value is None \
             else self.memory_value.weight
         out = mh(tokens, self.memory_key.weight, value, 1,   # one head: the whole width C
-                 scale=self.scale, softmax_over=self.softmax_over)
+                 scale=self.scale, softmax_over=self.softmax_over, l1=self.l1)
         branch = self.norm(self.conv_out(rearrange(out, "b (h w) c -> b c h w", h=h, w=w)))
         return x + F.relu(branch) if self.relu_first else F.relu(x + branch)
 
@@ -433,7 +435,10 @@ check_ea_block = register(
                     "ties M_v = M_kᵀ)", partial(EABlockReference, untie_always=True)),
             Mistake("ReLU before the residual sum: the block is relu(x + BN(...)), the ReLU "
                     "comes last", partial(EABlockReference, relu_first=True)),
-            Mistake(SOFTMAX_OVER_MEMORY, partial(EABlockReference, softmax_over="memory")),
+            # a softmax over the slots alone differs from it followed by the l1 step by ε only:
+            # 1e-9 relative, which the BN can lift above float64's tolerance
+            Mistake(SOFTMAX_OVER_MEMORY, partial(EABlockReference, softmax_over="memory"),
+                    variants=(partial(EABlockReference, softmax_over="memory", l1=False),)),
             Mistake(SCALED, partial(EABlockReference, scale=True)),
         ],
     )
