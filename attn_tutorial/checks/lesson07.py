@@ -423,11 +423,10 @@ check_ea_block = register(
             _block_case((2, 6, 3, 4), 1, 3),    # boundary: a single memory slot
             # the default memory_size = 64: built with the channels only
             map_case((2, 8, 3, 5), 4, ", S not given (64)", build={"channels": 8}),
-            # untied: M_v its own parameter, with weights of its own (not M_kᵀ)
+            # untied: M_v its own parameter, with weights of its own (not M_kᵀ); one case, as
+            # module cases are the dearest (the tied S = 1 case covers the single slot)
             map_case((2, 6, 4, 3), 5, ", S = 3, tie_memories=False",
                      build={"channels": 6, "memory_size": 3, "tie_memories": False}),
-            map_case((1, 5, 3, 5), 6, ", S = 1, tie_memories=False",
-                     build={"channels": 5, "memory_size": 1, "tie_memories": False}),
         ],
         mistakes=[
             Mistake("untied memories where tie_memories=True: M_v is a parameter of its own, so "
