@@ -52,9 +52,10 @@ def ref_double_normalise(logits: torch.Tensor, *, softmax_over: str = "pixels",
     divided by (ε + the sum of its pixel's weights over the S slots).
 
     Knobs: ``softmax_over`` ("memory": over the slots; "width"/"height": over one spatial axis
-    only; "all": one softmax over the S·H·W entries), ``l1_over`` ("pixels": over H·W; None: no l1 step), ``eps_how`` ("add": ε + sum;
-    "none": the sum alone; "floor": max(sum, 1e-12) as F.normalize(p=1); "clamp": max(sum, ε); "each": ε added to
-    each of the S weights before the sum, S·ε in all).
+    only; "all": one softmax over the S·H·W entries), ``l1_over`` ("pixels": over H·W; None:
+    no l1 step), ``eps_how`` ("add": ε + sum; "none": the sum alone; "floor": max(sum, 1e-12)
+    as F.normalize(p=1); "clamp": max(sum, ε); "each": ε added to each of the S weights before
+    the sum, S·ε in all).
     """
     h = logits.shape[2]
     if softmax_over == "pixels":
@@ -201,11 +202,13 @@ def _config_case(channels: int, memory_size: int | None, seed: int, note: str = 
 
 
 _CONFIGS = [  # (C, S, note); C >= 8 (PAM's C' = C // 8 >= 1), S >= 1
-    (8, 1, "smallest C and S"), (8, 2, ""), (9, 1, "C % 8 = 1"), (10, 7, "the counts tie at N = 20"),
+    (8, 1, "smallest C and S"), (8, 2, ""), (9, 1, "C % 8 = 1"),
+    (10, 7, "the counts tie at N = 20"),
     (12, 3, "C % 8 = 4"), (15, 4, "C % 8 = 7"), (16, 1, ""), (17, 3, "C % 8 = 1"),
     (23, 5, "C % 8 = 7"), (24, 9, "the counts tie at N = 32"), (31, 2, ""), (33, 33, ""),
     (40, 64, ""), (63, 7, ""), (64, 16, ""), (64, 64, "the lesson's C = 64"),
-    (72, 9, "the counts tie at N = 64"), (100, 10, "C % 8 = 4"), (120, 36, "the counts tie at N = 144"),
+    (72, 9, "the counts tie at N = 64"), (100, 10, "C % 8 = 4"),
+    (120, 36, "the counts tie at N = 144"),
     (12, 100, "S much larger than C"), (8, 256, ""), (512, 64, "the EANet head"),
     (1000, 1, ""), (2048, 64, ""), (255, 17, "C % 8 = 7"),
 ]
