@@ -128,4 +128,4 @@ def test_a_gate_for_a_fixed_channel_count_or_without_a_map_fails_with_what_happe
             return x * torch.sigmoid(self.score(x))
 
     missing = check_make_gate(NoMap, verbose=False)
-    assert not missing.passed and "no attention_map method" in " ".join(missing.lines)
+    assert not missing.passed and "attention_map: no such method" in " ".join(missing.lines)

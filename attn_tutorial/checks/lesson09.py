@@ -199,8 +199,11 @@ class _Slipped(_SpatialGate):
 
 
 def ref_make_gate(channels: int, *, slip: str = "") -> nn.Module:
-    """A new gate for ``channels`` channels (the reference design; ``slip`` turns on a mistake)."""
-    return _Slipped(channels, slip) if slip else _SpatialGate(channels)
+    """A new gate for ``channels`` channels (the reference design; ``slip`` turns on a mistake).
+    Built from its own seeded generator state, so the reference leaves torch's RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(channels)
+        return _Slipped(channels, slip) if slip else _SpatialGate(channels)
 
 
 # the statements of the contract; a broken rule replaces its statement with what was seen
@@ -220,32 +223,31 @@ def contract(module: nn.Module, x: torch.Tensor, seed: int) -> tuple[str, ...]:
         y = module(xg)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"forward returned {type(y).__name__}, not a tensor")
-        shape = SHAPE if y.shape == x.shape else "output shape differs from the input's"
+        shape = SHAPE if y.shape == x.shape else "output shape ≠ input shape"
         weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed),
                               dtype=y.dtype)
         wrt = [xg, *params]
         grads = (torch.autograd.grad((y * weights).sum(), wrt, allow_unused=True)
                  if y.requires_grad else [None] * len(wrt))
     input_grad = (INPUT_GRAD if grads[0] is not None and bool(grads[0].any())
-                  else "no gradient reaches the input")
-    param_grad = (PARAM_GRAD if all(g is not None for g in grads[1:])
-                  else "a trainable parameter gets no gradient")
+                  else "input gradient: none")
+    param_grad = PARAM_GRAD if all(g is not None for g in grads[1:]) else "a parameter's gradient: none"
     module.eval()
     with torch.no_grad():
         together, alone = module(x)[:1], module(x[:1])
-        batch = BATCH if same(together, alone) else "eval: an image's output depends on the batch"
+        batch = BATCH if same(together, alone) else "eval: image 0 changes with the batch"
         if not hasattr(module, "attention_map"):
-            shown = "no attention_map method"
+            shown = "attention_map: no such method"
         else:
             amap = module.attention_map(x)
             if not isinstance(amap, torch.Tensor) or tuple(amap.shape) != (x.shape[0],
                                                                             *x.shape[2:]):
-                shown = "attention_map is not B×H×W"
+                shown = "attention_map: not B×H×W"
             elif not bool((amap >= 0).all()):
-                shown = "attention_map has negative values"
+                shown = "attention_map: values < 0"
             else:
                 shown = MAP
-    return (shape, PARAMS if params else "no trainable parameter", input_grad, param_grad,
+    return (shape, PARAMS if params else "0 trainable parameters", input_grad, param_grad,
             batch, shown)
 
 
