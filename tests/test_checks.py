@@ -7,6 +7,7 @@ checker returns. Per-lesson files keep only the slips specific to their lesson."
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
@@ -329,10 +330,18 @@ TENSOR_ADVERSARIAL = {
 def test_wrong_tensors_are_reported_in_one_line(name, kind, capsys):
     checker = ALL[name]
     body, phrase = TENSOR_ADVERSARIAL[kind]
+    if kind == "float32" and any(_float32_case(c) for c in checker.cases):
+        # a case whose input is float32 (lesson 04's float32 index rule) is right in float32
+        checker = copy.copy(checker)
+        checker.cases = [c for c in checker.cases if not _float32_case(c)]
     if isinstance(checker, ModuleChecker) and kind in ("meta", "float32", "wrong shape"):
         phrase = "output: " + phrase
     result = checker(learner(checker, body))
     _one_failure_line(checker, result, lines(capsys), phrase)
+
+
+def _float32_case(case) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in case.inputs())
 
 
 @pytest.mark.parametrize("name", [n for n in TENSOR_NAMES if not isinstance(ALL[n], ModuleChecker)])
@@ -418,11 +427,13 @@ def test_print_flood_is_captured_and_truncated(name, capsys):
     captured = capsys.readouterr()
     out = captured.out.splitlines()
     assert result.passed and captured.err == ""
-    assert len(captured.out) < 5000, len(captured.out)
+    assert len(captured.out) < 500 * max(len(checker.cases), 10), len(captured.out)  # ~470 a case
     # a module's forward runs three times per case: eval, train, eval after a training step
-    calls = 3 if isinstance(checker, ModuleChecker) else 1
-    assert out.count(f"  your code printed {3001 * calls} lines, first 3 shown:") \
-        == len(checker.cases), out
+    # (once on a float32 case, which lesson 04's module checker runs in eval mode only)
+    calls = [3 if isinstance(checker, ModuleChecker) and not _float32_case(c) else 1
+             for c in checker.cases]
+    assert [line for line in out if line.startswith("  your code printed")] == \
+        [f"  your code printed {3001 * n} lines, first 3 shown:" for n in calls], out
     assert all(len(line) <= 124 for line in out)
 
 
