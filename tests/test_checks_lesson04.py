@@ -212,7 +212,8 @@ def test_bilinear_weights_are_f_interpolates():
             assert torch.allclose(lesson04.bilinear_weights(out_size, in_size, mode=mode),
                                   torch_rows, atol=1e-12)
     # by hand: 9 rows from 2, row 4 sits at (4.5)·2/9 − ½ = 0.5: half of each
-    assert torch.allclose(lesson04.bilinear_weights(9, 2)[4], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    assert torch.allclose(lesson04.bilinear_weights(9, 2)[4], half)
     assert lesson04.bilinear_weights(9, 2, clamp=False)[0, 1] < 0          # extrapolates
 
 

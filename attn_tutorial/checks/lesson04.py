@@ -44,12 +44,12 @@ def ref_nearest_rows(out_size: int, in_size: int, *, rule: str = "float32") -> l
     list of Python ints.
 
     Knobs: ``rule`` = "float32" (PyTorch's legacy nearest on float32 tensors: ``s = in/out``
-    rounded to float32, ``⌊d·s⌋`` with the product rounded to float32, clamped to ``in − 1``),
-    "integer" (``⌊d·in/out⌋`` exactly, in integer arithmetic), "float64" (the same in Python
-    floats: ``⌊d·(in/out)⌋``), "half" (``⌊(d + ½)·in/out⌋``, PyTorch's "nearest-exact"), "round"
-    (``d·s`` rounded half up, clamped to the last row), "python round" (``round()`` of it: half
-    to even; "python round clamped" with the clamp), "floor half" (``⌊d·s + ½⌋``, not clamped), "repeat" (``d // (out // in)``: each
-    source row repeated ``out // in`` times; "repeat clamped": cut to the last row).
+    and ``d·s`` rounded to float32, floored, clamped to ``in − 1``); "integer" (``⌊d·in/out⌋``
+    exactly); "float64" (``⌊d·(in/out)⌋`` in Python floats; "product64": only the product);
+    "half" (``⌊(d + ½)·in/out⌋``, "nearest-exact"; "half32" in float32); "round" (``d·s``
+    rounded half up, clamped); "python round" (half to even; "python round clamped");
+    "floor half" (``⌊d·s + ½⌋``, not clamped); "repeat" (``d // (out // in)``; "repeat
+    clamped").
     """
     d = np.arange(out_size, dtype=np.float32)
     scale = np.float32(in_size) / np.float32(out_size)
