@@ -7,6 +7,7 @@ checker returns. Per-lesson files keep only the slips specific to their lesson."
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
@@ -347,21 +348,19 @@ TENSOR_ADVERSARIAL = {
 def test_wrong_tensors_are_reported_in_one_line(name, kind, capsys):
     checker = ALL[name]
     body, phrase = TENSOR_ADVERSARIAL[kind]
+    if kind == "float32" and any(_float32_case(c) for c in checker.cases):
+        # a case about float32 numerics (lesson 04's index rule, lesson 07's underflowing row)
+        # takes float32 and expects float32: .float() is right there
+        checker = copy.copy(checker)
+        checker.cases = [c for c in checker.cases if not _float32_case(c)]
     if isinstance(checker, ModuleChecker) and kind in ("meta", "float32", "wrong shape"):
         phrase = "output: " + phrase
     result = checker(learner(checker, body))
-    if kind == "float32" and not isinstance(checker, ModuleChecker):
-        # a case about float32 numerics (an underflowing row) expects float32: .float() passes it
-        in_float32 = [c.name for c in checker.cases
-                      if getattr(checker.expected(c), "dtype", None) == torch.float32]
-        if in_float32:
-            out = lines(capsys)
-            assert [line[2:] for line in out if line.startswith("✓ ")] == in_float32, out
-            failures = [line for line in out if line.startswith("✗ ")]
-            assert len(failures) == len(checker.cases) - len(in_float32), out
-            assert all(phrase in line for line in failures), out
-            return
     _one_failure_line(checker, result, lines(capsys), phrase)
+
+
+def _float32_case(case) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in case.inputs())
 
 
 @pytest.mark.parametrize("name", [n for n in TENSOR_NAMES if not isinstance(ALL[n], ModuleChecker)])
@@ -450,9 +449,11 @@ def test_print_flood_is_captured_and_truncated(name, capsys):
     # 3 kept lines of at most 120 characters per case, not 1.5 MB (predict checkers run 15-40 cases)
     assert len(captured.out) < 500 * (len(checker.cases) + 10), len(captured.out)
     # a module's forward runs three times per case: eval, train, eval after a training step
-    calls = 3 if isinstance(checker, ModuleChecker) else 1
-    assert out.count(f"  your code printed {3001 * calls} lines, first 3 shown:") \
-        == len(checker.cases), out
+    # (once on a float32 case, which lesson 04's module checker runs in eval mode only)
+    calls = [3 if isinstance(checker, ModuleChecker) and not _float32_case(c) else 1
+             for c in checker.cases]
+    assert [line for line in out if line.startswith("  your code printed")] == \
+        [f"  your code printed {3001 * n} lines, first 3 shown:" for n in calls], out
     assert all(len(line) <= 124 for line in out)
 
 
