@@ -113,6 +113,12 @@ def learner_aggregate_v_a(attention, v):  # the channels-first V·A habit
     return (_tok(v).transpose(1, 2) @ attention).transpose(1, 2).reshape(b, h, w, c)
 
 
+def learner_aggregate_put_back_by_columns(attention, v):
+    b, h, w, c = v.shape
+    out = torch.matmul(attention, v.reshape(b, h * w, c))
+    return out.reshape(b, w, h, c).transpose(1, 2)
+
+
 def learner_aggregate_correct(attention, v):
     b, h, w, c = v.shape
     return torch.matmul(attention, v.reshape(b, h * w, c)).reshape(b, h, w, c)
@@ -258,6 +264,7 @@ def learner_pooled_sdpa(q, k, v, r):
     ("check_pam_attention", learner_attention_lesson_copy, "channels-first layout"),
     ("check_pam_aggregate", learner_aggregate_at_v, "Aᵀ·V instead of A·V"),
     ("check_pam_aggregate", learner_aggregate_v_a, "Aᵀ·V instead of A·V"),
+    ("check_pam_aggregate", learner_aggregate_put_back_by_columns, "put back column by column"),
     ("check_cam_attention", learner_cam_swapped, "swapped"),
     ("check_cam_attention", learner_cam_e_minus_max, "for form='official' your answer computes "
                                                      "softmax(E)"),

@@ -147,19 +147,20 @@ check_pam_attention = register(
 
 # ------------------------------------------------------------------- 2. PAM's output
 def ref_pam_aggregate(attention: torch.Tensor, v: torch.Tensor, *, transpose: bool = False,
-                      order: str = "hw", mixed: bool = False) -> torch.Tensor:
+                      order: str = "hw", mixed: bool = False,
+                      back: str = "") -> torch.Tensor:
     """out[b, i, c] = Σ_j A[b, i, j] v[b, j, c] (A·V in token layout), back to B×H×W×C.
 
     Knobs: ``transpose`` (Aᵀ·V: summed over the query axis), ``order`` ("wh": positions taken
     and put back column by column), ``mixed`` (the B×N×C result transposed to B×C×N before it
-    is reshaped to B×H×W×C).
+    is reshaped to B×H×W×C), ``back`` ("wh": taken row by row, put back column by column).
     """
     b, h, w, c = v.shape
     out = einsum(attention, _tokens(v, order), "b j i, b j c -> b i c" if transpose
                  else "b i j, b j c -> b i c")
     if mixed:
         return out.transpose(1, 2).reshape(b, h, w, c)
-    pattern = "b (h w) c -> b h w c" if order == "hw" else "b (w h) c -> b h w c"
+    pattern = "b (h w) c -> b h w c" if (back or order) == "hw" else "b (w h) c -> b h w c"
     return rearrange(out, pattern, h=h, w=w)
 
 
@@ -195,6 +196,8 @@ check_pam_aggregate = register(
             Mistake("the B×N×C result transposed to B×C×N before the reshape to B×H×W×C: "
                     "channels and positions scrambled (reshape does not move axes)",
                     partial(ref_pam_aggregate, mixed=True)),
+            Mistake("positions taken row by row (h w) but put back column by column (w h): the "
+                    "output pixels are moved", partial(ref_pam_aggregate, back="wh")),
         ],
     )
 )
