@@ -590,8 +590,8 @@ check_pam_pooled = register(
             _pooled_case(2, 4, 6, 3, 5, 2, 0),   # 2×3 pooled positions
             _pooled_case(1, 6, 6, 2, 4, 3, 1),   # batch 1, 3×3 blocks
             _pooled_case(2, 6, 4, 4, 3, 2, 2),   # 3×2 pooled: the strided grouping shows
-            _pooled_case(2, 3, 5, 2, 3, 1, 3, " (PAM itself)"),
-            _pooled_case(3, 2, 6, 2, 3, 2, 4, " (one pooled row)"),
+            _pooled_case(2, 3, 5, 2, 1, 1, 3, " (PAM itself; one value channel)"),
+            _pooled_case(3, 2, 6, 1, 3, 2, 4, " (one pooled row; d = 1)"),
             _pooled_case(2, 4, 4, 3, 2, 4, 5, " (one pooled key: every weight is 1)"),
         ],
         mistakes=[
