@@ -614,3 +614,29 @@ def test_in_a_jupyter_kernel_the_time_limit_and_the_single_verdict_hold():
     assert "called sys.exit()" in texts[2]
     assert texts[3].count("all checks passed") == 1
     assert took < 30, took
+
+
+def test_a_hidden_case_shows_neither_its_inputs_nor_its_answer(capsys):
+    """A predict exercise passed by copying the printed answers fails on its hidden cases, and a
+    catalogued mistake is still named over them."""
+    from attn_tutorial.checks import hidden_cases
+
+    def squares(n):
+        return n * n
+
+    cases = [Case("n = 3", lambda g: (3,)), Case("n = 4", lambda g: (4,))]
+    cases += hidden_cases("hidden case", lambda rng: (rng.randint(1000, 9999),), 3, seed=7)
+    drawn = [c.inputs()[0] for c in cases[2:]]
+    checker = Checker("squares_demo", squares, cases, [Mistake("the cube", lambda n: n ** 3)],
+                      exercise="squares", tier="predict")
+    copied = {3: 9, 4: 16}
+    result = checker(lambda n: copied.get(n, 0))
+    out = capsys.readouterr().out
+    assert not result.passed and result.checks_passed == 2
+    assert out.count("✗ hidden case") == 3 and "inputs and answer are not shown" in out
+    assert not any(str(v) in out or str(v * v) in out for v in drawn), out
+    cube = checker(lambda n: n ** 3)
+    out = capsys.readouterr().out
+    assert not cube.passed and "the cube" in out
+    assert not any(str(v) in out or str(v ** 3) in out for v in drawn), out
+    assert checker(squares).passed
