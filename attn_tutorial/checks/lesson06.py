@@ -249,7 +249,7 @@ check_emsa_weights = register(
             Mistake("ε outside the square root, (a − mean) / (σ + ε): InstanceNorm divides by "
                     "√(σ² + ε)", partial(ref_emsa_weights, norm="eps outside")),
             Mistake("head-mixing matrix transposed: out[g] = Σ_h mix_weight[h, g]·logits[h] "
-                    "(einsum \"h g, …\"); the 1×1 conv's weight is [out, in]: "
+                    "(einsum \"h g, …\"); a 1×1 conv weight is [out, in]: "
                     "out[g] = Σ_h mix_weight[g, h]·logits[h]",
                     partial(ref_emsa_weights, mix_layout="h g")),
         ],
