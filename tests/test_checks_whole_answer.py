@@ -129,10 +129,12 @@ def test_numpy_integer_and_list_vs_tuple_are_named():
     assert "returned numpy.int64" in result.lines[0] and "expected an int" in result.lines[0]
     assert "a int" not in "\n".join(result.lines)
 
-    from attn_tutorial.checks.lesson06 import ref_overlapping_grid
+    from attn_tutorial.checks.lesson06 import ref_rest_grids
 
-    result = CHECKERS["check_overlapping_grid"].run(
-        lambda H, W, s: list(ref_overlapping_grid(H, W, s)), verbose=False)
+    result = CHECKERS["check_rest_grids"].run(
+        lambda H, W, sr_ratios=(8, 4, 2, 1): [[list(grid) for grid in stage]
+                                              for stage in ref_rest_grids(H, W, sr_ratios)],
+        verbose=False)
     assert "returned a list of 2, expected a tuple of 2 (use tuple(...))" in result.lines[0]
 
     from attn_tutorial.checks.lesson04 import ref_nearest_rows
