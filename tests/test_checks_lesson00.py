@@ -17,7 +17,7 @@ from attn_tutorial.checks import CHECKERS, lesson00
 NAMES = lesson00.__all__
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "check_patches_shape"])
 def test_checker_has_odd_nonsquare_batch1_float64_cases(name):
     checker = CHECKERS[name]
     assert len(checker.cases) >= 3
@@ -127,3 +127,89 @@ def test_a_split_heads_that_assumes_several_heads_fails_at_one_head():
         return out.squeeze(1) if heads == 1 else out
 
     assert_fails_only_on("check_split_heads", split_heads, ["heads=1"])
+
+
+# ------------------------------------------------- 7, 8: patch shapes (predict), overlapping patches
+def test_patches_shape_cases_cover_the_boundaries():
+    sizes = [case.inputs() for case in CHECKERS["check_patches_shape"].cases]
+    assert 15 <= len(sizes) <= 40
+    assert all(isinstance(v, int) for size in sizes for v in size)
+    remainders = {(h - p) % s for _, _, h, _, p, s in sizes}
+    assert {0, 1, 2} <= remainders
+    assert any(p == s == 1 for *_, p, s in sizes)
+    assert any(p == h == w for _, _, h, w, p, _ in sizes)            # a single patch
+    assert any(s > p for *_, p, s in sizes) and any(s < p for *_, p, s in sizes)
+    assert any(b == 1 for b, *_ in sizes) and any(c == 1 for _, c, *_ in sizes)
+    assert all(1 <= p <= min(h, w) and s >= 1 for _, _, h, w, p, s in sizes)
+
+
+def test_patches_shape_reference_is_the_shape_f_unfold_gives():
+    """F.unfold (torch's im2col, B×(C·p·p)×L) counts the same patches; meta tensors: no data."""
+    for case in CHECKERS["check_patches_shape"].cases:
+        b, c, h, w, p, s = case.inputs()
+        cols = F.unfold(torch.empty(b, c, h, w, device="meta"), p, stride=s)
+        assert lesson00.ref_patches_shape(b, c, h, w, p, s) == (b, cols.shape[2], cols.shape[1])
+
+
+def test_overlapping_patches_reference_meaning():
+    """Feature (i·p + j)·C + c of token r·nw + q is x[b, c, r·s + i, q·s + j], by a loop."""
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    p, s = 3, 2
+    out = lesson00.ref_overlapping_patches(x, p, s)
+    nh, nw = (7 - p) // s + 1, (8 - p) // s + 1
+    assert out.shape == (2, nh * nw, p * p * 3)
+    for r in range(nh):
+        for q in range(nw):
+            for i in range(p):
+                for j in range(p):
+                    assert torch.equal(out[:, r * nw + q, (i * p + j) * 3:(i * p + j + 1) * 3],
+                                       x[:, :, r * s + i, q * s + j])
+
+
+def learner_patches_by_f_unfold(x, p, s):
+    return F.unfold(x, kernel_size=p, stride=s).transpose(1, 2)
+
+
+def learner_patches_by_loop(x, p, s):
+    b, c, h, w = x.shape
+    tokens = [x[:, :, i:i + p, j:j + p].permute(0, 2, 3, 1).reshape(b, -1)
+              for i in range(0, h - p + 1, s) for j in range(0, w - p + 1, s)]
+    return torch.stack(tokens, dim=1)
+
+
+def learner_patches_from_f_unfold_reordered(x, p, s):
+    cols = F.unfold(x, kernel_size=p, stride=s)                 # b (c p1 p2) l
+    return cols.view(x.shape[0], x.shape[1], p * p, -1).permute(0, 3, 2, 1).flatten(2)
+
+
+def learner_shape_ceil(b, c, h, w, p, s):
+    return (b, math.ceil((h - p) / s + 1) * math.ceil((w - p) / s + 1), p * p * c)
+
+
+def learner_shape_by_range(b, c, h, w, p, s):
+    return (b, len(range(0, h - p + 1, s)) * len(range(0, w - p + 1, s)), c * p ** 2)
+
+
+@pytest.mark.parametrize("name,learner,phrase", [
+    ("check_overlapping_patches", learner_patches_by_f_unfold, "F.unfold's order (c p1 p2)"),
+    ("check_patches_shape", learner_shape_ceil, "counted a last, partial patch"),
+])
+def test_a_learners_own_patch_slip_is_named(name, learner, phrase):
+    assert_mistake_named(name, learner, phrase)
+
+
+@pytest.mark.parametrize("name,learner", [
+    ("check_overlapping_patches", learner_patches_by_loop),
+    ("check_overlapping_patches", learner_patches_from_f_unfold_reordered),
+    ("check_patches_shape", learner_shape_by_range),
+])
+def test_a_learners_own_correct_patch_answer_passes(name, learner):
+    assert CHECKERS[name](learner, verbose=False).passed
+
+
+def test_a_patches_shape_with_floats_is_reported_by_type(capsys):
+    def patches_shape(b, c, h, w, p, s):
+        return (b, ((h - p) / s + 1) * ((w - p) / s + 1), p * p * c)
+
+    assert not CHECKERS["check_patches_shape"](patches_shape).passed
+    assert "(a float)" in capsys.readouterr().out

@@ -24,6 +24,8 @@ __all__ = [
     "check_attention_scores",
     "check_global_avg_pool",
     "check_dilated_conv_by_phases",
+    "check_patches_shape",
+    "check_overlapping_patches",
 ]
 
 
@@ -318,6 +320,146 @@ check_dilated_conv_by_phases = register(
                     partial(ref_dilated_conv_by_phases, merge="b dw dh")),
             Mistake("ordinary 3×3 conv on the full map (the dilation is missing)",
                     partial(ref_dilated_conv_by_phases, dilated=False)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------------ 7. predict: patch shape
+def ref_patches_shape(b: int, c: int, h: int, w: int, p: int, s: int, *, count: str = "floor",
+                      features: str = "p p c", layout: str = "b l f",
+                      square: bool = False) -> tuple[int, int, int]:
+    """The shape (B, L, p·p·C) of ``overlapping_patches(x, p, s)`` for a B×C×H×W map:
+    L = nh·nw with nh = (H − p) // s + 1 whole patches per column, nw likewise per row.
+
+    Knobs: ``count`` ("ceil": a last partial patch counted; "round"; "no+1"; "h//s": p
+    ignored; "h//p": s ignored), ``features`` ("p c"), ``layout`` ("b f l": F.unfold's),
+    ``square`` (the column count used for the rows too).
+    """
+    def along(n: int) -> int:
+        if count == "ceil":
+            return -(-(n - p) // s) + 1
+        if count == "round":
+            return round((n - p) / s) + 1
+        if count == "no+1":
+            return (n - p) // s
+        if count == "h//s":
+            return n // s
+        if count == "h//p":
+            return n // p
+        return (n - p) // s + 1
+
+    tokens = along(h) * (along(h) if square else along(w))
+    feats = p * p * c if features == "p p c" else p * c
+    return (b, feats, tokens) if layout == "b f l" else (b, tokens, feats)
+
+
+def _shape_cases() -> list[Case]:
+    # (B, C, H, W, p, s). (H − p) % s and (W − p) % s run over 0, 1 and ≥ 2; H ≠ W in most.
+    # Boundaries: p = 1, s = 1, p = H (one row of patches), p = H = W (a single patch), s = p (no
+    # overlap), s > p (gaps between patches), B = 1, C = 1, a fraction (H − p) / s of exactly .5.
+    sizes = ((2, 3, 7, 9, 3, 2), (1, 8, 8, 11, 3, 3), (4, 2, 10, 6, 4, 3), (2, 5, 9, 9, 2, 2),
+             (3, 1, 5, 12, 3, 1), (1, 4, 6, 4, 1, 1), (2, 3, 4, 7, 4, 2), (1, 2, 5, 5, 5, 3),
+             (2, 6, 12, 8, 4, 4), (1, 3, 14, 10, 2, 5), (2, 2, 11, 13, 3, 4), (5, 7, 16, 16, 8, 4),
+             (1, 1, 1, 1, 1, 1), (3, 2, 9, 7, 5, 2), (2, 16, 224, 224, 16, 16),
+             (1, 3, 224, 200, 16, 12), (2, 4, 7, 3, 3, 1), (1, 3, 13, 9, 3, 2),
+             (2, 1, 10, 10, 3, 6), (1, 5, 6, 17, 2, 3))
+    return [Case(f"B={b} C={c} H={h} W={w} p={p} s={s}",
+                 lambda g, a=(b, c, h, w, p, s): a) for b, c, h, w, p, s in sizes]
+
+
+check_patches_shape = register(
+    Checker(
+        "patches_shape",
+        exercise="patches_shape",
+        tier="predict",
+        reference=ref_patches_shape,
+        cases=_shape_cases(),
+        mistakes=[
+            Mistake("counted a last, partial patch: ceil((H − p) / s) + 1 instead of "
+                    "(H − p) // s + 1", partial(ref_patches_shape, count="ceil")),
+            Mistake("rounded (H − p) / s to the nearest integer instead of flooring it",
+                    partial(ref_patches_shape, count="round")),
+            Mistake("forgot the + 1: (H − p) // s patches per column, the first one is missing",
+                    partial(ref_patches_shape, count="no+1")),
+            Mistake("H // s patches per column: the patch size is ignored",
+                    partial(ref_patches_shape, count="h//s")),
+            Mistake("H // p patches per column: the non-overlapping count, the stride is ignored",
+                    partial(ref_patches_shape, count="h//p")),
+            Mistake("p·C features per token instead of p·p·C",
+                    partial(ref_patches_shape, features="p c")),
+            Mistake("F.unfold's layout (B, p·p·C, L) instead of tokens (B, L, p·p·C)",
+                    partial(ref_patches_shape, layout="b f l")),
+            Mistake("the count along H used for W too (a square map assumed)",
+                    partial(ref_patches_shape, square=True)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------------ 8. extend: overlapping patches
+def ref_overlapping_patches(x: torch.Tensor, p: int, s: int, *, features: str = "p1 p2 c",
+                            grid: str = "nh nw", ignore_stride: bool = False,
+                            reshape_only: bool = False, last: str = "whole") -> torch.Tensor:
+    """p×p patches every s pixels (top-left first, whole patches only) → B×L×(p·p·C) tokens:
+    patch (r, q) of the nh×nw grid is token r·nw + q, its feature (i·p + j)·C + c is
+    x[b, c, r·s + i, q·s + j].
+
+    Knobs: ``features`` ("c p1 p2": F.unfold's order; "p2 p1 c": the patch transposed),
+    ``grid`` ("nw nh": column-major), ``ignore_stride`` (stride p), ``reshape_only``
+    (unfold, then reshape without moving the channels), ``last`` ("partial": zero-padded
+    patches at the end counted; "dropped": the last whole patch of each row and column missing).
+    """
+    b, c, h, w = x.shape
+    if last == "partial":
+        x = F.pad(x, (0, (-(w - p)) % s, 0, (-(h - p)) % s))
+    step = p if ignore_stride else s
+    windows = x.unfold(2, p, step).unfold(3, p, step)  # b c nh nw p1 p2
+    if last == "dropped":
+        windows = windows[:, :, :len(range(0, h - p, s)), :len(range(0, w - p, s))]
+    if reshape_only:
+        return windows.reshape(b, -1, c * p * p)
+    return rearrange(windows, f"b c nh nw p1 p2 -> b ({grid}) ({features})")
+
+
+def _patch_cases() -> list[Case]:
+    # (B, C, H, W, p, s): (H − p) % s of 0, 1 and 2; overlapping (s < p), touching (s = p) and
+    # gapped (s > p); non-square. Boundaries: p = s = 1 (every pixel a token), p = H (one row of
+    # patches), p = H = W (a single patch), C = 1, B = 1.
+    sizes = ((2, 3, 7, 9, 3, 2), (1, 2, 8, 11, 3, 3), (2, 2, 6, 5, 4, 1), (1, 3, 7, 8, 2, 3),
+             (2, 1, 3, 4, 1, 1), (1, 3, 4, 6, 4, 2), (2, 2, 5, 5, 5, 3), (1, 2, 9, 6, 4, 3))
+    return [
+        Case(f"x {b}×{c}×{h}×{w}, p={p}, s={s}",
+             lambda g, b=b, c=c, h=h, w=w, p=p, s=s: (
+                 torch.randn(b, c, h, w, generator=g, dtype=torch.float64), p, s),
+             seed=i)
+        for i, (b, c, h, w, p, s) in enumerate(sizes)
+    ]
+
+
+check_overlapping_patches = register(
+    Checker(
+        "overlapping_patches",
+        exercise="overlapping_patches",
+        tier="extend",
+        reference=ref_overlapping_patches,
+        cases=_patch_cases(),
+        mistakes=[
+            Mistake("features in F.unfold's order (c p1 p2) instead of (p1 p2 c)",
+                    partial(ref_overlapping_patches, features="c p1 p2")),
+            Mistake("each patch transposed: features (p2 p1 c) instead of (p1 p2 c)",
+                    partial(ref_overlapping_patches, features="p2 p1 c")),
+            Mistake("column-major patch grid (nw nh) instead of row-major (nh nw)",
+                    partial(ref_overlapping_patches, grid="nw nh")),
+            Mistake("non-overlapping p×p patches: the stride s is ignored",
+                    partial(ref_overlapping_patches, ignore_stride=True)),
+            Mistake("unfold then reshape without permute: channels and pixels mixed",
+                    partial(ref_overlapping_patches, reshape_only=True)),
+            Mistake("zero-padded the map and counted a last, partial patch",
+                    partial(ref_overlapping_patches, last="partial")),
+            Mistake("the last whole patch of each row and column is missing "
+                    "(range(0, H − p, s) instead of range(0, H − p + 1, s))",
+                    partial(ref_overlapping_patches, last="dropped")),
         ],
     )
 )
