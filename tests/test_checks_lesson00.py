@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from _learner import assert_mistake_named
 
@@ -40,18 +41,23 @@ def test_reference_phase_route_equals_dilated_conv():
 def test_reference_meanings():
     """The references mean what their docstrings say, checked against plain torch ops."""
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
-    t = lesson00.ref_to_tokens(x)
-    assert torch.equal(t[1, 2 * 7 + 4], x[1, :, 2, 4])  # row-major: token index h·W + w
+    cls = torch.randn(3, dtype=torch.float64)
+    t = lesson00.ref_to_tokens(x, cls)
+    assert t.shape == (2, 1 + 35, 3)
+    assert torch.equal(t[:, 0], cls.expand(2, 3))                 # the class token first
+    assert torch.equal(t[1, 1 + 2 * 7 + 4], x[1, :, 2, 4])        # row-major: 1 + h·W + w
     assert torch.equal(lesson00.ref_from_tokens(t, 5, 7), x)
-    assert torch.allclose(lesson00.ref_global_avg_pool(x), x.mean(dim=(2, 3)))
-    tok = torch.randn(2, 4, 12, dtype=torch.float64)
-    heads = lesson00.ref_split_heads(tok, 3)
-    assert torch.equal(heads[:, 1], tok[..., 4:8])  # head 1 owns channels 4..7
-    q, k = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 3, 6, 5, dtype=torch.float64)
-    a = lesson00.ref_attention_scores(q, k, 0.5)
+    channels_last = x.permute(0, 2, 3, 1)
+    assert torch.allclose(lesson00.ref_global_avg_pool(channels_last), x.mean(dim=(2, 3)))
+    m = torch.randn(2, 12, 3, 4, dtype=torch.float64)
+    heads = lesson00.ref_split_heads(m, 3)
+    assert heads.shape == (2, 3, 12, 4)
+    assert torch.equal(heads[:, 1, 2 * 4 + 1], m[:, 4:8, 2, 1])   # head 1: channels 4..7
+    q, k = torch.randn(2, 4, 15, dtype=torch.float64), torch.randn(2, 6, 15, dtype=torch.float64)
+    a = lesson00.ref_attention_scores(q, k, 3, 0.5)
+    qh, kh = q.view(2, 4, 3, 5).transpose(1, 2), k.view(2, 6, 3, 5).transpose(1, 2)
     assert a.shape == (2, 3, 4, 6)
-    assert torch.allclose(a.sum(-1), torch.ones(2, 3, 4, dtype=torch.float64))
-    assert torch.allclose(a, torch.softmax(q @ k.transpose(-1, -2) * 0.5, dim=-1))
+    assert torch.allclose(a, torch.softmax(qh @ kh.transpose(-1, -2) * 0.5, dim=-1))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -59,32 +65,114 @@ def test_each_checker_catalogues_three_or_more_mistakes(name):
     assert len(CHECKERS[name].mistakes) >= 3
 
 
-def learner_scores_sqrt_d(q, k, scale):
+def learner_scores_sqrt_d(q, k, heads, scale):
     """Ignores ``scale`` and divides by sqrt(d), as most tutorials do."""
-    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    b, n, c = q.shape
+    qh = q.view(b, n, heads, -1).transpose(1, 2)
+    kh = k.view(b, k.shape[1], heads, -1).transpose(1, 2)
+    return torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(c // heads), dim=-1)
 
 
-def learner_scores_over_queries(q, k, scale):
-    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=2)
+def learner_scores_over_queries(q, k, heads, scale):
+    b, n, c = q.shape
+    qh = q.view(b, n, heads, -1).transpose(1, 2)
+    kh = k.view(b, k.shape[1], heads, -1).transpose(1, 2)
+    return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=2)
+
+
+def learner_scores_heads_interleaved(q, k, heads, scale):
+    """Splits the channels with heads as the fast factor: head i gets channels i, i + heads, …"""
+    qh = torch.stack([q[..., i::heads] for i in range(heads)], dim=1)
+    kh = torch.stack([k[..., i::heads] for i in range(heads)], dim=1)
+    return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=-1)
 
 
 def learner_pool_keepdim(x):
-    return x.mean(dim=(2, 3), keepdim=True)
+    return x.mean(dim=(1, 2), keepdim=True)
+
+
+def learner_pool_channels_first_habit(x):
+    return x.mean(dim=(2, 3))
+
+
+def learner_tokens_cls_last(x, cls):
+    pixels = x.flatten(2).transpose(1, 2)
+    return torch.cat([pixels, cls.expand(x.shape[0], 1, -1)], dim=1)
+
+
+def learner_from_tokens_drops_last(t, h, w):
+    return t[:, :h * w].transpose(1, 2).reshape(t.shape[0], -1, h, w)
+
+
+def learner_phases_padded_at_the_top(x, weight, d):
+    b, c, h, w = x.shape
+    x = F.pad(x, ((-w) % d, 0, (-h) % d, 0))
+    H, W = x.shape[-2:]
+    phases = x.view(b, c, H // d, d, W // d, d).permute(0, 3, 5, 1, 2, 4).reshape(b * d * d, c, H // d, W // d)
+    y = F.conv2d(phases, weight, padding=1)
+    y = y.view(b, d, d, -1, H // d, W // d).permute(0, 3, 4, 1, 5, 2).reshape(b, -1, H, W)
+    return y[:, :, :h, :w]
 
 
 @pytest.mark.parametrize("name,learner,phrase", [
     ("check_attention_scores", learner_scores_sqrt_d, "used d ** -0.5 instead of the scale"),
     ("check_attention_scores", learner_scores_over_queries, "softmax over the query axis"),
+    ("check_attention_scores", learner_scores_heads_interleaved, "heads as the fast factor"),
     ("check_global_avg_pool", learner_pool_keepdim, "kept the spatial axes"),
+    ("check_global_avg_pool", learner_pool_channels_first_habit, "as for a channels-first map"),
+    ("check_to_tokens", learner_tokens_cls_last, "class token appended after the pixels"),
+    ("check_from_tokens", learner_from_tokens_drops_last, "dropped the last token"),
+    ("check_dilated_conv_by_phases", learner_phases_padded_at_the_top, "top and left"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
 
 
+def learner_tokens_correct(x, cls):
+    return torch.cat([cls.expand(x.shape[0], 1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+
+
+def learner_from_tokens_correct(t, h, w):
+    return t[:, 1:].transpose(1, 2).reshape(t.shape[0], -1, h, w)
+
+
+def learner_split_heads_correct(x, heads):
+    b, c, h, w = x.shape
+    return x.reshape(b, heads, c // heads, h * w).transpose(2, 3)
+
+
+def learner_phases_correct_with_a_loop(x, weight, d):
+    b, c, h, w = x.shape
+    x = F.pad(x, (0, (-w) % d, 0, (-h) % d))
+    out = torch.zeros(b, weight.shape[0], x.shape[2], x.shape[3], dtype=x.dtype)
+    for i in range(d):
+        for j in range(d):
+            out[:, :, i::d, j::d] = F.conv2d(x[:, :, i::d, j::d], weight, padding=1)
+    return out[:, :, :h, :w]
+
+
+@pytest.mark.parametrize("name,learner", [
+    ("check_to_tokens", learner_tokens_correct),
+    ("check_from_tokens", learner_from_tokens_correct),
+    ("check_split_heads", learner_split_heads_correct),
+    ("check_dilated_conv_by_phases", learner_phases_correct_with_a_loop),
+])
+def test_a_learners_own_correct_version_passes(name, learner):
+    assert CHECKERS[name](learner, verbose=False).passed
+
+
 def test_no_case_uses_the_usual_scale():
     for case in CHECKERS["check_attention_scores"].cases:
-        q, k, scale = case.inputs()
-        assert not math.isclose(scale, q.shape[-1] ** -0.5) and scale != 1
+        q, k, heads, scale = case.inputs()
+        assert not math.isclose(scale, (q.shape[-1] // heads) ** -0.5) and scale != 1
+
+
+def test_dilated_cases_include_sizes_that_are_not_multiples_of_d():
+    rests = set()
+    for case in CHECKERS["check_dilated_conv_by_phases"].cases:
+        x, _, d = case.inputs()
+        rests |= {x.shape[2] % d, x.shape[3] % d}
+    assert {0, 1, 2} <= rests
 
 
 # ------------------------------------------------- boundaries and slips of the new engine
@@ -93,8 +181,10 @@ def test_a_softmax_without_the_max_overflows_on_large_scores():
     with NaN."""
     from _learner import assert_fails_only_on
 
-    def attention_scores(q, k, scale):
-        e = torch.exp(torch.einsum("bhid,bhjd->bhij", q, k) * scale)
+    def attention_scores(q, k, heads, scale):
+        qh = rearrange(q, "b n (h d) -> b h n d", h=heads)
+        kh = rearrange(k, "b m (h d) -> b h m d", h=heads)
+        e = torch.exp(torch.einsum("bhid,bhjd->bhij", qh, kh) * scale)
         return e / e.sum(dim=-1, keepdim=True)
 
     lines = assert_fails_only_on("check_attention_scores", attention_scores, ["scale=300"])
@@ -102,8 +192,10 @@ def test_a_softmax_without_the_max_overflows_on_large_scores():
 
 
 def test_a_stable_softmax_with_the_sign_flipped_is_named():
-    def attention_scores(q, k, scale):
-        s = torch.einsum("bhid,bhjd->bhij", q, k) * scale
+    def attention_scores(q, k, heads, scale):
+        qh = rearrange(q, "b n (h d) -> b h n d", h=heads)
+        kh = rearrange(k, "b m (h d) -> b h m d", h=heads)
+        s = torch.einsum("bhid,bhjd->bhij", qh, kh) * scale
         return torch.softmax(s.amax(dim=-1, keepdim=True) - s, dim=-1)
 
     assert_mistake_named("check_attention_scores", attention_scores, "softmax(−scores)")
@@ -113,7 +205,7 @@ def test_a_pool_that_takes_the_first_pixel_of_a_single_row_fails_on_that_boundar
     from _learner import assert_fails_only_on
 
     def global_avg_pool(x):  # "one row: nothing to average" (wrong: the row has W pixels)
-        return x.mean(dim=(2, 3)) if x.shape[2] > 1 else x[:, :, 0, 0]
+        return x.mean(dim=(1, 2)) if x.shape[1] > 1 else x[:, 0, 0, :]
 
     assert_fails_only_on("check_global_avg_pool", global_avg_pool, ["one row"])
 
@@ -121,9 +213,8 @@ def test_a_pool_that_takes_the_first_pixel_of_a_single_row_fails_on_that_boundar
 def test_a_split_heads_that_assumes_several_heads_fails_at_one_head():
     from _learner import assert_fails_only_on
 
-    def split_heads(t, heads):
-        b, n, c = t.shape
-        out = t.reshape(b, n, heads, c // heads).permute(0, 2, 1, 3)
+    def split_heads(x, heads):
+        out = rearrange(x, "b (heads d) h w -> b heads (h w) d", heads=heads)
         return out.squeeze(1) if heads == 1 else out
 
     assert_fails_only_on("check_split_heads", split_heads, ["heads=1"])
@@ -144,11 +235,13 @@ def test_patches_shape_cases_cover_the_boundaries():
 
 
 def test_patches_shape_reference_is_the_shape_f_unfold_gives():
-    """F.unfold (torch's im2col, B×(C·p·p)×L) counts the same patches; meta tensors: no data."""
+    """F.unfold (torch's im2col, B×(C·p·p)×L) counts the same patches (on one image of one
+    channel for L, a p×p one of C channels for the features)."""
     for case in CHECKERS["check_patches_shape"].cases:
         b, c, h, w, p, s = case.inputs()
-        cols = F.unfold(torch.empty(b, c, h, w, device="meta"), p, stride=s)
-        assert lesson00.ref_patches_shape(b, c, h, w, p, s) == (b, cols.shape[2], cols.shape[1])
+        tokens = F.unfold(torch.zeros(1, 1, h, w), p, stride=s).shape[2]
+        features = F.unfold(torch.zeros(1, c, p, p), p).shape[1]
+        assert lesson00.ref_patches_shape(b, c, h, w, p, s) == (b, tokens, features)
 
 
 def test_overlapping_patches_reference_meaning():
