@@ -151,7 +151,19 @@ def learner_phases_correct_with_a_loop(x, weight, d):
     return out[:, :, :h, :w]
 
 
+def learner_phases_padded_at_the_top_cropped_right(x, weight, d):
+    """Zeros at the top and left are fine when the crop keeps the last H×W."""
+    b, c, h, w = x.shape
+    x = F.pad(x, ((-w) % d, 0, (-h) % d, 0))
+    out = torch.zeros(b, weight.shape[0], x.shape[2], x.shape[3], dtype=x.dtype)
+    for i in range(d):
+        for j in range(d):
+            out[:, :, i::d, j::d] = F.conv2d(x[:, :, i::d, j::d], weight, padding=1)
+    return out[:, :, -h:, -w:]
+
+
 @pytest.mark.parametrize("name,learner", [
+    ("check_dilated_conv_by_phases", learner_phases_padded_at_the_top_cropped_right),
     ("check_to_tokens", learner_tokens_correct),
     ("check_from_tokens", learner_from_tokens_correct),
     ("check_split_heads", learner_split_heads_correct),

@@ -333,7 +333,8 @@ def ref_dilated_conv_by_phases(x: torch.Tensor, weight: torch.Tensor, d: int, *,
 
     Knobs: ``split`` ("dh h": contiguous blocks instead of every d-th pixel), ``padding``
     (None: d on the sub-maps), ``merge`` ("b dw dh"), ``dilated`` (False: an ordinary 3×3 conv
-    on the full map), ``pad_at`` ("start": the zeros at the top and left, the crop at the end).
+    on the full map), ``pad_at`` ("start": the zeros at the top and left, yet the first H×W
+    kept). Zeros at the top and left with the last H×W kept is right too (the tests prove it).
     """
     if not dilated:
         return F.conv2d(x, weight, padding=1)
@@ -383,9 +384,9 @@ check_dilated_conv_by_phases = register(
                     partial(ref_dilated_conv_by_phases, merge="b dw dh")),
             Mistake("ordinary 3×3 conv on the full map (the dilation is missing)",
                     partial(ref_dilated_conv_by_phases, dilated=False)),
-            Mistake("zeros added at the top and left instead of the bottom and right: every "
-                    "pixel moves to another phase", partial(ref_dilated_conv_by_phases,
-                                                            pad_at="start")),
+            Mistake("zeros added at the top and left, then the first H×W kept: the output "
+                    "shifted by the padding", partial(ref_dilated_conv_by_phases,
+                                                      pad_at="start")),
         ],
     )
 )
