@@ -350,6 +350,17 @@ def test_wrong_tensors_are_reported_in_one_line(name, kind, capsys):
     if isinstance(checker, ModuleChecker) and kind in ("meta", "float32", "wrong shape"):
         phrase = "output: " + phrase
     result = checker(learner(checker, body))
+    if kind == "float32" and not isinstance(checker, ModuleChecker):
+        # a case about float32 numerics (an underflowing row) expects float32: .float() passes it
+        in_float32 = [c.name for c in checker.cases
+                      if getattr(checker.expected(c), "dtype", None) == torch.float32]
+        if in_float32:
+            out = lines(capsys)
+            assert [line[2:] for line in out if line.startswith("✓ ")] == in_float32, out
+            failures = [line for line in out if line.startswith("✗ ")]
+            assert len(failures) == len(checker.cases) - len(in_float32), out
+            assert all(phrase in line for line in failures), out
+            return
     _one_failure_line(checker, result, lines(capsys), phrase)
 
 
