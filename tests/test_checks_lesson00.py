@@ -47,8 +47,7 @@ def test_reference_meanings():
     assert torch.equal(t[:, 0], cls.expand(2, 3))                 # the class token first
     assert torch.equal(t[1, 1 + 2 * 7 + 4], x[1, :, 2, 4])        # row-major: 1 + h·W + w
     assert torch.equal(lesson00.ref_from_tokens(t, 5, 7), x)
-    channels_last = x.permute(0, 2, 3, 1)
-    assert torch.allclose(lesson00.ref_global_avg_pool(channels_last), x.mean(dim=(2, 3)))
+    assert torch.allclose(lesson00.ref_global_avg_pool(x), x.mean(dim=(2, 3)))
     m = torch.randn(2, 12, 3, 4, dtype=torch.float64)
     heads = lesson00.ref_split_heads(m, 3)
     assert heads.shape == (2, 3, 12, 4)
@@ -88,11 +87,7 @@ def learner_scores_heads_interleaved(q, k, heads, scale):
 
 
 def learner_pool_keepdim(x):
-    return x.mean(dim=(1, 2), keepdim=True)
-
-
-def learner_pool_channels_first_habit(x):
-    return x.mean(dim=(2, 3))
+    return x.mean(dim=(2, 3), keepdim=True)
 
 
 def learner_tokens_cls_last(x, cls):
@@ -119,7 +114,6 @@ def learner_phases_padded_at_the_top(x, weight, d):
     ("check_attention_scores", learner_scores_over_queries, "softmax over the query axis"),
     ("check_attention_scores", learner_scores_heads_interleaved, "heads as the fast factor"),
     ("check_global_avg_pool", learner_pool_keepdim, "kept the spatial axes"),
-    ("check_global_avg_pool", learner_pool_channels_first_habit, "as for a channels-first map"),
     ("check_to_tokens", learner_tokens_cls_last, "class token appended after the pixels"),
     ("check_from_tokens", learner_from_tokens_drops_last, "dropped the last token"),
     ("check_dilated_conv_by_phases", learner_phases_padded_at_the_top, "top and left"),
@@ -217,7 +211,7 @@ def test_a_pool_that_takes_the_first_pixel_of_a_single_row_fails_on_that_boundar
     from _learner import assert_fails_only_on
 
     def global_avg_pool(x):  # "one row: nothing to average" (wrong: the row has W pixels)
-        return x.mean(dim=(1, 2)) if x.shape[1] > 1 else x[:, 0, 0, :]
+        return x.mean(dim=(2, 3)) if x.shape[2] > 1 else x[:, :, 0, 0]
 
     assert_fails_only_on("check_global_avg_pool", global_avg_pool, ["one row"])
 

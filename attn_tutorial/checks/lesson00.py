@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 
-from attn_tutorial.checks._cases import map_case
+from attn_tutorial.checks._cases import feature_map_cases, map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, register
 
 NOTEBOOK = "00_einops"  # exercises/00_einops.ipynb holds these exercises, in this order
@@ -283,17 +283,13 @@ check_attention_scores = register(
 # ------------------------------------------------------------------ 5. global average pooling
 def ref_global_avg_pool(x: torch.Tensor, *, op: str = "mean", over: str = "space",
                         keepdims: bool = False) -> torch.Tensor:
-    """A channels-last map B×H×W×C → B×C, the mean over all H·W positions of each channel.
+    """B×C×H×W → B×C, the mean over all H·W positions of each channel.
 
-    Knobs: ``op`` ("max", "sum"), ``over`` ("channels": the last axis, B×H×W; "first": the
-    channels-first habit, a mean over H and W read as axes 2 and 3, B×H), ``keepdims``
-    (B×1×1×C).
+    Knobs: ``op`` ("max", "sum"), ``over`` ("channels"), ``keepdims`` (B×C×1×1).
     """
     if over == "channels":
-        return reduce(x, "b h w c -> b h w", op)
-    if over == "first":  # x.mean(dim=(2, 3)) on B×H×W×C: the mean over W and C
-        return reduce(x, "b h w c -> b h", op)
-    return reduce(x, "b h w c -> b 1 1 c" if keepdims else "b h w c -> b c", op)
+        return reduce(x, "b c h w -> b h w", op)
+    return reduce(x, "b c h w -> b c 1 1" if keepdims else "b c h w -> b c", op)
 
 
 check_global_avg_pool = register(
@@ -302,19 +298,16 @@ check_global_avg_pool = register(
         exercise="global_avg_pool",
         tier="build",
         reference=ref_global_avg_pool,
-        # B×H×W×C; boundaries: a 1×1 map, a single row, a single channel
-        cases=[map_case((2, 7, 9, 16), 0), map_case((1, 8, 8, 32), 1), map_case((3, 5, 11, 24), 2),
-               map_case((2, 1, 1, 3), 3, ": a 1×1 map"), map_case((1, 1, 6, 4), 4, ": one row"),
-               map_case((2, 5, 3, 1), 5, ": one channel")],
+        cases=[*feature_map_cases(),
+               # boundaries: a 1×1 map, a single row
+               map_case((2, 3, 1, 1), 3, ": a 1×1 map"), map_case((1, 4, 1, 6), 4, ": one row")],
         mistakes=[
             Mistake("max instead of mean pooling", partial(ref_global_avg_pool, op="max")),
             Mistake("sum instead of mean (forgot to divide by H·W)",
                     partial(ref_global_avg_pool, op="sum")),
             Mistake("averaged over the channel axis instead of the spatial axes (b h w)",
                     partial(ref_global_avg_pool, over="channels")),
-            Mistake("averaged over axes 2 and 3 as for a channels-first map: over W and C, "
-                    "not H and W", partial(ref_global_avg_pool, over="first")),
-            Mistake("kept the spatial axes (b 1 1 c) instead of returning B×C",
+            Mistake("kept the spatial axes (b c 1 1) instead of returning B×C",
                     partial(ref_global_avg_pool, keepdims=True)),
         ],
     )
