@@ -103,7 +103,8 @@ def learner_phases_padded_at_the_top(x, weight, d):
     b, c, h, w = x.shape
     x = F.pad(x, ((-w) % d, 0, (-h) % d, 0))
     H, W = x.shape[-2:]
-    phases = x.view(b, c, H // d, d, W // d, d).permute(0, 3, 5, 1, 2, 4).reshape(b * d * d, c, H // d, W // d)
+    phases = (x.view(b, c, H // d, d, W // d, d).permute(0, 3, 5, 1, 2, 4)
+              .reshape(b * d * d, c, H // d, W // d))
     y = F.conv2d(phases, weight, padding=1)
     y = y.view(b, d, d, -1, H // d, W // d).permute(0, 3, 4, 1, 5, 2).reshape(b, -1, H, W)
     return y[:, :, :h, :w]
@@ -226,7 +227,7 @@ def test_a_split_heads_that_assumes_several_heads_fails_at_one_head():
     assert_fails_only_on("check_split_heads", split_heads, ["heads=1"])
 
 
-# ------------------------------------------------- 7, 8: patch shapes (predict), overlapping patches
+# ------------------------------------------------- 7, 8: patch shapes (predict), overlapping
 def test_patches_shape_cases_cover_the_boundaries():
     sizes = [case.inputs() for case in CHECKERS["check_patches_shape"].cases]
     assert 15 <= len(sizes) <= 40
