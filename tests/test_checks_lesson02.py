@@ -55,12 +55,15 @@ def test_the_cases_cover_the_boundaries_the_exercises_allow():
     conv = [c.inputs() for c in lesson02.check_dilated_conv.cases]
     assert {a[1].shape[-1] for a in conv} == {1, 3, 5} and any(a[3] == (1, 1) for a in conv)
     assert any(a[3][0] != a[3][1] for a in conv) and any(a[0].shape[2] == 1 for a in conv)
+    assert any(a[0].shape[3] == 1 for a in conv) and any(a[1].shape[0] == 1 for a in conv)
     footprint = [c.inputs() for c in lesson02.check_spatial_footprint.cases]
     assert 15 <= len(footprint) <= 40 and (2, 4) in footprint and (1, 1) in footprint
     assert any(n == 0 for n, _ in footprint) and any(d == 1 and n > 1 for n, d in footprint)
     blocks = [c.build for c in lesson02.check_bam_block.cases]
     assert {b.get("num_dilated_convs", 2) for b in blocks} == {0, 1, 2, 3}
     assert {"channels"} in [set(b) for b in blocks]             # the defaults
+    assert any(b.get("reduction_ratio") == 1 for b in blocks)   # m = C
+    assert any(b["channels"] // b.get("reduction_ratio", 16) == 1 for b in blocks)   # m = 1
     paper = [c.inputs() for c in lesson02.check_bam_paper_fuse.cases]
     assert min(a[0].shape[0] for a in paper) == 2 and any(a[0].shape[1] == 1 for a in paper)
     assert any(a[0].shape[2:] == (1, 1) for a in paper)

@@ -149,8 +149,9 @@ def _conv_case(shape: tuple[int, int, int, int], out: int, k: int, dilation: tup
         b = torch.randn(out, generator=g, dtype=torch.float64)
         return h, w, b, d
 
-    return Case("h " + "×".join(map(str, shape)) + f", {out} filters {k}×{k}, dilation "
-                f"{dilation}", make, seed=seed)
+    filters = "1 filter" if out == 1 else f"{out} filters"
+    return Case("h " + "×".join(map(str, shape)) + f", {filters} {k}×{k}, dilation {dilation}",
+                make, seed=seed)
 
 
 check_dilated_conv = register(
@@ -167,6 +168,7 @@ check_dilated_conv = register(
             _conv_case((2, 3, 5, 4), 2, 1, (3, 2), 4),     # boundary: k = 1 (no reach at all)
             _conv_case((1, 2, 4, 6), 3, 3, (1, 1), 5),     # boundary: d = (1, 1), a plain conv
             _conv_case((2, 2, 1, 9), 2, 3, (1, 3), 6),     # boundary: H = 1
+            _conv_case((1, 3, 6, 1), 1, 3, (2, 1), 7),     # boundary: W = 1, one filter
         ],
         mistakes=[
             Mistake("dilations of the two axes swapped: dh spaces the taps along the width, dw "
@@ -337,9 +339,9 @@ check_bam_block = register(
             _block_case((1, 32, 10, 10), 1),                    # the defaults: r = 16, d = 4, n = 2
             _block_case((3, 24, 7, 12), 2, reduction_ratio=8, dilation=3, num_dilated_convs=3),
             # boundaries: d = 1 with one dilated conv and m = C / r = 1 hidden channel (the
-            # default r = 16 on C = 16); no dilated conv at all (n = 0)
+            # default r = 16 on C = 16); no dilated conv at all (n = 0) with r = 1 (m = C)
             _block_case((2, 16, 5, 6), 3, dilation=1, num_dilated_convs=1),
-            _block_case((2, 8, 4, 5), 4, reduction_ratio=4, num_dilated_convs=0),
+            _block_case((2, 8, 4, 5), 4, reduction_ratio=1, num_dilated_convs=0),  # r = 1
         ],
         mistakes=[
             Mistake("max pooling in the channel branch instead of the global average",
