@@ -24,7 +24,8 @@ REQUIRED = {
                                 "every pixel of the box counted", "9ⁿ pixels", "one axis only"],
     "check_bam_block": ["max pooling in the channel branch", "sum and product swapped",
                         "residual forgotten", "sigmoid applied to each branch before fusing",
-                        "dilation 1 in the spatial branch", "tanh instead of the sigmoid"],
+                        "dilation 1 in the spatial branch", "tanh instead of the sigmoid",
+                        "only the first two dilated convs applied"],
     "check_bam_paper_fuse": ["each image's own map", "per pixel over the batch",
                              "each image's channels", "unbiased variance",
                              "ε added to the standard deviation", "output BNs left out",
@@ -202,6 +203,16 @@ class LearnerBAMUndilated(LearnerBAM):
         return nn.Conv2d(m, m, kernel_size=3, padding=1)
 
 
+class LearnerBAMLessonsTwo(LearnerBAM):
+    def spatial(self, x):                          # the lesson's forward, two convs written out
+        s = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        if len(self.convs) >= 1:
+            s = torch.relu(self.bns[0](self.convs[0](s)))
+        if len(self.convs) >= 2:
+            s = torch.relu(self.bns[1](self.convs[1](s)))
+        return self.conv_out(s)
+
+
 class LearnerBAMTanh(LearnerBAM):
     def forward(self, x):
         return x * (1 + torch.tanh(self.channel(x) * self.spatial(x)))
@@ -249,6 +260,7 @@ def learner_paper_bn_modules_in_eval(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s
     ("check_bam_block", LearnerBAMNoResidual, "residual forgotten"),
     ("check_bam_block", LearnerBAMUndilated, "dilation 1 in the spatial branch"),
     ("check_bam_block", LearnerBAMTanh, "tanh instead of the sigmoid"),
+    ("check_bam_block", LearnerBAMLessonsTwo, "only the first two dilated convs applied"),
     ("check_bam_paper_fuse", learner_paper_per_image, "each image's own map"),
     ("check_bam_paper_fuse", learner_paper_unbiased, "unbiased variance"),
 ])

@@ -266,14 +266,14 @@ class BAMBlockReference(nn.Module):
 
     Knobs: ``pool`` ("max"), ``combine`` ("sum"), ``squash`` ("per branch", "tanh"),
     ``residual`` (False), ``used_dilation`` (1: the dilated convs built with dilation 1 and
-    padding 1). The BNs get random affine parameters and running statistics at construction,
+    padding 1), ``runs`` (2: only the first two dilated convs applied, as in the lesson's module). The BNs get random affine parameters and running statistics at construction,
     so that a BN left out or put in the wrong place changes the output in eval mode.
     """
 
     def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
                  num_dilated_convs: int = 2, *, pool: str = "mean", combine: str = "product",
                  squash: str = "after", residual: bool = True,
-                 used_dilation: int | None = None) -> None:
+                 used_dilation: int | None = None, runs: int | None = None) -> None:
         super().__init__()
         m = channels // reduction_ratio
         d = dilation if used_dilation is None else used_dilation
@@ -287,6 +287,7 @@ class BAMBlockReference(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(m) for _ in range(num_dilated_convs))
         self.conv_out = nn.Conv2d(m, 1, 1)
         self.pool, self.combine, self.squash, self.residual = pool, combine, squash, residual
+        self.runs = num_dilated_convs if runs is None else min(runs, num_dilated_convs)
         with torch.no_grad():
             for bn in (self.bn1, self.bn_reduce, *self.bns):
                 bn.weight.uniform_(0.5, 1.5)
@@ -297,7 +298,7 @@ class BAMBlockReference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mc = self.fc2(F.relu(self.bn1(self.fc1(reduce(x, "b c h w -> b c", self.pool)))))
         s = F.relu(self.bn_reduce(self.conv_reduce(x)))
-        for conv, bn in zip(self.convs, self.bns):
+        for conv, bn in list(zip(self.convs, self.bns))[:self.runs]:
             s = F.relu(bn(conv(s)))
         ms = self.conv_out(s)                                    # B×1×H×W
         channel = rearrange(mc, "b c -> b c 1 1")
@@ -335,9 +336,8 @@ check_bam_block = register(
         tier="build",
         reference=BAMBlockReference,
         cases=[
-            _block_case((2, 16, 9, 11), 0, reduction_ratio=4, dilation=2),
+            _block_case((3, 16, 9, 11), 0, reduction_ratio=4, dilation=3, num_dilated_convs=3),
             _block_case((1, 32, 10, 10), 1),                    # the defaults: r = 16, d = 4, n = 2
-            _block_case((3, 24, 7, 12), 2, reduction_ratio=8, dilation=3, num_dilated_convs=3),
             # boundaries: d = 1 with one dilated conv and m = C / r = 1 hidden channel (the
             # default r = 16 on C = 16); no dilated conv at all (n = 0) with r = 1 (m = C)
             _block_case((2, 16, 5, 6), 3, dilation=1, num_dilated_convs=1),
@@ -354,6 +354,8 @@ check_bam_block = register(
                     partial(BAMBlockReference, residual=False)),
             Mistake("dilation 1 in the spatial branch: the 3×3 convs must use dilation d "
                     "(and padding d)", partial(BAMBlockReference, used_dilation=1)),
+            Mistake("only the first two dilated convs applied, whatever num_dilated_convs (the "
+                    "others are built but never run)", partial(BAMBlockReference, runs=2)),
             Mistake(TANH, partial(BAMBlockReference, squash="tanh"), holds=_tanh_gate),
         ],
     )
