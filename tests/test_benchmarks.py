@@ -16,6 +16,12 @@ from attn_tutorial.bench import matrix, measure, render, run, timing
 from attn_tutorial.__main__ import main as cli
 
 
+def _short_timing(steps, min_run_time, blocks, min_blocks=None, *, _timed=timing.time_cpu_interleaved):
+    """The quick mode's interleaved timing with a tenth of its time and 5 blocks: these tests
+    read the cards' structure and cost model, never a speed, so the loop only has to run."""
+    return _timed(steps, min_run_time / 10, min(blocks, 5), min(min_blocks or 5, 5))
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One quick CPU run of the whole matrix (single thread: the shared box stays predictable)."""
@@ -23,7 +29,9 @@ def quick_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cards = run.run(device="cpu", quick=True, out=out)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(timing, "time_cpu_interleaved", _short_timing)
+            cards = run.run(device="cpu", quick=True, out=out)
     finally:
         torch.set_num_threads(threads)
     return out, cards

@@ -1,28 +1,34 @@
 """Lesson 03 checkers: the required mistakes are catalogued, a learner's own versions of them are
 named, a learner's own correct versions pass, the references mean what they say (checked against
-the library's PSA and plain loops). The generic proofs run over every checker in
+the library's PSA, built modules' parameter counts, and the weight range against every corner of
+the score box and random scores). The generic proofs run over every checker in
 tests/test_checks.py."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn as nn
+from einops import rearrange
 
-from _learner import assert_catalogued, assert_mistake_named
+from _learner import assert_catalogued, assert_fails_only_on, assert_mistake_named
 
 from attn_tutorial.checks import CHECKERS, NOT_IMPLEMENTED, lesson03
 from attn_tutorial.psa import PSA
 from attn_tutorial.show import count_params
 
-# The mistakes issue 12 asks the lesson to recognise, by (part of) their name.
+# The mistakes issues 12 and 29 ask the lesson to recognise, by (part of) their name.
 REQUIRED = {
     "check_psa_param_count": ["a separate SE per branch", "groups ignored",
-                              "each branch reading only its channel split"],
+                              'for branch_input="split" your count has every branch reading all'],
+    "check_psa_weight_range": ["the sigmoid left out", "only the single largest kernel"],
     "check_scale_weights": ["softmax over the channels instead of over the scales",
-                            "the sigmoid missing before the softmax"],
-    "check_psa_module": ["natural concat order", "softmax over the channels",
-                         "the sigmoid missing before the softmax"],
+                            "the sigmoid missing before the softmax", "read (and written) as (c s)"],
+    "check_split_psa": ["natural concat order", "softmax over the channels",
+                        "the sigmoid missing before the softmax", "split as (c s), interleaved"],
 }
 
 
@@ -31,78 +37,115 @@ def test_required_mistakes_are_catalogued(name):
     assert_catalogued(name, REQUIRED[name])
 
 
+def test_tiers_and_order():
+    assert lesson03.__all__ == ["check_psa_param_count", "check_psa_weight_range",
+                                "check_scale_weights", "check_split_psa"]
+    assert [CHECKERS[n].tier for n in lesson03.__all__] == ["predict", "predict", "build", "extend"]
+
+
 # ---------------------------------------------------------------- a learner's own answers
-def learner_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+def learner_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                  branch_input="full"):
     s = len(conv_kernels)
     out = planes // s
-    total = sum(k ** 2 * in_channels // g * out for k, g in zip(conv_kernels, conv_groups))
+    cin = in_channels // s if branch_input == "split" else in_channels
+    total = sum(k ** 2 * cin // g * out for k, g in zip(conv_kernels, conv_groups))
     hidden = out // se_reduction
     return total + (out * hidden + hidden) + (hidden * out + out)
 
 
-def learner_count_se_per_branch(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+def learner_count_always_full(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                              branch_input="full"):
     out = planes // len(conv_kernels)
+    hidden = out // se_reduction
+    total = 0
+    for k, g in zip(conv_kernels, conv_groups):
+        total += k * k * (in_channels // g) * out
+    return total + 2 * out * hidden + hidden + out
+
+
+def learner_count_se_per_branch(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                                branch_input="full"):
+    out = planes // len(conv_kernels)
+    cin = in_channels // len(conv_kernels) if branch_input == "split" else in_channels
     total = 0
     for k, g in zip(conv_kernels, conv_groups):
         hidden = out // se_reduction
-        total += k * k * (in_channels // g) * out + 2 * out * hidden + hidden + out
+        total += k * k * (cin // g) * out + 2 * out * hidden + hidden + out
     return total
 
 
-def learner_count_dense(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+def learner_count_dense(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                        branch_input="full"):
     out = planes // len(conv_kernels)
+    cin = in_channels // len(conv_kernels) if branch_input == "split" else in_channels
     hidden = out // se_reduction
-    return sum(k * k * in_channels * out for k in conv_kernels) + 2 * out * hidden + hidden + out
+    return sum(k * k * cin * out for k in conv_kernels) + 2 * out * hidden + hidden + out
 
 
-def learner_count_split(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
-    s = len(conv_kernels)
-    part, out = in_channels // s, planes // s
-    hidden = out // se_reduction
-    convs = sum(k * k * (part // g) * out for k, g in zip(conv_kernels, conv_groups))
-    return convs + 2 * out * hidden + hidden + out
+def learner_range(conv_kernels):
+    e, s = math.e, len(conv_kernels)
+    best_hi, best_lo = -math.inf, math.inf
+    for on in itertools.product([False, True], repeat=s):  # every corner of the score box
+        u = [e if o else 1.0 for o in on]
+        kbar = sum(a * k for a, k in zip(u, conv_kernels)) / sum(u)
+        best_hi, best_lo = max(best_hi, kbar), min(best_lo, kbar)
+    return (1 / (1 + (s - 1) * e), e / (e + s - 1), best_lo, best_hi)
 
 
-def learner_weights(feats, w1, b1, w2, b2):
-    pooled = feats.mean(dim=(3, 4))
-    hidden = torch.relu(pooled @ w1.T + b1)
-    return torch.softmax(torch.sigmoid(hidden @ w2.T + b2), dim=1)
+def learner_range_largest_only(conv_kernels):
+    e, s = math.e, len(conv_kernels)
+    top, bottom = max(conv_kernels), min(conv_kernels)
+    rest = sum(conv_kernels)
+    return (1 / (1 + (s - 1) * e), e / (e + s - 1),
+            (e * bottom + rest - bottom) / (e + s - 1), (e * top + rest - top) / (e + s - 1))
 
 
-def learner_weights_softmax_channels(feats, w1, b1, w2, b2):
-    pooled = feats.mean(dim=(-1, -2))
-    scores = torch.sigmoid(torch.relu(pooled @ w1.T + b1) @ w2.T + b2)
-    return torch.softmax(scores, dim=-1)
+def learner_range_no_sigmoid(conv_kernels):
+    return (0.0, 1.0, float(min(conv_kernels)), float(max(conv_kernels)))
 
 
-def learner_weights_no_sigmoid(feats, w1, b1, w2, b2):
-    b, s, c = feats.shape[:3]
-    out = torch.empty(b, s, c, dtype=feats.dtype)
-    for i in range(s):  # one scale at a time
-        y = feats[:, i].flatten(2).mean(-1)
-        out[:, i] = torch.relu(y @ w1.T + b1) @ w2.T + b2
-    return out.softmax(1)
+def learner_weights(x, num_scales, w1, b1, w2, b2):
+    b, sc = x.shape[:2]
+    pooled = x.mean(dim=(2, 3)).reshape(b * num_scales, sc // num_scales, 1, 1)
+    z = torch.sigmoid(nn.functional.conv2d(torch.relu(nn.functional.conv2d(pooled, w1, b1)), w2, b2))
+    return z.reshape(b, num_scales, -1).softmax(dim=1).reshape(b, sc, 1, 1)
 
 
-def learner_weights_no_softmax(feats, w1, b1, w2, b2):
-    pooled = feats.mean(dim=(3, 4))
-    return torch.sigmoid(torch.relu(pooled @ w1.T + b1) @ w2.T + b2)
+def learner_weights_interleaved(x, num_scales, w1, b1, w2, b2):
+    b, sc = x.shape[:2]
+    pooled = x.mean(dim=(2, 3)).reshape(b, sc // num_scales, num_scales).transpose(1, 2)
+    z = torch.sigmoid(torch.relu(pooled @ w1[:, :, 0, 0].T + b1) @ w2[:, :, 0, 0].T + b2)
+    return z.softmax(dim=1).transpose(1, 2).reshape(b, sc, 1, 1)
 
 
-def learner_weights_max_pool(feats, w1, b1, w2, b2):
-    pooled = feats.flatten(3).max(dim=-1).values
-    return torch.softmax(torch.sigmoid(torch.relu(pooled @ w1.T + b1) @ w2.T + b2), dim=1)
+def learner_weights_softmax_channels(x, num_scales, w1, b1, w2, b2):
+    b, sc = x.shape[:2]
+    pooled = x.mean(dim=(2, 3)).reshape(b, num_scales, sc // num_scales)
+    z = torch.sigmoid(torch.relu(pooled @ w1[:, :, 0, 0].T + b1) @ w2[:, :, 0, 0].T + b2)
+    return z.softmax(dim=-1).reshape(b, sc, 1, 1)
 
 
-class LearnerPSA(nn.Module):
-    """Written the way the official code writes it: four convs, cat, view, a loop that prepends."""
+def learner_weights_no_sigmoid(x, num_scales, w1, b1, w2, b2):
+    chunks = torch.chunk(x, num_scales, dim=1)
+    scores = []
+    for t in chunks:  # one scale at a time
+        y = t.mean(dim=(2, 3), keepdim=True)
+        scores.append(nn.functional.conv2d(torch.relu(nn.functional.conv2d(y, w1, b1)), w2, b2))
+    return torch.cat(list(torch.softmax(torch.stack(scores), dim=0)), dim=1)
+
+
+class LearnerSplitPSA(nn.Module):
+    """Written the way the official code writes the full-input form: convs, cat, view, a loop
+    that prepends; the input cut with torch.chunk."""
 
     def __init__(self, in_channels, planes, conv_kernels=(3, 5, 7, 9), conv_groups=(1, 4, 8, 16),
                  se_reduction=16):
         super().__init__()
         self.split = planes // len(conv_kernels)
         self.branches = nn.ModuleList([
-            nn.Conv2d(in_channels, self.split, k, padding=k // 2, groups=g, bias=False)
+            nn.Conv2d(in_channels // len(conv_kernels), self.split, k, padding=k // 2, groups=g,
+                      bias=False)
             for k, g in zip(conv_kernels, conv_groups)])
         self.se_reduce = nn.Conv2d(self.split, self.split // se_reduction, 1)
         self.se_expand = nn.Conv2d(self.split // se_reduction, self.split, 1)
@@ -110,8 +153,8 @@ class LearnerPSA(nn.Module):
     def se(self, t):
         return torch.sigmoid(self.se_expand(torch.relu(self.se_reduce(t.mean((2, 3), keepdim=True)))))
 
-    def scores(self, feats):
-        return torch.cat([self.se(f) for f in feats], dim=1)
+    def parts(self, x):
+        return torch.chunk(x, len(self.branches), dim=1)
 
     def combine(self, weighted):
         out = weighted[0]
@@ -120,55 +163,43 @@ class LearnerPSA(nn.Module):
         return out
 
     def forward(self, x):
-        feats = [branch(x) for branch in self.branches]
+        feats = [branch(p) for branch, p in zip(self.branches, self.parts(x))]
         b, s = x.shape[0], len(feats)
-        att = self.scores(feats).view(b, s, self.split, 1, 1).softmax(dim=1)
-        stacked = torch.cat(feats, dim=1).view(b, s, self.split, *feats[0].shape[2:])
-        weighted = stacked * att
-        return self.combine([weighted[:, i] for i in range(s)])
+        att = torch.cat([self.se(f) for f in feats], dim=1).view(b, s, self.split, 1, 1)
+        att = att.softmax(dim=1)
+        return self.combine([f * att[:, i] for i, f in enumerate(feats)])
 
 
-class LearnerPSANatural(LearnerPSA):
+class LearnerSplitPSAStrided(LearnerSplitPSA):
+    """Takes every S-th channel for branch s (x[:, s::S])."""
+
+    def parts(self, x):
+        s = len(self.branches)
+        return [x[:, i::s] for i in range(s)]
+
+
+class LearnerSplitPSANatural(LearnerSplitPSA):
     def combine(self, weighted):
         return torch.cat(weighted, dim=1)
 
 
-class LearnerPSASoftmaxChannels(LearnerPSA):
-    def forward(self, x):
-        feats = [branch(x) for branch in self.branches]
-        b, s = x.shape[0], len(feats)
-        att = self.scores(feats).view(b, s, self.split, 1, 1).softmax(dim=2)
-        return self.combine([f * att[:, i] for i, f in enumerate(feats)])
-
-
-class LearnerPSANoSigmoid(LearnerPSA):
+class LearnerSplitPSANoSigmoid(LearnerSplitPSA):
     def se(self, t):
         return self.se_expand(torch.relu(self.se_reduce(t.mean((2, 3), keepdim=True))))
 
 
-class LearnerPSAMismatched(LearnerPSA):
-    """Reverses the features first, then weights them with the attention in natural order."""
-
-    def forward(self, x):
-        feats = [branch(x) for branch in self.branches]
-        b, s = x.shape[0], len(feats)
-        att = self.scores(feats).view(b, s, self.split, 1, 1).softmax(dim=1)
-        reversed_feats = torch.stack(feats[::-1], dim=1)
-        return (reversed_feats * att).flatten(1, 2)
-
-
 @pytest.mark.parametrize("name,learner,phrase", [
+    ("check_psa_param_count", learner_count_always_full, 'for branch_input="split"'),
     ("check_psa_param_count", learner_count_se_per_branch, "a separate SE per branch"),
     ("check_psa_param_count", learner_count_dense, "groups ignored"),
-    ("check_psa_param_count", learner_count_split, "each branch reading only its channel split"),
+    ("check_psa_weight_range", learner_range_largest_only, "only the single largest kernel"),
+    ("check_psa_weight_range", learner_range_no_sigmoid, "the sigmoid left out"),
+    ("check_scale_weights", learner_weights_interleaved, "read (and written) as (c s)"),
     ("check_scale_weights", learner_weights_softmax_channels, "softmax over the channels"),
     ("check_scale_weights", learner_weights_no_sigmoid, "the sigmoid missing before the softmax"),
-    ("check_scale_weights", learner_weights_no_softmax, "no softmax"),
-    ("check_scale_weights", learner_weights_max_pool, "max instead of mean pooling"),
-    ("check_psa_module", LearnerPSANatural, "natural concat order"),
-    ("check_psa_module", LearnerPSASoftmaxChannels, "softmax over the channels"),
-    ("check_psa_module", LearnerPSANoSigmoid, "the sigmoid missing before the softmax"),
-    ("check_psa_module", LearnerPSAMismatched, "their weights not"),
+    ("check_split_psa", LearnerSplitPSAStrided, "split as (c s), interleaved"),
+    ("check_split_psa", LearnerSplitPSANatural, "natural concat order"),
+    ("check_split_psa", LearnerSplitPSANoSigmoid, "the sigmoid missing before the softmax"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
@@ -176,15 +207,16 @@ def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
 
 @pytest.mark.parametrize("name,learner", [
     ("check_psa_param_count", learner_count),
+    ("check_psa_weight_range", learner_range),
     ("check_scale_weights", learner_weights),
-    ("check_psa_module", LearnerPSA),
+    ("check_split_psa", LearnerSplitPSA),
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
 
 
 def test_stubs_say_not_implemented(capsys):
-    def count_stub(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+    def range_stub(conv_kernels):
         raise NotImplementedError()
 
     class ModuleStub(nn.Module):
@@ -193,76 +225,112 @@ def test_stubs_say_not_implemented(capsys):
             super().__init__()
             raise NotImplementedError()
 
-    assert not CHECKERS["check_psa_param_count"](count_stub).implemented
-    assert not CHECKERS["check_psa_module"](ModuleStub).implemented
+    assert not CHECKERS["check_psa_weight_range"](range_stub).implemented
+    assert not CHECKERS["check_split_psa"](ModuleStub).implemented
     assert capsys.readouterr().out.count(NOT_IMPLEMENTED) == 2
 
 
-def test_a_separate_se_module_per_branch_is_reported_by_parameter_name(capsys):
-    class PerBranchSE(LearnerPSA):
+def test_the_full_input_form_is_refused_by_its_parameter_shapes(capsys):
+    class FullInput(LearnerSplitPSA):
         def __init__(self, in_channels, planes, conv_kernels=(3, 5, 7, 9),
                      conv_groups=(1, 4, 8, 16), se_reduction=16):
             super().__init__(in_channels, planes, conv_kernels, conv_groups, se_reduction)
-            del self.se_reduce, self.se_expand
-            self.ses = nn.ModuleList(nn.Conv2d(self.split, self.split, 1) for _ in conv_kernels)
+            self.branches = nn.ModuleList([
+                nn.Conv2d(in_channels, self.split, k, padding=k // 2, groups=g, bias=False)
+                for k, g in zip(conv_kernels, conv_groups)])
 
-    assert not CHECKERS["check_psa_module"](PerBranchSE).passed
-    assert "missing se_reduce.weight" in capsys.readouterr().out
+        def parts(self, x):
+            return [x] * len(self.branches)
+
+    assert not CHECKERS["check_split_psa"](FullInput).passed
+    assert "shape of branches.0.weight" in capsys.readouterr().out
 
 
-def test_reference_meanings():
-    """The references against the library's PSA (itself proven equal to the official code in
-    tests/test_official.py) and against parameter counts of built modules."""
-    for args in [(64, 64, (3, 5, 7, 9), (1, 4, 8, 16), 16), (36, 108, (3, 5, 7), (1, 3, 6), 4)]:
-        assert lesson03.ref_psa_param_count(*args) == count_params(
-            PSA(args[0], args[1], conv_kernels=args[2], conv_groups=args[3], se_reduction=args[4]))
+# ------------------------------------------------------------ what the references mean
+def _psa_for(args) -> PSA:
+    kw = {"conv_kernels": args[2], "conv_groups": args[3]}
+    if len(args) > 4:
+        kw["se_reduction"] = args[4]
+    if len(args) > 5:
+        kw["branch_input"] = args[5]
+    return PSA(args[0], args[1], **kw)
+
+
+def test_the_count_is_the_library_modules_count_on_every_case():
+    for case in lesson03.PARAM_COUNT_CASES:
+        args = case.inputs()
+        assert lesson03.ref_psa_param_count(*args) == count_params(_psa_for(args)), case.name
     assert lesson03.ref_psa_param_count(64, 64, (3, 5, 7, 9), (1, 4, 8, 16)) == 27121
-    split = PSA(64, 64, branch_input="split")
-    assert lesson03.ref_psa_param_count(64, 64, (3, 5, 7, 9), (1, 4, 8, 16),
-                                        branch_in="split") == count_params(split)
     dense = PSA(64, 64, conv_groups=(1, 1, 1, 1))
-    assert lesson03.ref_psa_param_count(64, 64, (3, 5, 7, 9), (1, 4, 8, 16),
-                                        use_groups=False) == count_params(dense)
     one_se = count_params(dense.se_reduce) + count_params(dense.se_expand)
     assert lesson03.ref_psa_param_count(64, 64, (3, 5, 7, 9), (1, 1, 1, 1),
                                         se="per_branch") == count_params(dense) + 3 * one_se
 
-    lib = PSA(32, 128).double()
-    ref = lesson03.PSAReference(32, 128).double()
-    ref.load_state_dict(lib.state_dict())
-    x = torch.randn(2, 32, 6, 7, dtype=torch.float64)
-    torch.testing.assert_close(ref(x), lib(x))
-    natural = PSA(32, 128, concat_order="natural").double()
-    natural.load_state_dict(lib.state_dict())
-    ref_natural = lesson03.PSAReference(32, 128, concat="natural").double()
-    ref_natural.load_state_dict(lib.state_dict())
-    torch.testing.assert_close(ref_natural(x), natural(x))
-    sol = lesson03.PSASolution(32, 128).double()
+
+def test_the_weight_range_is_attained_at_the_corners_and_never_exceeded():
+    """Every corner of the score box z ∈ {0, 1}^S (computed with torch.softmax) and 2000 random
+    scores in (0, 1)^S: the extremes over the corners are the reference's bounds, the random
+    scores stay inside them."""
+    g = torch.Generator().manual_seed(0)
+    for case in lesson03.WEIGHT_RANGE_CASES:
+        (kernels,) = case.inputs()
+        ks = torch.tensor(kernels, dtype=torch.float64)
+        s = len(kernels)
+        corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=s)), dtype=torch.float64)
+        a = corners.softmax(dim=1)
+        kbar = a @ ks
+        expected = (a.min().item(), a.max().item(), kbar.min().item(), kbar.max().item())
+        got = lesson03.ref_psa_weight_range(kernels)
+        assert got == pytest.approx(expected, rel=1e-12), case.name
+        z = torch.rand(2000, s, generator=g, dtype=torch.float64)
+        a = z.softmax(dim=1)
+        assert a.min() >= got[0] and a.max() <= got[1], case.name
+        assert (a @ ks).min() >= got[2] - 1e-12 and (a @ ks).max() <= got[3] + 1e-12, case.name
+    lesson = lesson03.ref_psa_weight_range((3, 5, 7, 9))
+    assert [round(v, 3) for v in lesson] == [0.109, 0.475, 5.076, 6.924]  # the lesson's numbers
+    assert round(lesson03.ref_psa_weight_range((3, 5, 7, 9), on="largest")[3], 2) == 6.90
+
+
+def test_scale_weights_and_the_split_module_are_the_librarys():
+    """The references against the library's PSA (itself proven equal to the official code in
+    tests/test_official.py; its split form reads the s-th channel slice)."""
+    for branch_input in ("full", "split"):
+        lib = PSA(64, 128, branch_input=branch_input).double()
+        x = torch.randn(2, 64, 6, 7, dtype=torch.float64)
+        parts = torch.chunk(x, 4, dim=1) if branch_input == "split" else [x] * 4
+        cat = torch.cat([b(p) for b, p in zip(lib.branches, parts)], dim=1)
+        got = lesson03.ref_scale_weights(cat, 4, lib.se_reduce.weight, lib.se_reduce.bias,
+                                         lib.se_expand.weight, lib.se_expand.bias)
+        torch.testing.assert_close(got, rearrange(lib.attention_map(x), "b s c -> b (s c) 1 1"))
+
+    for order, knob in (("official", "reversed"), ("natural", "natural")):
+        lib = PSA(64, 128, branch_input="split", concat_order=order).double()
+        ref = lesson03.SplitPSAReference(64, 128, concat=knob).double()
+        ref.load_state_dict(lib.state_dict())
+        torch.testing.assert_close(ref(x), lib(x))
+    lib = PSA(64, 128, branch_input="split").double()
+    sol = lesson03.SplitPSASolution(64, 128).double()
     sol.load_state_dict(lib.state_dict())
     torch.testing.assert_close(sol(x), lib(x))
 
-    feats = torch.stack([b(x) for b in lib.branches], dim=1)
-    w1, b1 = lib.se_reduce.weight[:, :, 0, 0], lib.se_reduce.bias
-    w2, b2 = lib.se_expand.weight[:, :, 0, 0], lib.se_expand.bias
-    torch.testing.assert_close(lesson03.ref_scale_weights(feats, w1, b1, w2, b2),
-                               lib.attention_map(x))
 
-
-# ------------------------------------------------- boundaries and slips of the new engine
-def test_a_count_with_r_16_hard_coded_fails_only_where_r_is_given():
-    from _learner import assert_fails_only_on
-
-    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+# ------------------------------------------------- boundaries and slips of the engine
+def test_a_count_with_r_16_hard_coded_fails_only_where_r_is_not_16():
+    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                        branch_input="full"):
         ps = planes // len(conv_kernels)
-        convs = sum(k * k * (in_channels // g) * ps for k, g in zip(conv_kernels, conv_groups))
+        cin = in_channels // len(conv_kernels) if branch_input == "split" else in_channels
+        convs = sum(k * k * (cin // g) * ps for k, g in zip(conv_kernels, conv_groups))
         hidden = ps // 16
         return convs + 2 * ps * hidden + hidden + ps
 
-    assert_fails_only_on("check_psa_param_count", psa_param_count, [", r 4", ", r 5"])
+    assert_fails_only_on("check_psa_param_count", psa_param_count,
+                         [", r 8", ", r 4", ", r 5", ", r 3", ", r 2", ", r 1", ", r 12"])
 
 
 def test_a_hidden_width_as_a_float_is_named_by_its_type():
-    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16):
+    def psa_param_count(in_channels, planes, conv_kernels, conv_groups, se_reduction=16,
+                        branch_input="full"):
         ps = planes // len(conv_kernels)
         convs = sum(k * k * (in_channels // g) * ps for k, g in zip(conv_kernels, conv_groups))
         hidden = ps / se_reduction
@@ -272,11 +340,25 @@ def test_a_hidden_width_as_a_float_is_named_by_its_type():
     assert not result.passed and "expected an int" in "\n".join(result.lines)
 
 
+def test_a_range_that_forgets_the_single_scale_fails_only_there():
+    def psa_weight_range(conv_kernels):  # the corners with at least one score at each end
+        s, e = len(conv_kernels), math.e
+        ks = sorted(conv_kernels)
+        hi = max((e * sum(ks[s - m:]) + sum(ks[:s - m])) / (e * m + s - m) for m in range(1, s))
+        lo = min((e * sum(ks[:m]) + sum(ks[m:])) / (e * m + s - m) for m in range(1, s))
+        return (1 / (1 + (s - 1) * e), e / (e + s - 1), lo, hi)
+
+    lines = CHECKERS["check_psa_weight_range"].run(psa_weight_range, verbose=False).lines
+    failed = [line for line in lines if line.startswith("✗")]
+    assert failed and all("(3,)" in line or "(1,)" in line for line in failed), lines
+
+
 def test_scale_weights_with_the_stable_softmax_sign_flipped_is_named():
-    def scale_weights(feats, w1, b1, w2, b2):
-        y = feats.mean(dim=(3, 4))
-        z = torch.sigmoid(torch.relu(y @ w1.T + b1) @ w2.T + b2)
+    def scale_weights(x, num_scales, w1, b1, w2, b2):
+        b, sc = x.shape[:2]
+        y = x.mean(dim=(2, 3)).reshape(b, num_scales, -1)
+        z = torch.sigmoid(torch.relu(y @ w1[:, :, 0, 0].T + b1) @ w2[:, :, 0, 0].T + b2)
         e = torch.exp(z.amax(dim=1, keepdim=True) - z)
-        return e / e.sum(dim=1, keepdim=True)
+        return (e / e.sum(dim=1, keepdim=True)).reshape(b, sc, 1, 1)
 
     assert_mistake_named("check_scale_weights", scale_weights, "softmax of −scores")

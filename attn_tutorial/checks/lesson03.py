@@ -1,18 +1,24 @@
-"""Checkers for lesson 03 (PSA, EPSANet): exercises in ``solutions/03_psa.ipynb``.
+"""Checkers for lesson 03 (PSA, EPSANet): exercises in ``solutions/03_psa.ipynb``, in this order.
 
-1. ``check_psa_param_count``: the parameters of a PSA module, by formula (an ``int``).
-2. ``check_scale_weights``: the shared SE and the softmax over scales, B×S×C×H×W -> B×S×C.
-3. ``check_psa_module`` (a module exercise): the learner's PSA ``nn.Module``, ``__init__`` and
-   ``forward``, compared with the reference on the same weights (outputs and input gradients).
+1. ``check_psa_param_count`` (predict): the parameters of any PSA configuration, in the code's
+   full-input form and the paper's split-input form (an ``int``), over many configurations.
+2. ``check_psa_weight_range`` (predict): how far sigmoid-then-softmax lets each scale's weight and
+   a channel's mean kernel k̄ = Σ a_s k_s move, for any list of kernels (four floats).
+3. ``check_scale_weights`` (build): the shared SE and the softmax over scales on the
+   *concatenated* layout, B×(S·C)×H×W -> B×(S·C)×1×1 (the lesson works on a stacked B×S×C).
+4. ``check_split_psa`` (extend, a module exercise): the paper's split-input PSA, where branch s
+   convolves only the s-th of S channel slices of the input (the lesson builds the code's form).
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference with
 a knob turned. Slips that change *which* parameters exist (a separate SE per branch, groups
-ignored, each branch reading only its channel split) cannot be run on the reference's weights, so
-they are caught where they show: in the parameter count of exercise 1.
+ignored) cannot be run on the reference's weights, so they are caught where they show: in the
+parameter count of exercise 1.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from functools import partial
 from typing import Sequence
 
@@ -26,119 +32,268 @@ from attn_tutorial.checks._core import Case, Mistake, Checker, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "03_psa"  # exercises/03_psa.ipynb holds these exercises, in this order
-__all__ = ["check_psa_param_count", "check_scale_weights", "check_psa_module"]
+__all__ = ["check_psa_param_count", "check_psa_weight_range", "check_scale_weights",
+           "check_split_psa"]
 
 
 # --------------------------------------------------------------- 1. the parameter count
 def ref_psa_param_count(in_channels: int, planes: int, conv_kernels: Sequence[int],
-                        conv_groups: Sequence[int], se_reduction: int = 16, *,
-                        se: str = "shared", use_groups: bool = True, branch_in: str = "full",
+                        conv_groups: Sequence[int], se_reduction: int = 16,
+                        branch_input: str = "full", *, se: str = "shared",
+                        use_groups: bool = True, inputs: str = "as_asked",
                         se_width: str = "split", se_bias: bool = True,
-                        conv_bias: bool = False) -> int:
-    """Parameters of ``PSA(in_channels, planes, conv_kernels, conv_groups, se_reduction)``.
+                        conv_bias: bool = False, fixed_reduction: int | None = None) -> int:
+    """Parameters of ``PSA(in_channels, planes, conv_kernels, conv_groups=conv_groups,
+    se_reduction=se_reduction, branch_input=branch_input)``.
 
-    S = len(conv_kernels) branches of Ps = planes / S output channels; conv s has
-    k_s² · (in_channels / g_s) · Ps weights and no bias; one SE (Ps -> Ps // r -> Ps, with biases)
-    is shared by all branches.
+    S = len(conv_kernels) branches of Ps = planes / S output channels; conv s reads C_b channels
+    (in_channels for "full", in_channels / S for "split") and has k_s² · (C_b / g_s) · Ps weights,
+    no bias; one SE (Ps -> Ps // r -> Ps, with biases) is shared by all branches.
 
     Knobs: ``se`` ("per_branch": S separate SEs), ``use_groups`` (False: every conv dense),
-    ``branch_in`` ("split": conv s reads in_channels / S channels), ``se_width`` ("planes": the
-    SE on all planes channels), ``se_bias`` (False: the SE's biases forgotten), ``conv_bias``
-    (True: a bias counted in every branch conv).
+    ``inputs`` ("full": every branch reads all in_channels whatever branch_input says;
+    "swapped": full and split exchanged), ``se_width`` ("planes": the SE on all planes
+    channels), ``se_bias`` (False: the SE's biases forgotten), ``conv_bias`` (True: a bias
+    counted in every branch conv), ``fixed_reduction`` (an r used whatever se_reduction is).
     """
     S = len(conv_kernels)
     ps = planes // S
-    cin = in_channels // S if branch_in == "split" else in_channels
+    split = branch_input == "split"
+    if inputs == "full":
+        split = False
+    elif inputs == "swapped":
+        split = not split
+    cin = in_channels // S if split else in_channels
     convs = 0
     for k, g in zip(conv_kernels, conv_groups):
         g = g if use_groups else 1
         convs += k * k * (cin // g) * ps + (ps if conv_bias else 0)
     width = planes if se_width == "planes" else ps
-    hidden = width // se_reduction
+    hidden = width // (fixed_reduction or se_reduction)
     one_se = 2 * width * hidden + ((hidden + width) if se_bias else 0)
     return convs + one_se * (S if se == "per_branch" else 1)
 
 
-def _count_case(in_channels, planes, kernels, groups, reduction) -> Case:
-    name = f"in {in_channels}, planes {planes}, k {tuple(kernels)}, g {tuple(groups)}, r {reduction}"
-    return Case(name, lambda g, a=(in_channels, planes, tuple(kernels), tuple(groups), reduction): a)
+def _count_case(in_channels, planes, kernels, groups, reduction=None, branch_input=None) -> Case:
+    args = (in_channels, planes, tuple(kernels), tuple(groups))
+    name = f"in {in_channels}, planes {planes}, k {tuple(kernels)}, g {tuple(groups)}"
+    if reduction is not None:
+        args += (reduction,)
+        name += f", r {reduction}"
+    if branch_input is not None:
+        args += (branch_input,)
+        name += f", {branch_input}"
+    return Case(name, lambda g, a=args: a)
 
+
+_F, _S = "full", "split"
+PARAM_COUNT_CASES = [
+    _count_case(64, 64, (3, 5, 7, 9), (1, 4, 8, 16), 16, _F),     # the official PSAModule(64, 64)
+    _count_case(64, 64, (3, 5, 7, 9), (1, 4, 8, 16), 16, _S),     # the paper's form of it
+    _count_case(128, 256, (3, 5, 7, 9), (1, 4, 8, 16), 16, _F),   # in != planes
+    _count_case(128, 256, (3, 5, 7, 9), (1, 4, 8, 16), 16, _S),
+    _count_case(256, 128, (3, 5, 7, 9), (2, 4, 8, 16), 8, _S),    # the rule G = 2^((K-1)/2)
+    _count_case(36, 108, (3, 5, 7), (1, 3, 6), 4, _F),            # three scales
+    _count_case(36, 108, (3, 5, 7), (1, 3, 6), 4, _S),
+    _count_case(64, 64, (3, 5, 7, 9), (1, 1, 1, 1), 4, _F),       # dense, as the zoo's PSA
+    _count_case(64, 64, (3, 5, 7, 9), (1, 1, 1, 1), 4, _S),
+    _count_case(60, 40, (1, 3), (2, 5), 2, _S),                   # a 1×1 kernel, S = 2
+    _count_case(30, 90, (3, 5, 7, 9, 11), (1, 1, 3, 3, 6), 3, _F),  # five scales
+    _count_case(30, 90, (3, 5, 7, 9, 11), (1, 1, 3, 3, 1), 3, _S),
+    _count_case(12, 24, (2, 4), (1, 2), 2, _F),                   # even kernels, one parity
+    # boundaries: a single scale (split = full); one input channel; the SE hidden width 1
+    # (Ps = r); r = 1 (hidden = Ps); Ps // r with remainder 1 and 4; groups = Ps (one input
+    # channel per output channel of a split branch)
+    _count_case(16, 32, (3,), (1,), 4, _F),
+    _count_case(16, 32, (3,), (1,), 4, _S),
+    _count_case(1, 8, (3, 5), (1, 1), 4, _F),
+    _count_case(8, 48, (3, 5, 7, 9), (1, 1, 1, 1), 12, _S),       # Ps = r = 12: hidden 1
+    _count_case(8, 8, (3, 5), (1, 2), 1, _S),                     # r = 1
+    _count_case(21, 21, (5, 7, 9), (1, 1, 7), 3, _F),             # Ps = 7, r = 3: remainder 1
+    _count_case(24, 72, (3, 5, 7), (1, 2, 4), 5, _F),             # Ps = 24, r = 5: remainder 4
+    _count_case(48, 48, (3, 5, 7), (1, 4, 16), 2, _S),            # g = Ps = 16 = C_in / S
+    # default arguments: branch_input not given ("full"); se_reduction not given either (16)
+    _count_case(64, 128, (3, 5, 7, 9), (1, 4, 8, 16), 8),
+    _count_case(64, 128, (3, 5, 7, 9), (1, 4, 8, 16)),
+]
 
 check_psa_param_count = register(
     Checker(
         "psa_param_count",
         exercise="psa_param_count",
-        tier="build",
+        tier="predict",
         reference=ref_psa_param_count,
-        cases=[
-            _count_case(64, 64, (3, 5, 7, 9), (1, 4, 8, 16), 16),    # the official PSAModule(64, 64)
-            _count_case(128, 256, (3, 5, 7, 9), (1, 4, 8, 16), 16),  # in != planes
-            _count_case(36, 108, (3, 5, 7), (1, 3, 6), 4),           # three scales
-            _count_case(64, 64, (3, 5, 7, 9), (1, 1, 1, 1), 4),      # dense, as the zoo's PSA
-            # boundaries: a single scale; planes / S = 24 with r = 5 (remainder 4)
-            _count_case(16, 32, (3,), (1,), 4),
-            _count_case(24, 72, (3, 5, 7), (1, 2, 4), 5),
-            # the default se_reduction = 16: called with four arguments
-            Case("in 64, planes 128, k (3, 5, 7, 9), g (1, 4, 8, 16), r not given (16)",
-                 lambda g: (64, 128, (3, 5, 7, 9), (1, 4, 8, 16))),
-        ],
+        cases=PARAM_COUNT_CASES,
         mistakes=[
             Mistake("a separate SE per branch: the official code shares one SE by all the scales",
                     partial(ref_psa_param_count, se="per_branch")),
             Mistake("groups ignored: every branch conv counted as a dense conv",
                     partial(ref_psa_param_count, use_groups=False)),
-            Mistake("each branch reading only its channel split (in_channels / S inputs): the "
-                    "official convs read the full input",
-                    partial(ref_psa_param_count, branch_in="split")),
+            Mistake('for branch_input="split" your count has every branch reading all '
+                    "in_channels: there branch s reads only its in_channels / S slice",
+                    partial(ref_psa_param_count, inputs="full")),
+            Mistake('"full" and "split" exchanged: your count has the branches reading '
+                    'in_channels / S channels for "full" and all of them for "split"',
+                    partial(ref_psa_param_count, inputs="swapped")),
             Mistake("the SE on all planes channels: it scores one branch of planes / S channels",
                     partial(ref_psa_param_count, se_width="planes")),
             Mistake("the SE's biases forgotten (its two 1×1 convs have biases)",
                     partial(ref_psa_param_count, se_bias=False)),
             Mistake("a bias counted in the branch convs (they have none)",
                     partial(ref_psa_param_count, conv_bias=True)),
+            Mistake("se_reduction = 16 used whatever se_reduction is given",
+                    partial(ref_psa_param_count, fixed_reduction=16)),
         ],
     )
 )
 
 
-# ------------------------------------------------------ 2. shared SE, softmax over scales
-def ref_scale_weights(feats: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-                      w2: torch.Tensor, b2: torch.Tensor, *, pool: str = "mean",
-                      relu: bool = True, sigmoid: bool = True, softmax: str = "scale"
-                      ) -> torch.Tensor:
-    """feats B×S×C×H×W (the branch outputs), one SE (w1 D×C, b1 D, w2 C×D, b2 C) applied to every
-    scale: softmax over the scales of sigmoid(w2 · relu(w1 · GAP + b1) + b2), B×S×C.
+# ------------------------------------------------- 2. the range sigmoid-then-softmax allows
+def ref_psa_weight_range(conv_kernels: Sequence[int], *, score_range: str = "sigmoid",
+                         on: str = "best", others: int = -1, independent: bool = False
+                         ) -> tuple[float, float, float, float]:
+    """(inf a_s, sup a_s, inf k̄, sup k̄) over all SE scores z ∈ (0, 1)^S, a = softmax(z) over the
+    S scales, k̄ = Σ_s a_s k_s.
 
-    Knobs: ``pool`` ("max"), ``relu`` (False), ``sigmoid`` (False: the softmax of the raw
-    logits), ``softmax`` ("channel": over the channel axis; "none": the sigmoid scores as they
-    are).
+    a_s = e^{z_s} / Σ_j e^{z_j} with each e^{z_j} in (1, e): a_s is smallest with z_s -> 0 and
+    the others -> 1, largest the other way round. k̄ is a ratio of two linear functions of
+    u = e^z on the box (1, e)^S, so its extremes are at corners: u_s = e on some set of scales,
+    1 on the rest. At the supremum the set holds every kernel above the supremum (raising such a
+    u_s raises k̄) and none below, so it is the m largest kernels for some m = 0 … S: the bound
+    is the best of those S + 1 corners (the infimum likewise with the m smallest).
+
+    Knobs: ``score_range`` ("raw": no sigmoid, z any real: a in (0, 1), k̄ in (min k, max k);
+    "raw_always": the same also for S = 1, where the one weight is 1),
+    ``on`` ("largest": only the single largest (smallest) kernel at z = 1; "two": always the two
+    largest; "given": the corners taken over the kernels in the order given, as if sorted),
+    ``others`` (the number of competing scales used in the weight bound: S instead of S − 1),
+    ``independent`` (every weight at its own extreme at once, so they no longer sum to 1).
     """
-    pooled = reduce(feats, "b s c h w -> b s c", pool)
-    hidden = einsum(pooled, w1, "b s c, d c -> b s d") + b1
+    S = len(conv_kernels)
+    if score_range in ("raw", "raw_always"):
+        if S == 1 and score_range == "raw":
+            return (1.0, 1.0, float(conv_kernels[0]), float(conv_kernels[0]))
+        return (0.0, 1.0, float(min(conv_kernels)), float(max(conv_kernels)))
+    e = math.e
+    n_others = S - 1 if others < 0 else S
+    w_low, w_high = 1 / (1 + n_others * e), e / (e + n_others)
+    ks = list(conv_kernels) if on == "given" else sorted(conv_kernels)
+    if independent:
+        return (w_low, w_high, w_high * ks[0] + w_low * sum(ks[1:]),
+                w_high * ks[-1] + w_low * sum(ks[:-1]))
+    counts = {"best": range(S + 1), "largest": [min(1, S)], "two": [min(2, S)]}.get(on, range(S + 1))
+
+    def corner(big: Sequence[int], rest: Sequence[int]) -> float:
+        return (e * sum(big) + sum(rest)) / (e * len(big) + len(rest))
+
+    high = max(corner(ks[S - m:], ks[:S - m]) for m in counts)
+    low = min(corner(ks[:m], ks[m:]) for m in counts)
+    return (w_low, w_high, low, high)
+
+
+def _range_case(kernels: Sequence[int]) -> Case:
+    return Case(f"conv_kernels {tuple(kernels)}", lambda g, k=tuple(kernels): (k,))
+
+
+WEIGHT_RANGE_CASES = [_range_case(k) for k in [
+    (3, 5, 7, 9),                     # the lesson's kernels: k̄ in (5.08, 6.92)
+    (3, 5, 7),                        # S = 3: the best corner is the largest kernel alone
+    (3, 5),
+    (3, 5, 7, 9, 11),
+    (3, 5, 7, 9, 11, 13, 15, 17),     # S = 8
+    (1, 3, 5, 7, 9, 11, 13, 15, 17, 19),  # S = 10
+    (9, 7, 5, 3),                     # unsorted: the kernels may come in any order
+    (5, 9, 3, 7),
+    (7, 3),
+    (3, 3, 9),                        # repeated kernels
+    (3, 9, 9),
+    (5, 5, 5, 5, 13),                 # one far kernel
+    (3, 5, 7, 99),
+    (1, 2, 3, 4, 5, 6),               # consecutive, even kernels allowed
+    (2, 4),
+    (1, 100),                         # a wide gap
+    # boundaries: a single scale (its weight is exactly 1, k̄ = k); all kernels equal
+    (3,),
+    (1,),
+    (4, 4, 4),
+]]
+
+check_psa_weight_range = register(
+    Checker(
+        "psa_weight_range",
+        exercise="psa_weight_range",
+        tier="predict",
+        reference=ref_psa_weight_range,
+        cases=WEIGHT_RANGE_CASES,
+        mistakes=[
+            Mistake("the sigmoid left out: your bounds are those of a softmax of unbounded "
+                    "scores, weights in (0, 1) and k̄ between the smallest and largest kernel",
+                    partial(ref_psa_weight_range, score_range="raw"),
+                    variants=(partial(ref_psa_weight_range, score_range="raw_always"),)),
+            Mistake("only the single largest kernel's score at 1 for the supremum of k̄ (and the "
+                    "smallest for the infimum): for 3, 5, 7, 9 that gives 6.90, but 7 and 9 both "
+                    "at 1 give 6.92", partial(ref_psa_weight_range, on="largest")),
+            Mistake("always the two largest kernels at 1 (the corner that wins for 3, 5, 7, 9, "
+                    "not for every list)", partial(ref_psa_weight_range, on="two")),
+            Mistake("the kernels taken in the order given, as if sorted: conv_kernels may come "
+                    "in any order", partial(ref_psa_weight_range, on="given")),
+            Mistake("S competing scales in the weight bound instead of the S − 1 others: "
+                    "1/(1 + S·e) and e/(e + S)", partial(ref_psa_weight_range, others=1)),
+            Mistake("every weight at its own extreme at once: one at e/(e + S − 1), the others at "
+                    "1/(1 + (S − 1)e), which do not sum to 1",
+                    partial(ref_psa_weight_range, independent=True)),
+        ],
+    )
+)
+
+
+# ---------------------------------- 3. shared SE, softmax over scales, on the concatenated map
+def ref_scale_weights(x: torch.Tensor, num_scales: int, w1: torch.Tensor, b1: torch.Tensor,
+                      w2: torch.Tensor, b2: torch.Tensor, *, split: str = "(s c)",
+                      merge: str = "(s c)", pool: str = "mean", relu: bool = True,
+                      sigmoid: bool = True, softmax: str = "scale") -> torch.Tensor:
+    """x B×(S·C)×H×W, the S branch outputs concatenated along channels in branch order (channels
+    s·C … (s+1)·C − 1 are scale s); one SE (w1 D×C×1×1, b1 D, w2 C×D×1×1, b2 C: 1×1 conv
+    weights) applied to every scale; returns the softmax over the scales of
+    sigmoid(w2 · relu(w1 · GAP + b1) + b2) in x's channel layout, B×(S·C)×1×1.
+
+    Knobs: ``split`` / ``merge`` ("(c s)": the channel axis read / written scale-minor, the
+    interleaved layout), ``pool`` ("max"), ``relu`` (False), ``sigmoid`` (False), ``softmax``
+    ("channel": over the channels; "all": over all S·C channels of an image; "none": the sigmoid
+    scores as they are; "negated": the softmax of −scores).
+    """
+    pooled = reduce(x, f"b {split} h w -> b s c", pool, s=num_scales)
+    hidden = einsum(pooled, w1[:, :, 0, 0], "b s c, d c -> b s d") + b1
     if relu:
         hidden = F.relu(hidden)
-    z = einsum(hidden, w2, "b s d, c d -> b s c") + b2
+    z = einsum(hidden, w2[:, :, 0, 0], "b s d, c d -> b s c") + b2
     scores = torch.sigmoid(z) if sigmoid else z
-    if softmax == "negated":  # exp(max − s): the stable-softmax shift the wrong way round
-        return (-scores).softmax(dim=1)
     if softmax == "scale":
-        return scores.softmax(dim=1)
-    if softmax == "channel":
-        return scores.softmax(dim=2)
-    return scores
+        att = scores.softmax(dim=1)
+    elif softmax == "negated":  # exp(max − s): the stable-softmax shift the wrong way round
+        att = (-scores).softmax(dim=1)
+    elif softmax == "channel":
+        att = scores.softmax(dim=2)
+    elif softmax == "all":
+        att = rearrange(rearrange(scores, "b s c -> b (s c)").softmax(dim=1), "b (s c) -> b s c",
+                        s=num_scales)
+    else:
+        att = scores
+    return rearrange(att, f"b s c -> b {merge} 1 1")
 
 
 def _weights_case(b: int, s: int, c: int, h: int, w: int, d: int, seed: int) -> Case:
     def make(g: torch.Generator):
-        feats = torch.randn(b, s, c, h, w, generator=g, dtype=torch.float64)
-        feats = feats + torch.randn(b, s, c, 1, 1, generator=g, dtype=torch.float64)
-        w1 = torch.randn(d, c, generator=g, dtype=torch.float64)
+        x = torch.randn(b, s * c, h, w, generator=g, dtype=torch.float64)
+        x = x + torch.randn(b, s * c, 1, 1, generator=g, dtype=torch.float64)
+        w1 = torch.randn(d, c, 1, 1, generator=g, dtype=torch.float64)
         b1 = torch.randn(d, generator=g, dtype=torch.float64) * 0.5
-        w2 = torch.randn(c, d, generator=g, dtype=torch.float64)
+        w2 = torch.randn(c, d, 1, 1, generator=g, dtype=torch.float64)
         b2 = torch.randn(c, generator=g, dtype=torch.float64) * 0.5
-        return feats, w1, b1, w2, b2
+        return x, s, w1, b1, w2, b2
 
-    return Case(f"feats {b}×{s}×{c}×{h}×{w}, hidden {d}", make, seed=seed)
+    scales = f"{s} scale" + ("s" if s > 1 else "")
+    return Case(f"x {b}×{s * c}×{h}×{w} ({scales} of {c}), hidden {d}", make, seed=seed)
 
 
 check_scale_weights = register(
@@ -148,15 +303,25 @@ check_scale_weights = register(
         tier="build",
         reference=ref_scale_weights,
         cases=[
-            _weights_case(2, 4, 16, 5, 7, 4, 0),
-            _weights_case(1, 3, 12, 6, 5, 3, 1),   # batch 1, three scales
-            _weights_case(3, 4, 8, 7, 7, 2, 2),
-            _weights_case(2, 1, 6, 3, 4, 2, 3),   # boundary: a single scale (its weight is 1)
-            _weights_case(1, 3, 5, 1, 1, 1, 4),   # boundary: a 1×1 map, one hidden unit
+            _weights_case(2, 4, 6, 5, 7, 3, 0),
+            _weights_case(1, 3, 5, 6, 5, 2, 1),   # batch 1, three scales of an odd width
+            _weights_case(3, 2, 4, 4, 3, 2, 2),
+            # boundaries: a single scale (its weight is 1); one channel per scale; a 1×1 map
+            # with one hidden unit
+            _weights_case(2, 1, 6, 3, 4, 2, 3),
+            _weights_case(2, 3, 1, 3, 5, 1, 4),
+            _weights_case(1, 4, 3, 1, 1, 1, 5),
         ],
         mistakes=[
+            Mistake("the channels read (and written) as (c s), scale-minor: scale s is the "
+                    "contiguous block of channels s·C … (s+1)·C − 1, as torch.cat gives",
+                    partial(ref_scale_weights, split="(c s)", merge="(c s)"),
+                    variants=(partial(ref_scale_weights, split="(c s)"),
+                              partial(ref_scale_weights, merge="(c s)"))),
             Mistake("softmax over the channels instead of over the scales",
                     partial(ref_scale_weights, softmax="channel")),
+            Mistake("softmax over all S·C channels of an image instead of over the scales of "
+                    "each channel", partial(ref_scale_weights, softmax="all")),
             Mistake("the sigmoid missing before the softmax",
                     partial(ref_scale_weights, sigmoid=False)),
             Mistake("no softmax: the sigmoid scores are used as they are, so the scales do not "
@@ -172,38 +337,48 @@ check_scale_weights = register(
 )
 
 
-# ------------------------------------------------------------------ 3. the PSA module
-class PSAReference(nn.Module):
-    """PSA as the official ``PSAModule`` computes it, with the parameter names of
-    ``attn_tutorial.psa.PSA`` (``branches.N``, ``se_reduce``, ``se_expand``).
+# ------------------------------------------------- 4. the paper's split-input PSA module
+class SplitPSAReference(nn.Module):
+    """PSA with the paper's channel split: branch s (``branches[s]``, kernel conv_kernels[s])
+    convolves only input channels s·C_in/S … (s+1)·C_in/S − 1; otherwise the official module
+    (one shared SE ``se_reduce``/``se_expand``, sigmoid, softmax over the scales, concatenation
+    in reverse, largest kernel first), with the parameter names of ``attn_tutorial.psa.PSA``.
 
-    Knobs: ``concat`` ("natural": [k3, k5, …] instead of the official reversed order),
-    ``softmax`` ("channel"), ``sigmoid`` (False), ``weights_follow`` (False: the features are
-    concatenated in reverse but their weights are not, so scale s is weighted by scale S−1−s's
-    attention).
+    Knobs: ``slices`` ("(c s)": interleaved channels; "reversed": branch s reads slice S−1−s;
+    "first": every branch reads slice 0), ``concat`` ("natural"), ``softmax`` ("channel"),
+    ``sigmoid`` (False), ``weights_follow`` (False: the features are concatenated in reverse
+    but their weights are not), ``pool`` ("max").
     """
 
     def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16, *,
-                 concat: str = "reversed", softmax: str = "scale", sigmoid: bool = True,
-                 weights_follow: bool = True) -> None:
+                 slices: str = "(s c)", concat: str = "reversed", softmax: str = "scale",
+                 sigmoid: bool = True, weights_follow: bool = True, pool: str = "mean") -> None:
         super().__init__()
-        split = planes // len(conv_kernels)
+        self.num_scales = len(conv_kernels)
+        split = planes // self.num_scales
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, split, k, padding=k // 2, groups=g, bias=False)
+            nn.Conv2d(in_channels // self.num_scales, split, k, padding=k // 2, groups=g,
+                      bias=False)
             for k, g in zip(conv_kernels, conv_groups))
         self.se_reduce = nn.Conv2d(split, split // se_reduction, 1)
         self.se_expand = nn.Conv2d(split // se_reduction, split, 1)
-        self.concat, self.softmax, self.sigmoid = concat, softmax, sigmoid
-        self.weights_follow = weights_follow
+        self.slices, self.concat, self.softmax, self.sigmoid = slices, concat, softmax, sigmoid
+        self.weights_follow, self.pool = weights_follow, pool
         resnet_conv_bn_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # b s c h w
-        pooled = reduce(feats, "b s c h w -> (b s) c 1 1", "mean")
+        pattern = "b (c s) h w -> s b c h w" if self.slices == "(c s)" else "b (s c) h w -> s b c h w"
+        parts = list(rearrange(x, pattern, s=self.num_scales))
+        if self.slices == "reversed":
+            parts.reverse()
+        elif self.slices == "first":
+            parts = [parts[0]] * self.num_scales
+        feats = torch.stack([branch(p) for branch, p in zip(self.branches, parts)], dim=1)
+        pooled = reduce(feats, "b s c h w -> (b s) c 1 1", self.pool)
         z = self.se_expand(F.relu(self.se_reduce(pooled)))
         scores = torch.sigmoid(z) if self.sigmoid else z
-        scores = rearrange(scores, "(b s) c 1 1 -> b s c 1 1", s=feats.shape[1])
+        scores = rearrange(scores, "(b s) c 1 1 -> b s c 1 1", s=self.num_scales)
         att = scores.softmax(dim=1 if self.softmax == "scale" else 2)
         if self.concat == "reversed":
             feats = feats.flip(1)
@@ -212,63 +387,80 @@ class PSAReference(nn.Module):
         return rearrange(feats * att, "b s c h w -> b (s c) h w")
 
 
-class PSASolution(nn.Module):
-    """What a correct learner hands in: the official PSA, written plainly."""
+class SplitPSASolution(nn.Module):
+    """What a correct learner hands in: the split-input PSA, written plainly with a loop."""
 
     def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16) -> None:
         super().__init__()
-        split = planes // len(conv_kernels)
+        s, split = len(conv_kernels), planes // len(conv_kernels)
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, split, k, padding=k // 2, groups=g, bias=False)
+            nn.Conv2d(in_channels // s, split, k, padding=k // 2, groups=g, bias=False)
             for k, g in zip(conv_kernels, conv_groups))
         self.se_reduce = nn.Conv2d(split, split // se_reduction, 1)
         self.se_expand = nn.Conv2d(split // se_reduction, split, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = torch.stack([branch(x) for branch in self.branches], dim=1)
-        pooled = reduce(feats, "b s c h w -> (b s) c 1 1", "mean")
-        scores = torch.sigmoid(self.se_expand(F.relu(self.se_reduce(pooled))))
-        att = rearrange(scores, "(b s) c 1 1 -> b s c 1 1", s=feats.shape[1]).softmax(dim=1)
-        return rearrange((feats * att).flip(1), "b s c h w -> b (s c) h w")
+        parts = torch.chunk(x, len(self.branches), dim=1)
+        feats = [branch(p) for branch, p in zip(self.branches, parts)]
+        scores = [torch.sigmoid(self.se_expand(F.relu(self.se_reduce(f.mean((2, 3), keepdim=True)))))
+                  for f in feats]
+        att = torch.softmax(torch.stack(scores), dim=0)
+        return torch.cat([f * a for f, a in zip(feats, att)][::-1], dim=1)
 
 
 def _x(shape: tuple[int, ...]):
     return lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64),)
 
 
-check_psa_module = register(
+check_split_psa = register(
     ModuleChecker(
-        "psa_module",
-        exercise="MyPSA",
-        tier="build",
-        reference=PSAReference,
-        solution=PSASolution,
+        "split_psa",
+        exercise="SplitPSA",
+        tier="extend",
+        reference=SplitPSAReference,
+        solution=SplitPSASolution,
         cases=[
-            Case("PSA(16, 64), x 2×16×5×7", _x((2, 16, 5, 7)), seed=0,
-                 build={"in_channels": 16, "planes": 64}),
-            Case("PSA(32, 64), x 1×32×6×5", _x((1, 32, 6, 5)), seed=1,
-                 build={"in_channels": 32, "planes": 64}),
-            Case("PSA(8, 24, kernels (3, 5, 7), groups (1, 2, 4), r 4), x 3×8×5×6",
-                 _x((3, 8, 5, 6)), seed=2,
-                 build={"in_channels": 8, "planes": 24, "conv_kernels": (3, 5, 7),
+            Case("SplitPSA(64, 64), x 2×64×5×7", _x((2, 64, 5, 7)), seed=0,
+                 build={"in_channels": 64, "planes": 64}),
+            Case("SplitPSA(12, 24, kernels (3, 5, 7), groups (1, 2, 4), r 4), x 1×12×6×5",
+                 _x((1, 12, 6, 5)), seed=1,
+                 build={"in_channels": 12, "planes": 24, "conv_kernels": (3, 5, 7),
                         "conv_groups": (1, 2, 4), "se_reduction": 4}),
-            # boundaries: a single scale; a 1×1 map
-            Case("PSA(8, 8, kernels (3,), groups (1,), r 4), x 2×8×4×3", _x((2, 8, 4, 3)),
+            Case("SplitPSA(16, 8, kernels (3, 5), groups (2, 1), r 2), x 3×16×4×6",
+                 _x((3, 16, 4, 6)), seed=2,
+                 build={"in_channels": 16, "planes": 8, "conv_kernels": (3, 5),
+                        "conv_groups": (2, 1), "se_reduction": 2}),
+            # boundaries: a single scale (the split is the whole input); one input channel per
+            # branch; a 1×1 map
+            Case("SplitPSA(8, 8, kernels (3,), groups (1,), r 4), x 2×8×4×3", _x((2, 8, 4, 3)),
                  seed=3, build={"in_channels": 8, "planes": 8, "conv_kernels": (3,),
                                 "conv_groups": (1,), "se_reduction": 4}),
-            Case("PSA(16, 64), x 2×16×1×1", _x((2, 16, 1, 1)), seed=4,
-                 build={"in_channels": 16, "planes": 64}),
+            Case("SplitPSA(3, 6, kernels (1, 3, 5), groups (1, 1, 1), r 2), x 2×3×5×4",
+                 _x((2, 3, 5, 4)), seed=4,
+                 build={"in_channels": 3, "planes": 6, "conv_kernels": (1, 3, 5),
+                        "conv_groups": (1, 1, 1), "se_reduction": 2}),
+            Case("SplitPSA(64, 64), x 2×64×1×1", _x((2, 64, 1, 1)), seed=5,
+                 build={"in_channels": 64, "planes": 64}),
         ],
         mistakes=[
+            Mistake("the input's channels split as (c s), interleaved: branch s reads the "
+                    "contiguous slice s·C_in/S … (s+1)·C_in/S − 1",
+                    partial(SplitPSAReference, slices="(c s)")),
+            Mistake("the slices in reverse: branch s reads slice S − 1 − s",
+                    partial(SplitPSAReference, slices="reversed")),
+            Mistake("every branch reads the first slice of the input",
+                    partial(SplitPSAReference, slices="first")),
             Mistake("natural concat order [k3, k5, k7, k9]: the official code puts the largest "
-                    "kernel first", partial(PSAReference, concat="natural")),
+                    "kernel first", partial(SplitPSAReference, concat="natural")),
             Mistake("softmax over the channels instead of over the scales",
-                    partial(PSAReference, softmax="channel")),
+                    partial(SplitPSAReference, softmax="channel")),
             Mistake("the sigmoid missing before the softmax",
-                    partial(PSAReference, sigmoid=False)),
+                    partial(SplitPSAReference, sigmoid=False)),
             Mistake("features concatenated in reverse but their weights not: the k3 weights "
-                    "scale the k9 features", partial(PSAReference, weights_follow=False)),
+                    "scale the k9 features", partial(SplitPSAReference, weights_follow=False)),
+            Mistake("max instead of mean pooling in the SE",
+                    partial(SplitPSAReference, pool="max")),
         ],
     )
 )
