@@ -7,6 +7,7 @@ checker returns. Per-lesson files keep only the slips specific to their lesson."
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
@@ -347,10 +348,19 @@ TENSOR_ADVERSARIAL = {
 def test_wrong_tensors_are_reported_in_one_line(name, kind, capsys):
     checker = ALL[name]
     body, phrase = TENSOR_ADVERSARIAL[kind]
+    if kind == "float32" and any(_float32_case(c) for c in checker.cases):
+        # a case about float32 numerics (lesson 04's index rule, lesson 07's underflowing row)
+        # takes float32 and expects float32: .float() is right there
+        checker = copy.copy(checker)
+        checker.cases = [c for c in checker.cases if not _float32_case(c)]
     if isinstance(checker, ModuleChecker) and kind in ("meta", "float32", "wrong shape"):
         phrase = "output: " + phrase
     result = checker(learner(checker, body))
     _one_failure_line(checker, result, lines(capsys), phrase)
+
+
+def _float32_case(case) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in case.inputs())
 
 
 @pytest.mark.parametrize("name", [n for n in TENSOR_NAMES if not isinstance(ALL[n], ModuleChecker)])
@@ -439,9 +449,11 @@ def test_print_flood_is_captured_and_truncated(name, capsys):
     # 3 kept lines of at most 120 characters per case, not 1.5 MB (predict checkers run 15-40 cases)
     assert len(captured.out) < 500 * (len(checker.cases) + 10), len(captured.out)
     # a module's forward runs three times per case: eval, train, eval after a training step
-    calls = 3 if isinstance(checker, ModuleChecker) else 1
-    assert out.count(f"  your code printed {3001 * calls} lines, first 3 shown:") \
-        == len(checker.cases), out
+    # (once on a float32 case, which lesson 04's module checker runs in eval mode only)
+    calls = [3 if isinstance(checker, ModuleChecker) and not _float32_case(c) else 1
+             for c in checker.cases]
+    assert [line for line in out if line.startswith("  your code printed")] == \
+        [f"  your code printed {3001 * n} lines, first 3 shown:" for n in calls], out
     assert all(len(line) <= 124 for line in out)
 
 
@@ -602,3 +614,29 @@ def test_in_a_jupyter_kernel_the_time_limit_and_the_single_verdict_hold():
     assert "called sys.exit()" in texts[2]
     assert texts[3].count("all checks passed") == 1
     assert took < 30, took
+
+
+def test_a_hidden_case_shows_neither_its_inputs_nor_its_answer(capsys):
+    """A predict exercise passed by copying the printed answers fails on its hidden cases, and a
+    catalogued mistake is still named over them."""
+    from attn_tutorial.checks import hidden_cases
+
+    def squares(n):
+        return n * n
+
+    cases = [Case("n = 3", lambda g: (3,)), Case("n = 4", lambda g: (4,))]
+    cases += hidden_cases("hidden case", lambda rng: (rng.randint(1000, 9999),), 3, seed=7)
+    drawn = [c.inputs()[0] for c in cases[2:]]
+    checker = Checker("squares_demo", squares, cases, [Mistake("the cube", lambda n: n ** 3)],
+                      exercise="squares", tier="predict")
+    copied = {3: 9, 4: 16}
+    result = checker(lambda n: copied.get(n, 0))
+    out = capsys.readouterr().out
+    assert not result.passed and result.checks_passed == 2
+    assert out.count("✗ hidden case") == 3 and "inputs and answer are not shown" in out
+    assert not any(str(v) in out or str(v * v) in out for v in drawn), out
+    cube = checker(lambda n: n ** 3)
+    out = capsys.readouterr().out
+    assert not cube.passed and "the cube" in out
+    assert not any(str(v) in out or str(v ** 3) in out for v in drawn), out
+    assert checker(squares).passed

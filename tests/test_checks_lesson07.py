@@ -6,23 +6,32 @@ tests/test_checks.py."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from _learner import assert_catalogued, assert_mistake_named
+from _learner import assert_catalogued, assert_fails_only_on, assert_mistake_named
 
+from attn_tutorial import cost
 from attn_tutorial.checks import CHECKERS, lesson07
-from attn_tutorial.external import ExternalAttention
+from attn_tutorial.external import ExternalAttention, MultiHeadExternalAttention
 
 # The mistakes the issue asks the lesson to recognise, by (part of) their name.
 REQUIRED = {
     "check_double_normalise": ["softmax over the memory slots instead of over the pixels",
-                               "l1 over the pixels", "ε = 1e-9 forgotten", "softmax alone"],
-    "check_external_attention": ["scaled by 1/√d", "softmax over the memory slots",
-                                 "softmax alone"],
+                               "l1 over the pixels", "one spatial axis only",
+                               "divides by the sum alone (no ε)", "F.normalize(p=1)",
+                               "max(sum, ε)", "sum + S·ε", "softmax alone"],
+    "check_crossover": ["closed form", "≤ instead of <", "one less than the answer",
+                        "energy term", "memory products counted as one"],
+    "check_multi_head_external_attention": ["(d heads), the head the fast axis",
+                                            "merged back as (d heads)", "extra tokens",
+                                            "all heads together", "scaled by 1/√d",
+                                            "softmax over the memory slots", "softmax alone",
+                                            "memory_key's transpose used"],
     "check_ea_block": ["untied memories", "ReLU before the residual sum",
                        "softmax over the memory slots", "scaled by 1/√d"],
 }
@@ -34,59 +43,123 @@ def test_required_mistakes_are_catalogued(name):
 
 
 # ------------------------------------------------------ a learner's own wrong versions
+def _pixels_softmax(logits):  # b s h w: over the h·w pixels of each slot
+    b, s, h, w = logits.shape
+    return logits.reshape(b, s, h * w).softmax(dim=-1).reshape(b, s, h, w)
+
+
 def learner_softmax_over_memory(logits):
-    a = torch.softmax(logits, dim=2)
-    return a / (a.sum(dim=2, keepdim=True) + 1e-9)
+    a = torch.softmax(logits, dim=1)
+    return a / (a.sum(dim=1, keepdim=True) + 1e-9)
 
 
-def learner_official_dims_on_tokens_first(logits):  # dims copied from the B×S×N official code
-    attn = F.softmax(logits, dim=-1)
-    return attn / (1e-9 + attn.sum(dim=1, keepdim=True))
-
-
-def learner_no_eps(logits):
-    a = logits.softmax(dim=1)
-    return a / a.sum(dim=-1, keepdim=True)
-
-
-def learner_softmax_only(logits):
-    return torch.softmax(logits, dim=-2)
-
-
-def learner_l1_over_pixels(logits):  # a no-op after the softmax over the same axis
-    a = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+def learner_official_dims(logits):  # the authors' dim=-1 and dim=1 kept on a 4-d map
+    a = F.softmax(logits, dim=-1)
     return a / (1e-9 + a.sum(dim=1, keepdim=True))
 
 
-def _double_norm(logits):
+def learner_both_axes_swapped(logits):
+    a = logits.softmax(dim=1)
+    return a / (1e-9 + a.sum(dim=(2, 3), keepdim=True))
+
+
+def learner_no_eps(logits):
+    a = _pixels_softmax(logits)
+    return a / a.sum(dim=1, keepdim=True)
+
+
+def learner_f_normalize(logits):
+    return F.normalize(_pixels_softmax(logits), p=1, dim=1)
+
+
+def learner_clamped(logits):
+    a = _pixels_softmax(logits)
+    return a / a.sum(dim=1, keepdim=True).clamp_min(1e-9)
+
+
+def learner_eps_in_every_weight(logits):
+    a = _pixels_softmax(logits)
+    return a / (a + 1e-9).sum(dim=1, keepdim=True)
+
+
+def learner_softmax_only(logits):
+    return _pixels_softmax(logits)
+
+
+def learner_closed_form(channels, memory_size=64):
+    return math.floor(2 * channels / 3 + 16 * memory_size / 9) + 1
+
+
+def _walk(channels, memory_size, cheaper):
+    c, s, cq = channels, memory_size, channels // 8
+    n = 1
+    while not cheaper(4 * n * c * c + 4 * n * c * s,
+                      2 * n * (2 * c * cq + c * c) + 2 * n * n * (cq + c)):
+        n += 1
+    return n
+
+
+def learner_not_strict(channels, memory_size=64):
+    return _walk(channels, memory_size, lambda ea, pam: ea <= pam)
+
+
+def learner_last_not_cheaper(channels, memory_size=64):
+    return _walk(channels, memory_size, lambda ea, pam: ea < pam) - 1
+
+
+def _one_head(t, mk, mv):  # ... n d
+    a = torch.softmax(t @ mk.T, dim=-2)
+    return (a / (1e-9 + a.sum(dim=-1, keepdim=True))) @ mv.T
+
+
+def learner_heads_fast(tokens, memory_key, memory_value, heads):
+    b, n, c = tokens.shape
+    t = tokens.reshape(b, n, c // heads, heads).permute(0, 3, 1, 2)
+    return _one_head(t, memory_key, memory_value).permute(0, 2, 3, 1).reshape(b, n, c)
+
+
+def learner_heads_as_tokens(tokens, memory_key, memory_value, heads):
+    b, n, c = tokens.shape
+    t = tokens.reshape(b, n, heads, c // heads).permute(0, 2, 1, 3).reshape(b, heads * n, -1)
+    out = _one_head(t, memory_key, memory_value).reshape(b, heads, n, -1)
+    return out.permute(0, 2, 1, 3).reshape(b, n, c)
+
+
+def learner_l1_over_all_heads(tokens, memory_key, memory_value, heads):
+    b, n, c = tokens.shape
+    t = tokens.reshape(b, n, heads, c // heads)                  # b n h d
+    a = torch.einsum("bnhd,sd->bnhs", t, memory_key).softmax(dim=1)
+    a = a / (1e-9 + a.sum(dim=(2, 3), keepdim=True))
+    return torch.einsum("bnhs,ds->bnhd", a, memory_value).reshape(b, n, c)
+
+
+def learner_scaled_heads(tokens, memory_key, memory_value, heads):
+    d = memory_key.shape[1]
+    chunks = [_one_head(t / math.sqrt(d), memory_key, memory_value)
+              for t in tokens.split(d, dim=-1)]
+    return torch.cat(chunks, dim=-1)
+
+
+def _double_norm(logits):  # b n s, tokens first
     a = torch.softmax(logits, dim=1)
     return a / (1e-9 + a.sum(dim=2, keepdim=True))
-
-
-def learner_scaled(tokens, memory_key, memory_value):
-    logits = tokens @ memory_key.T / math.sqrt(tokens.shape[-1])
-    return _double_norm(logits) @ memory_value.T
-
-
-def learner_core_softmax_memory(tokens, memory_key, memory_value):
-    return torch.softmax(tokens @ memory_key.T, dim=-1) @ memory_value.T
-
-
-def learner_core_tied(tokens, memory_key, memory_value):
-    return _double_norm(tokens @ memory_key.T) @ memory_key
 
 
 class _Block(nn.Module):
     """A learner's block: plain tensor calls, the tie as one parameter used twice."""
 
-    def __init__(self, channels, memory_size=64):
+    def __init__(self, channels, memory_size=64, tie_memories=True):
         super().__init__()
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.memory_key = nn.Linear(channels, memory_size, bias=False)
+        if not tie_memories:
+            self.memory_value = nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(channels)
 
     def value(self):
+        if hasattr(self, "memory_value"):
+            return self.memory_value.weight
         return self.memory_key.weight.T
 
     def branch(self, x):
@@ -101,12 +174,17 @@ class _Block(nn.Module):
 
 
 class LearnerUntied(_Block):
-    def __init__(self, channels, memory_size=64):
-        super().__init__(channels, memory_size)
-        self.mv = nn.Parameter(torch.randn(channels, memory_size))
+    """Always two memories, whatever tie_memories says."""
 
-    def value(self):
-        return self.mv
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories=False)
+
+
+class LearnerAlwaysTied(_Block):
+    """One memory, whatever tie_memories says."""
+
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories=True)
 
 
 class LearnerReluFirst(_Block):
@@ -117,10 +195,11 @@ class LearnerReluFirst(_Block):
 class LearnerTiedByStorage(_Block):
     """The authors' way: a second Conv1d-shaped memory whose weight is a view of M_k's storage."""
 
-    def __init__(self, channels, memory_size=64):
-        super().__init__(channels, memory_size)
-        self.memory_value = nn.Linear(memory_size, channels, bias=False)
-        self.memory_value.weight = nn.Parameter(self.memory_key.weight.data.t())
+    def __init__(self, channels, memory_size=64, tie_memories=True):
+        super().__init__(channels, memory_size, tie_memories)
+        if tie_memories:
+            self.memory_value = nn.Linear(memory_size, channels, bias=False)
+            self.memory_value.weight = nn.Parameter(self.memory_key.weight.data.t())
 
     def value(self):
         return self.memory_value.weight
@@ -128,13 +207,20 @@ class LearnerTiedByStorage(_Block):
 
 @pytest.mark.parametrize("name,learner,phrase", [
     ("check_double_normalise", learner_softmax_over_memory, "softmax over the memory slots"),
-    ("check_double_normalise", learner_official_dims_on_tokens_first, "l1 over the pixels"),
-    ("check_double_normalise", learner_no_eps, "ε = 1e-9 forgotten"),
+    ("check_double_normalise", learner_official_dims, "one spatial axis only"),
+    ("check_double_normalise", learner_both_axes_swapped, "l1 over the pixels"),
+    ("check_double_normalise", learner_no_eps, "divides by the sum alone (no ε)"),
+    ("check_double_normalise", learner_f_normalize, "F.normalize(p=1)"),
+    ("check_double_normalise", learner_clamped, "max(sum, ε)"),
+    ("check_double_normalise", learner_eps_in_every_weight, "sum + S·ε"),
     ("check_double_normalise", learner_softmax_only, "softmax alone"),
-    ("check_double_normalise", learner_l1_over_pixels, "softmax alone"),
-    ("check_external_attention", learner_scaled, "scaled by 1/√d"),
-    ("check_external_attention", learner_core_softmax_memory, "softmax over the memory slots"),
-    ("check_external_attention", learner_core_tied, "memory_key's transpose used"),
+    ("check_crossover", learner_closed_form, "closed form"),
+    ("check_crossover", learner_not_strict, "≤ instead of <"),
+    ("check_crossover", learner_last_not_cheaper, "one less than the answer"),
+    ("check_multi_head_external_attention", learner_heads_fast, "the head the fast axis"),
+    ("check_multi_head_external_attention", learner_heads_as_tokens, "extra tokens"),
+    ("check_multi_head_external_attention", learner_l1_over_all_heads, "all heads together"),
+    ("check_multi_head_external_attention", learner_scaled_heads, "scaled by 1/√d"),
     ("check_ea_block", LearnerUntied, "untied memories"),
     ("check_ea_block", LearnerReluFirst, "ReLU before the residual sum"),
 ])
@@ -143,16 +229,26 @@ def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
 
 
 def learner_double_norm_correct(logits):
-    return _double_norm(logits)
+    m = logits.amax(dim=(2, 3), keepdim=True)
+    e = (logits - m).exp()
+    a = e / e.sum(dim=(2, 3), keepdim=True)
+    return a / (1e-9 + a.sum(dim=1, keepdim=True))
 
 
-def learner_core_correct(tokens, memory_key, memory_value):
-    return _double_norm(tokens @ memory_key.T) @ memory_value.T
+def learner_crossover_correct(channels, memory_size=64):
+    return _walk(channels, memory_size, lambda ea, pam: ea < pam)
+
+
+def learner_multi_head_correct(tokens, memory_key, memory_value, heads):
+    d = memory_key.shape[1]
+    return torch.cat([_one_head(t, memory_key, memory_value)
+                      for t in tokens.split(d, dim=-1)], dim=-1)
 
 
 @pytest.mark.parametrize("name,learner", [
     ("check_double_normalise", learner_double_norm_correct),
-    ("check_external_attention", learner_core_correct),
+    ("check_crossover", learner_crossover_correct),
+    ("check_multi_head_external_attention", learner_multi_head_correct),
     ("check_ea_block", _Block),
     ("check_ea_block", LearnerTiedByStorage),  # two parameters, one storage: tied, passes
     ("check_ea_block", ExternalAttention),     # the library's module has the same names
@@ -166,16 +262,17 @@ def test_untied_memories_agree_before_the_step_and_differ_after_it(capsys):
     match; only M_k after one SGD step tells the two forms apart."""
     CHECKERS["check_ea_block"](LearnerUntied)
     out = capsys.readouterr().out
-    # one line per case
+    # one line per case that asks for the tie; the untied cases pass
+    tied = [c for c in CHECKERS["check_ea_block"].cases if c.build.get("tie_memories", True)]
     assert out.count("`memory_key.weight` after one SGD step (lr 0.1): wrong values") \
-        == len(CHECKERS["check_ea_block"].cases)
+        == len(tied) == len(CHECKERS["check_ea_block"].cases) - 1
     assert "output:" not in out and "gradient" not in out
 
 
 def test_a_missing_parameter_is_reported_by_name(capsys):
     class NoNorm(_Block):
-        def __init__(self, channels, memory_size=64):
-            super().__init__(channels, memory_size)
+        def __init__(self, channels, memory_size=64, tie_memories=True):
+            super().__init__(channels, memory_size, tie_memories)
             del self.norm
 
         def branch(self, x):
@@ -185,41 +282,71 @@ def test_a_missing_parameter_is_reported_by_name(capsys):
     assert "missing norm.weight" in capsys.readouterr().out
 
 
-def test_nan_without_eps_on_an_underflowing_pixel():
-    """The lesson's ε case: in float32 a pixel 200 below the others underflows to 0 in every
-    slot after the softmax over the pixels; 0/0 is NaN without ε, 0 with it."""
-    logits = torch.randn(1, 10, 4)
-    logits[0, 3] -= 200.0
-    assert (logits.softmax(dim=1)[0, 3] == 0).all()
-    assert torch.isnan(lesson07.ref_double_normalise(logits, eps=0.0)[0, 3]).all()
-    good = lesson07.ref_double_normalise(logits)
-    assert torch.isfinite(good).all() and (good[0, 3] == 0).all()
+def test_the_underflow_cases_underflow_and_the_tiny_case_does_not():
+    """Exp underflows to 0 from a gap of 746 in float64 and of 104 in float32; the cases' sunk
+    pixels get exactly 0 in every slot there, and a positive total below ε = 1e-9 (but above
+    F.normalize's 1e-12) in the gap-24 case."""
+    for dtype, first_zero in ((torch.float64, 746), (torch.float32, 104)):
+        weight = lambda gap: torch.tensor([0.0, -gap], dtype=dtype).softmax(0)[1]  # noqa: E731
+        assert weight(first_zero - 1) > 0 and weight(first_zero) == 0
+    cases = {c.name: c for c in CHECKERS["check_double_normalise"].cases}
+    for name, (i, j) in (("24 below", (2, 3)), ("800 below", (1, 4)), ("120 below", (0, 2))):
+        (logits,) = next(c for n, c in cases.items() if name in n).inputs()
+        flat = logits.flatten(2).softmax(dim=-1).view_as(logits)
+        total = flat[:, :, i, j].sum(dim=1)                    # what the pixel receives
+        if name == "24 below":
+            assert logits.dtype == torch.float64
+            assert (total > 1e-12).all() and (total < 1e-9).all()
+        else:
+            assert (total == 0).all()
+            assert logits.dtype == (torch.float32 if name == "120 below" else torch.float64)
+            assert torch.isnan(lesson07.ref_double_normalise(logits, eps_how="none")).any()
+            assert torch.isfinite(lesson07.ref_double_normalise(logits)).all()
+
+
+def test_f_normalize_keeps_an_underflowing_pixel_at_0_but_scales_up_a_tiny_one():
+    """What the F.normalize mistake's name says: max(sum, 1e-12) gives 0 where everything
+    underflowed, and weights summing to 1 where the pixel receives between 1e-12 and 1e-9."""
+    cases = {c.name: c for c in CHECKERS["check_double_normalise"].cases}
+    (tiny,) = next(c for n, c in cases.items() if "24 below" in n).inputs()
+    (zero,) = next(c for n, c in cases.items() if "800 below" in n).inputs()
+    floored = F.normalize(_pixels_softmax(tiny), p=1, dim=1)[:, :, 2, 3].sum(dim=1)
+    right = lesson07.ref_double_normalise(tiny)[:, :, 2, 3].sum(dim=1)
+    assert torch.allclose(floored, torch.ones_like(floored)) and (right < 0.2).all()
+    assert (F.normalize(_pixels_softmax(zero), p=1, dim=1)[:, :, 1, 4] == 0).all()
 
 
 def test_reference_meanings():
     """The references against loops written from the equations."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    logits = torch.randn(2, 3, 2, 3, generator=g, dtype=torch.float64)   # b s h w
     want = torch.zeros_like(logits)
     for b in range(2):
         for s in range(3):
-            z = sum(math.exp(logits[b, n, s]) for n in range(5))
-            for n in range(5):
-                want[b, n, s] = math.exp(logits[b, n, s]) / z
-        for n in range(5):
-            want[b, n] = want[b, n] / (1e-9 + want[b, n].sum())
+            z = sum(math.exp(logits[b, s, i, j]) for i in range(2) for j in range(3))
+            for i in range(2):
+                for j in range(3):
+                    want[b, s, i, j] = math.exp(logits[b, s, i, j]) / z
+        for i in range(2):
+            for j in range(3):
+                want[b, :, i, j] = want[b, :, i, j] / (1e-9 + want[b, :, i, j].sum())
     assert torch.allclose(lesson07.ref_double_normalise(logits), want)
 
-    tokens = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
-    mk = torch.randn(3, 4, generator=g, dtype=torch.float64)
-    mv = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    attn = lesson07.ref_double_normalise(tokens @ mk.T)
+    heads, d, S = 2, 3, 4
+    tokens = torch.randn(2, 5, heads * d, generator=g, dtype=torch.float64)
+    mk = torch.randn(S, d, generator=g, dtype=torch.float64)
+    mv = torch.randn(d, S, generator=g, dtype=torch.float64)
     out = torch.zeros_like(tokens)
-    for b in range(2):
-        for n in range(5):
-            for c in range(4):
-                out[b, n, c] = sum(attn[b, n, s] * mv[c, s] for s in range(3))
-    assert torch.allclose(lesson07.ref_external_attention(tokens, mk, mv), out)
+    for h in range(heads):
+        part = tokens[..., h * d:(h + 1) * d]                  # head h: a contiguous block
+        e = torch.exp(part @ mk.T)                              # b n s
+        a = e / e.sum(dim=1, keepdim=True)
+        a = a / (1e-9 + a.sum(dim=2, keepdim=True))
+        for b in range(2):
+            for n in range(5):
+                for c in range(d):
+                    out[b, n, h * d + c] = sum(a[b, n, s] * mv[c, s] for s in range(S))
+    assert torch.allclose(lesson07.ref_multi_head_external_attention(tokens, mk, mv, heads), out)
 
     ref = lesson07.EABlockReference(6, 5).double().eval()
     lib = ExternalAttention(6, 5).double().eval()
@@ -228,23 +355,55 @@ def test_reference_meanings():
     assert torch.allclose(ref(x), lib(x))
 
 
+def test_multi_head_reference_is_the_librarys_core_on_the_heads():
+    """The library's MultiHeadExternalAttention splits (heads d), shares M_k and M_v over the
+    heads and applies external_attention per head: with its biases zero, its core is ours."""
+    torch.manual_seed(0)
+    lib = MultiHeadExternalAttention(8, num_heads=2, expansion=1, memory_size=3).double()
+    with torch.no_grad():
+        lib.memory_key.bias.zero_()
+        lib.memory_value.bias.zero_()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    inner = lib.expand(x)
+    core = lesson07.ref_multi_head_external_attention(
+        inner, lib.memory_key.weight, lib.memory_value.weight, lib.heads)
+    assert torch.allclose(lib.proj(core), lib(x))
+
+
+def test_crossover_reference_walks_the_cost_model():
+    """The reference's rational bound against a walk over attn_tutorial.cost's FLOP counts,
+    and against the lesson's closed form 2C/3 + 16S/9 where C is a multiple of 8."""
+    checker = CHECKERS["check_crossover"]
+    for case in checker.cases:
+        args = case.inputs()
+        c, s = args[0], (args[1] if len(args) > 1 else 64)
+        n = 1
+        while cost.external_attention(1, c, n, 1, s).flops >= cost.pam(1, c, n, 1).flops:
+            n += 1
+        assert lesson07.ref_crossover(*args) == n, case.name
+        if c % 8 == 0:
+            bound = Fraction(2 * c, 3) + Fraction(16 * s, 9)
+            assert n == math.floor(bound) + 1, case.name
+
+
+def test_ties_are_cases_of_the_crossover():
+    """The cases named "the counts tie" are configurations where EA = PAM at an integer N."""
+    for case in CHECKERS["check_crossover"].cases:
+        if "tie" in case.name:
+            c, s = case.inputs()
+            n = lesson07.ref_crossover(c, s) - 1
+            assert cost.external_attention(1, c, n, 1, s).flops == cost.pam(1, c, n, 1).flops
+
+
 # ------------------------------------------------- boundaries and slips of the new engine
-def test_f_normalize_for_the_l1_step_is_the_eps_mistake():
-    def double_normalise(logits):
-        return F.normalize(logits.softmax(dim=1), p=1, dim=-1)
-
-    assert_mistake_named("check_double_normalise", double_normalise, "ε = 1e-9 forgotten")
-
-
 @pytest.mark.parametrize("with_l1", [True, False])
 def test_one_softmax_over_all_entries_is_named_with_or_without_the_l1_step(with_l1):
     def double_normalise(logits):
-        b, n, s = logits.shape
-        a = logits.reshape(b, n * s).softmax(dim=-1).reshape(b, n, s)
-        return a / (1e-9 + a.sum(dim=-1, keepdim=True)) if with_l1 else a
+        a = logits.flatten(1).softmax(dim=-1).view_as(logits)
+        return a / (1e-9 + a.sum(dim=1, keepdim=True)) if with_l1 else a
 
     assert_mistake_named("check_double_normalise", double_normalise,
-                         "one softmax over all pixels and slots")
+                         "one softmax over all slots and pixels")
 
 
 def test_an_ea_block_without_a_default_memory_size_fails_on_the_default_call():
@@ -255,3 +414,25 @@ def test_an_ea_block_without_a_default_memory_size_fails_on_the_default_call():
     result = CHECKERS["check_ea_block"].run(EABlock, verbose=False)
     assert result.status == "error"
     assert "S not given" in next(l for l in result.lines if l.startswith("✗"))
+
+
+def test_a_crossover_without_the_default_memory_size_fails_only_on_the_default_calls():
+    def crossover(channels, memory_size):
+        return learner_crossover_correct(channels, memory_size)
+
+    assert_fails_only_on("check_crossover", crossover, ["S not given"])
+
+
+def test_a_float32_answer_to_a_float64_case_and_back_fails_on_the_float64_cases_only():
+    """The float32 case is judged at float32's tolerance; the float64 cases at float64's."""
+    def double_normalise(logits):
+        return learner_double_norm_correct(logits.float()).to(logits.dtype)
+
+    assert_fails_only_on("check_double_normalise", double_normalise,
+                         [c.name for c in CHECKERS["check_double_normalise"].cases
+                          if "float32" not in c.name])
+
+
+def test_a_block_that_ignores_tie_memories_false_fails_on_the_untied_cases_only():
+    lines = assert_fails_only_on("check_ea_block", LearnerAlwaysTied, ["tie_memories=False"])
+    assert all("memory_value.weight" in line for line in lines if line.startswith("✗"))
