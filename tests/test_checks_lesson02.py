@@ -426,3 +426,11 @@ def test_a_bam_whose_batch_norms_use_running_stats_in_training_is_named():
     result = CHECKERS["check_bam_block"].run(BAMBlock, verbose=False)
     assert not result.passed
     assert result.diagnoses and "running statistics, as in eval mode" in result.diagnoses[0]
+
+
+def test_the_printed_footprints_copied_into_a_table_fail_on_the_hidden_cases():
+    table = {(n, d): (1 + 2 * n * d, (2 * n + 1) ** 2) for n, d in lesson02.FOOTPRINTS}
+    result = CHECKERS["check_spatial_footprint"].run(lambda n, d: table.get((n, d), (0, 0)),
+                                                     verbose=False)
+    assert not result.passed and result.checks_passed == len(lesson02.FOOTPRINTS)
+    assert all("hidden case" in line for line in result.lines if line.startswith("✗"))

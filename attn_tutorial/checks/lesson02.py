@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "02_bam"  # exercises/02_bam.ipynb holds these exercises, in this order
@@ -229,7 +229,9 @@ check_spatial_footprint = register(
         reference=ref_spatial_footprint,
         # n = 0 (the 1×1 convs alone) and d = 1 (dense: every pixel of the box matters) are the
         # boundaries; n = 2, d = 4 is the lesson's 17×17 with 25; n = 1 makes "one conv" right.
-        cases=[Case(f"n = {n}, d = {d}", lambda g, n=n, d=d: (n, d)) for n, d in FOOTPRINTS],
+        cases=[Case(f"n = {n}, d = {d}", lambda g, n=n, d=d: (n, d)) for n, d in FOOTPRINTS]
+        + hidden_cases("hidden case", lambda rng: (rng.randint(0, 9), rng.randint(1, 12)), 6,
+                       seed=2),
         mistakes=[
             Mistake("receptive field of one conv, 1 + 2d, whatever n",
                     partial(ref_spatial_footprint, side="one conv"),
