@@ -640,3 +640,36 @@ def test_a_hidden_case_shows_neither_its_inputs_nor_its_answer(capsys):
     assert not cube.passed and "the cube" in out
     assert not any(str(v) in out or str(v ** 3) in out for v in drawn), out
     assert checker(squares).passed
+
+
+def test_an_answer_that_uses_the_courses_own_implementation_is_refused(capsys):
+    """Subclassing the library's module, importing it inside the answer, or reaching it through a
+    helper of one's own: refused in one line, before anything runs. Torch and einops are fine."""
+    from attn_tutorial import eca as library
+    from attn_tutorial.eca import ECA
+
+    class MyECA(ECA):
+        pass
+
+    def inside(channels, gamma=2, b=1):
+        from attn_tutorial.eca import eca_kernel_size
+        return eca_kernel_size(channels, gamma, b)
+
+    def helper(channels):
+        return library.eca_kernel_size(channels)
+
+    def through_a_helper(channels, gamma=2, b=1):
+        return helper(channels)
+
+    for answer, checker, named in ((MyECA, CHECKERS["check_eca_module"], "attn_tutorial.eca.ECA"),
+                                   (inside, CHECKERS["check_kernel_size"], "attn_tutorial.eca"),
+                                   (through_a_helper, CHECKERS["check_kernel_size"],
+                                    "attn_tutorial.eca")):
+        result = checker(answer)
+        out = lines(capsys)
+        assert not result.passed and result.checks_passed == 0 and len(out) == 1, out
+        assert f"uses the course's own {named}" in out[0] and "write it yourself" in out[0]
+    allowed = copy.copy(CHECKERS["check_kernel_size"])
+    allowed.library_allowed = True
+    assert allowed(inside, verbose=False).passed
+

@@ -62,7 +62,7 @@ from attn_tutorial.checks._compare import (
     NoGradient, clone, describe, problem, same, value_error,
 )
 from attn_tutorial.checks._isolation import (
-    IN_PLACE, TIME_LIMIT, Outcome, Reported, describe_failure, guarded, learner_code,
+    IN_PLACE, TIME_LIMIT, Outcome, Reported, describe_failure, guarded, learner_code, library_uses,
 )
 from attn_tutorial.checks._mistakes import (
     Mistake, engine_findings, named_mistakes, verdict_suffix,
@@ -182,6 +182,7 @@ class Checker:
         *,
         exercise: str = "",
         tier: str = "build",
+        library_allowed: bool = False,
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier={tier!r}: must be one of {', '.join(TIERS)}")
@@ -200,6 +201,9 @@ class Checker:
         # What a correct learner hands in (default: the reference itself).
         self.solution = reference if solution is None else solution
         self.time_limit = time_limit
+        # False: an answer that uses the course's own implementation (attn_tutorial outside
+        # checks) is refused before it runs; an exercise that plugs into the library says True.
+        self.library_allowed = library_allowed
         self.arg_names = _positional_names(reference)
 
     @property
@@ -228,6 +232,15 @@ class Checker:
 
     def title_for(self, learner: Any) -> str:
         return self.title
+
+    def _shortcut(self, learner: Any) -> str | None:
+        if self.library_allowed:
+            return None
+        used = library_uses(learner, exempt=(self.solution, self.reference))
+        if not used:
+            return None
+        return (f"your answer uses the course's own {', '.join(used)}: this exercise asks you to "
+                "write it yourself (use the library afterwards, to compare)")
 
     def _reference_value(self, run: Callable[[], Any], case: Case) -> Any:
         outcome = guarded(run, time_limit=None)
@@ -263,7 +276,7 @@ class Checker:
     def _run(self, learner: Any, verbose: bool) -> CheckResult:
         title = self.title_for(learner)
         result = CheckResult(title, checks_total=len(self.cases))
-        invalid = self.validate(learner)
+        invalid = self.validate(learner) or self._shortcut(learner)
         if invalid:
             result.lines.append(f"{FAIL} {title}: {invalid}")
             return finish(result, verbose)
