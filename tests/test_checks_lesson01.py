@@ -29,7 +29,11 @@ REQUIRED = {
     ],
     "check_eca_matrix": ["padding that shifts the channel window", "circular"],
     "check_eca_module": ["max pooling", "sigmoid missing", "softmax over the channels",
-                         "gate added as a residual"],
+                         "gate added as a residual",
+                         "pooled over the channels instead of the tokens"],
+    "check_eca_ns_gate": ["one kernel shared by every channel", "band transposed",
+                          "only the centre tap", "kernel rows flipped", "missing sigmoid",
+                          "all k-1 zeros on the left", "circular"],
 }
 
 
@@ -142,8 +146,8 @@ def learner_gate_softmax(x, weight):
 
 
 class LearnerECA(torch.nn.Module):
-    """A learner's own ECA module: the kernel from ψ written inline, the conv on a b 1 c view
-    made with unsqueeze, the gate broadcast with [:, :, None, None]."""
+    """A learner's own ECA module on B×N×C tokens: the kernel from ψ written inline, the conv on a
+    b 1 c view made with unsqueeze, the gate broadcast with [:, None, :]."""
 
     def __init__(self, channels, gamma=2, b=1):
         super().__init__()
@@ -154,16 +158,16 @@ class LearnerECA(torch.nn.Module):
     def gate(self, y):
         return torch.sigmoid(self.conv(y.unsqueeze(1)).squeeze(1))
 
-    def pool(self, x):
-        return x.mean(dim=(2, 3))
+    def pool(self, t):
+        return t.mean(dim=1)
 
-    def forward(self, x):
-        return x * self.gate(self.pool(x))[:, :, None, None]
+    def forward(self, t):
+        return t * self.gate(self.pool(t))[:, None, :]
 
 
 class LearnerECAMaxPool(LearnerECA):
-    def pool(self, x):
-        return x.amax(dim=(2, 3))
+    def pool(self, t):
+        return t.amax(dim=1)
 
 
 class LearnerECANoSigmoid(LearnerECA):
@@ -177,8 +181,15 @@ class LearnerECASoftmax(LearnerECA):
 
 
 class LearnerECAResidual(LearnerECA):
-    def forward(self, x):
-        return x + x * self.gate(self.pool(x))[:, :, None, None]
+    def forward(self, t):
+        return t + t * self.gate(self.pool(t))[:, None, :]
+
+
+class LearnerECAPerToken(LearnerECA):
+    """Reads the tokens as a map's B×C×N: the mean over the last axis, a gate per token."""
+
+    def forward(self, t):
+        return t * self.gate(t.mean(dim=2))[:, :, None]
 
 
 class LearnerECAFixedK(LearnerECA):
@@ -192,6 +203,7 @@ class LearnerECAFixedK(LearnerECA):
     ("check_eca_module", LearnerECANoSigmoid, "sigmoid missing"),
     ("check_eca_module", LearnerECASoftmax, "softmax over the channels"),
     ("check_eca_module", LearnerECAResidual, "gate added as a residual"),
+    ("check_eca_module", LearnerECAPerToken, "pooled over the channels instead of the tokens"),
     ("check_kernel_size", learner_psi_without_odd, "even kernel size"),
     ("check_kernel_size", learner_psi_round, "rounded to the nearest integer"),
     ("check_kernel_size", learner_psi_ceil, "math.ceil() instead of int()"),
@@ -250,7 +262,9 @@ def test_a_fixed_kernel_of_3_is_told_by_the_weights_shape(capsys):
     assert "conv.weight (1, 1, 3) instead of (1, 1, 5)" in out, out
 
 
-def test_module_reference_is_the_librarys_adaptive_eca():
+def test_module_reference_is_the_librarys_adaptive_eca_on_flattened_maps():
+    from einops import rearrange
+
     from attn_tutorial.eca import ECA
 
     for channels, gamma, b in [(16, 2, 1), (256, 2, 1), (512, 3, 2)]:
@@ -258,8 +272,9 @@ def test_module_reference_is_the_librarys_adaptive_eca():
         lib = ECA(channels, adaptive=True, gamma=gamma, b=b).double()
         lib.load_state_dict(ref.state_dict())
         x = torch.randn(2, channels, 3, 5, dtype=torch.float64)
+        tokens = rearrange(x, "b c h w -> b (h w) c")
         assert ref.conv.weight.shape == lib.conv.weight.shape
-        assert torch.allclose(ref(x), lib(x))
+        assert torch.allclose(ref(tokens), rearrange(lib(x), "b c h w -> b (h w) c"))
 
 
 def test_kernel_size_returning_a_tensor_or_a_float_is_reported(capsys):
@@ -360,3 +375,96 @@ def test_an_eca_module_with_a_frozen_conv_cannot_learn():
     assert result.diagnoses == ["`conv.weight` has requires_grad=False"], result.lines
     assert result.lines[-1].startswith("MyECA: 0/")
     assert isinstance(MyECA(8), nn.Module)
+
+
+# ------------------------------------------------- ψ(C) as a predict exercise; ECA-NS (extend)
+def test_kernel_size_is_a_predict_exercise_over_many_configurations():
+    checker = CHECKERS["check_kernel_size"]
+    assert checker.tier == "predict" and 15 <= len(checker.cases) <= 40
+    args = [case.inputs() for case in checker.cases]
+    ts = [(math.log2(a[0]) + (a[2] if len(a) == 3 else 1)) / (a[1] if len(a) == 3 else 2)
+          for a in args]
+    assert any(t == int(t) and int(t) % 2 == 0 for t in ts)   # t even and exact: goes up
+    assert any(t == int(t) and int(t) % 2 == 1 for t in ts)   # t odd and exact: stays
+    assert any(t - int(t) == 0.5 for t in ts)                 # a half: round() differs
+    assert min(a[0] for a in args) == 1 and sum(len(a) == 1 for a in args) >= 10
+
+
+def test_eca_ns_reference_is_the_librarys_ecans_and_a_loop():
+    from einops import rearrange
+
+    from attn_tutorial.eca import ECANS
+
+    for case in CHECKERS["check_eca_ns_gate"].cases:
+        x, weight = case.inputs()
+        channels, k = weight.shape
+        lib = ECANS(channels, k).double()
+        with torch.no_grad():
+            lib.conv.weight.copy_(rearrange(weight, "c k -> c 1 k"))
+        gate = lesson01.ref_eca_ns_gate(x, weight)
+        assert torch.allclose(x * gate[:, :, None, None], lib(x))
+        y = x.mean(dim=(2, 3))
+        z = torch.zeros_like(y)
+        for c in range(channels):
+            for i in range(k):
+                j = c + i - (k - 1) // 2
+                if 0 <= j < channels:
+                    z[:, c] += weight[c, i] * y[:, j]
+        assert torch.allclose(gate, torch.sigmoid(z))
+
+
+def learner_ns_shared(x, weight):
+    """ECA's conv with the first channel's taps: the weight sharing ECA-NS removes."""
+    k = weight.shape[1]
+    y = x.mean(dim=(2, 3)).unsqueeze(1)
+    return torch.sigmoid(torch.nn.functional.conv1d(y, weight[:1, None], padding=k // 2)[:, 0])
+
+
+def learner_ns_grouped_on_length_one(x, weight):
+    """Depthwise conv1d straight on the B×C×1 means: only the centre tap ever sees data."""
+    c, k = weight.shape
+    y = x.mean(dim=(2, 3), keepdim=True)[..., 0]
+    return torch.sigmoid(torch.nn.functional.conv1d(y, weight[:, None], padding=k // 2,
+                                                    groups=c)[..., 0])
+
+
+def learner_ns_by_matrix_transposed(x, weight):
+    c, k = weight.shape
+    m = torch.zeros(c, c, dtype=weight.dtype)
+    for row in range(c):
+        for i in range(k):
+            if 0 <= row + i - k // 2 < c:
+                m[row, row + i - k // 2] = weight[row, i]
+    return torch.sigmoid(x.mean(dim=(2, 3)) @ m)          # y @ M: M's transpose applied
+
+
+def learner_ns_correct_by_matrix(x, weight):
+    c, k = weight.shape
+    m = torch.zeros(c, c, dtype=weight.dtype)
+    for row in range(c):
+        for i in range(k):
+            if 0 <= row + i - k // 2 < c:
+                m[row, row + i - k // 2] = weight[row, i]
+    return torch.sigmoid(x.mean(dim=(2, 3)) @ m.T)
+
+
+def learner_ns_correct_official_style(x, weight):
+    """The official eca_ns.py route: unfold the padded means, then a depthwise conv1d."""
+    c, k = weight.shape
+    y = torch.nn.functional.pad(x.mean(dim=(2, 3)), (k // 2, k // 2)).unfold(1, k, 1)
+    return torch.sigmoid(torch.nn.functional.conv1d(y, weight[:, None], groups=c)[..., 0])
+
+
+@pytest.mark.parametrize("learner,phrase", [
+    (learner_ns_shared, "one kernel shared by every channel"),
+    (learner_ns_grouped_on_length_one, "only the centre tap"),
+    (learner_ns_by_matrix_transposed, "band transposed"),
+])
+def test_a_learners_own_eca_ns_slip_is_named(learner, phrase):
+    assert_mistake_named("check_eca_ns_gate", learner, phrase)
+
+
+@pytest.mark.parametrize("learner", [learner_ns_correct_by_matrix,
+                                     learner_ns_correct_official_style])
+def test_a_learners_own_correct_eca_ns_passes(learner):
+    assert CHECKERS["check_eca_ns_gate"](learner, verbose=False).passed

@@ -1,7 +1,8 @@
 """Lesson 05 checkers: the required mistakes are catalogued, a learner's own versions of them are
 named, a learner's own correct versions pass, the references mean what they say (checked against
-loops written from the equations and against the library's modules). The generic proofs run over
-every checker in tests/test_checks.py."""
+loops written from the equations, the library's modules, real tensors' sizes and a brute-force
+search). The exercises are channels-last (B×H×W×C); the lesson works channels-first. The generic
+proofs run over every checker in tests/test_checks.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from _learner import assert_catalogued, assert_mistake_named
+from _learner import assert_catalogued, assert_fails_only_on, assert_mistake_named
 
 from attn_tutorial.checks import CHECKERS, lesson05
 from attn_tutorial.danet import CAM, PAM
@@ -19,17 +21,27 @@ from attn_tutorial.danet import CAM, PAM
 # The mistakes the issue asks the lesson to recognise, by (part of) their name.
 REQUIRED = {
     "check_pam_attention": ["softmax over the query axis instead of the key axis",
-                            "scaled by 1/sqrt(d)"],
-    "check_pam_aggregate": ["A instead of Aᵀ"],
-    "check_cam_attention": ["softmax(+E) and softmax(-E) swapped for the form asked"],
-    "check_pam_module": ["gamma initialised to 1", "query/key convs with C output channels",
-                         "A instead of Aᵀ", "scaled by 1/sqrt(d)"],
+                            "scaled by 1/sqrt(d)", "output reads b j i", "two slips together",
+                            "softmax(−E)", "the lesson's channels-first layout"],
+    "check_pam_aggregate": ["Aᵀ·V instead of A·V"],
+    "check_cam_attention": ["softmax(E) and softmax(−E) swapped",
+                            "the usual stable shift E − max leaves softmax(E) unchanged"],
+    "check_pam_module": ["gamma initialised to 1", "query/key layers with C output channels",
+                         "Aᵀ·V instead of A·V", "scaled by 1/sqrt(d)"],
+    "check_pam_map_bytes": ["the batch B is missing", "bits per element"],
+    "check_pam_side_limit": ["(≥) instead of passing it (>)", "floating point"],
+    "check_pam_pooled": ["every r-th pixel grouped", "max pooling"],
 }
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_required_mistakes_are_catalogued(name):
     assert_catalogued(name, REQUIRED[name])
+
+
+def test_the_tiers():
+    tiers = {name: CHECKERS[name].tier for name in lesson05.__all__}
+    assert [t for t in tiers.values()] == ["build"] * 4 + ["predict"] * 2 + ["extend"]
 
 
 def test_module_cases_set_gamma_and_one_keeps_the_learners():
@@ -48,76 +60,126 @@ def test_module_cases_set_gamma_and_one_keeps_the_learners():
 
 
 # ------------------------------------------------ a learner's own versions of the mistakes
+def _tok(t):
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
 def learner_attention_over_queries(q, k):
-    b, d, h, w = q.shape
-    energy = q.reshape(b, d, h * w).transpose(1, 2) @ k.reshape(b, d, h * w)
-    return torch.softmax(energy, dim=1)
+    return torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), dim=1)
 
 
 def learner_attention_scaled(q, k):
-    b, d, h, w = q.shape
-    qf, kf = q.flatten(2), k.flatten(2)
-    return torch.softmax(torch.einsum("bdi,bdj->bij", qf, kf) / d ** 0.5, dim=2)
+    return torch.softmax(torch.einsum("bid,bjd->bij", _tok(q), _tok(k)) / q.shape[-1] ** 0.5, 2)
 
 
-def learner_attention_keys_first(q, k):
+def learner_attention_bji(q, k):
+    return torch.einsum("bid,bjd->bji", _tok(q), _tok(k)).softmax(-1)
+
+
+def learner_attention_bji_scaled(q, k):  # two slips at once
+    return (torch.einsum("bid,bjd->bji", _tok(q), _tok(k)) / math.sqrt(q.shape[-1])).softmax(-1)
+
+
+def learner_attention_max_minus_e(q, k):  # a hand-written "stable" softmax, shift reversed
+    e = _tok(q) @ _tok(k).transpose(1, 2)
+    e = e.amax(-1, keepdim=True) - e
+    return e.exp() / e.exp().sum(-1, keepdim=True)
+
+
+def learner_attention_lesson_copy(q, k):  # the lesson's channels-first cell, copied
     b, d, h, w = q.shape
-    energy = k.flatten(2).transpose(1, 2) @ q.flatten(2)  # rows are keys
-    return torch.softmax(energy, dim=1)
+    qf = q.reshape(b, d, h * w).transpose(1, 2)
+    return torch.softmax(qf @ k.reshape(b, d, h * w), -1)
 
 
 def learner_attention_correct(q, k):
-    b, d, h, w = q.shape
-    energy = torch.bmm(q.view(b, d, -1).permute(0, 2, 1), k.view(b, d, -1))
-    return torch.softmax(energy, dim=-1)
+    b, h, w, d = q.shape
+    return torch.softmax(torch.bmm(q.view(b, h * w, d), k.view(b, h * w, d).permute(0, 2, 1)), -1)
 
 
-def learner_aggregate_no_transpose(attention, v):
-    b, c, h, w = v.shape
-    return torch.bmm(v.view(b, c, h * w), attention).view(b, c, h, w)
+def learner_attention_e_minus_max(q, k):  # the usual stable shift: still softmax(E)
+    e = _tok(q) @ _tok(k).transpose(1, 2)
+    e = e - e.amax(-1, keepdim=True)
+    return e.exp() / e.exp().sum(-1, keepdim=True)
+
+
+def learner_aggregate_at_v(attention, v):
+    b, h, w, c = v.shape
+    return (attention.transpose(1, 2) @ _tok(v)).reshape(b, h, w, c)
+
+
+def learner_aggregate_v_a(attention, v):  # the channels-first V·A habit
+    b, h, w, c = v.shape
+    return (_tok(v).transpose(1, 2) @ attention).transpose(1, 2).reshape(b, h, w, c)
+
+
+def learner_aggregate_put_back_by_columns(attention, v):
+    b, h, w, c = v.shape
+    out = torch.matmul(attention, v.reshape(b, h * w, c))
+    return out.reshape(b, w, h, c).transpose(1, 2)
 
 
 def learner_aggregate_correct(attention, v):
-    b, c, h, w = v.shape
-    return torch.bmm(v.view(b, c, h * w), attention.permute(0, 2, 1)).view(b, c, h, w)
+    b, h, w, c = v.shape
+    return torch.matmul(attention, v.reshape(b, h * w, c)).reshape(b, h, w, c)
+
+
+def _gram(x):
+    f = _tok(x)
+    return torch.bmm(f.transpose(1, 2), f)
 
 
 def learner_cam_swapped(x, form="official"):
-    b, c, h, w = x.shape
-    f = x.view(b, c, -1)
-    energy = torch.bmm(f, f.permute(0, 2, 1))
+    e = _gram(x)
     if form == "paper":  # swapped: the max-minus step belongs to the official form
-        energy = energy.max(-1, keepdim=True)[0].expand_as(energy) - energy
-    return torch.softmax(energy, dim=-1)
+        e = e.max(-1, keepdim=True)[0].expand_as(e) - e
+    return torch.softmax(e, dim=-1)
+
+
+def learner_cam_e_minus_max(x, form="official"):
+    e = _gram(x)
+    if form == "official":
+        e = e - e.amax(dim=-1, keepdim=True)  # the usual stable shift, not the official one
+    return e.softmax(dim=-1)
+
+
+def learner_cam_positions_gram(x, form="official"):
+    f = _tok(x)
+    e = f @ f.transpose(1, 2)
+    if form == "official":
+        e = e.amax(-1, keepdim=True) - e
+    return e.softmax(-1)
 
 
 def learner_cam_correct(x, form="official"):
-    b, c, h, w = x.shape
-    f = x.view(b, c, -1)
-    energy = torch.bmm(f, f.permute(0, 2, 1))
-    return torch.softmax(-energy if form == "official" else energy, dim=-1)
+    e = _gram(x)
+    return torch.softmax(-e if form == "official" else e, dim=-1)
+
+
+def learner_cam_global_max(x, form="official"):  # one shift per image: still softmax(−E)
+    e = _gram(x)
+    if form == "official":
+        e = e.amax(dim=(1, 2), keepdim=True) - e
+    return e.softmax(-1)
 
 
 class LearnerPAM(nn.Module):
-    """A learner's PAM written with view/bmm, the parameter names of the exercise."""
+    """A learner's channels-last PAM written with view/bmm, the parameter names of the exercise."""
 
     def __init__(self, channels, qk_channels=None, gamma=0.0):
         super().__init__()
         qk = channels // 8 if qk_channels is None else qk_channels
-        self.query = nn.Conv2d(channels, qk, 1)
-        self.key = nn.Conv2d(channels, qk, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
+        self.query = nn.Linear(channels, qk)
+        self.key = nn.Linear(channels, qk)
+        self.value = nn.Linear(channels, channels)
         self.gamma = nn.Parameter(torch.zeros(1) + gamma)
 
     def weights(self, x):
-        b, c, h, w = x.shape
-        q = self.query(x).view(b, -1, h * w).permute(0, 2, 1)
-        return torch.softmax(torch.bmm(q, self.key(x).view(b, -1, h * w)), dim=-1)
+        return torch.softmax(torch.bmm(_tok(self.query(x)), _tok(self.key(x)).permute(0, 2, 1)), -1)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        out = torch.bmm(self.value(x).view(b, c, h * w), self.weights(x).permute(0, 2, 1))
-        return self.gamma * out.view(b, c, h, w) + x
+        out = torch.bmm(self.weights(x), _tok(self.value(x)))
+        return self.gamma * out.view(x.shape) + x
 
 
 class LearnerPAMGammaOne(LearnerPAM):
@@ -130,31 +192,91 @@ class LearnerPAMFullWidth(LearnerPAM):
         super().__init__(channels, qk_channels=channels)
 
 
-class LearnerPAMNoTranspose(LearnerPAM):
+class LearnerPAMTransposed(LearnerPAM):
     def forward(self, x):
-        b, c, h, w = x.shape
-        out = torch.bmm(self.value(x).view(b, c, h * w), self.weights(x))
-        return self.gamma * out.view(b, c, h, w) + x
+        out = torch.bmm(self.weights(x).transpose(1, 2), _tok(self.value(x)))
+        return self.gamma * out.view(x.shape) + x
 
 
 class LearnerPAMScaled(LearnerPAM):
     def weights(self, x):
-        b, c, h, w = x.shape
-        q = self.query(x).flatten(2).transpose(1, 2)
-        energy = q @ self.key(x).flatten(2) / math.sqrt(q.shape[-1])
-        return energy.softmax(-1)
+        q = _tok(self.query(x))
+        return (q @ _tok(self.key(x)).transpose(1, 2) / math.sqrt(q.shape[-1])).softmax(-1)
+
+
+def learner_bytes_bits(b, h, w, dtype):
+    return b * (h * w) ** 2 * torch.finfo(dtype).bits
+
+
+def learner_bytes_no_batch(b, h, w, dtype):
+    return (h * w) ** 2 * dtype.itemsize
+
+
+def learner_bytes_correct(b, h, w, dtype):
+    return torch.empty(0, dtype=dtype).element_size() * b * h * h * w * w
+
+
+def learner_side_float_root(budget, b, dtype):
+    return int((budget / (b * dtype.itemsize)) ** 0.25) + 1
+
+
+def learner_side_reaches(budget, b, dtype):
+    s = 1
+    while b * s ** 4 * dtype.itemsize < budget:
+        s += 1
+    return s
+
+
+def learner_side_loop(budget, b, dtype):
+    s = 1
+    while b * s ** 4 * dtype.itemsize <= budget:
+        s += 1
+    return s
+
+
+def learner_pooled_strided(q, k, v, r):
+    b, h, w, c = v.shape
+    pool = lambda t: t.reshape(b, r, h // r, r, w // r, t.shape[-1]).mean((1, 3)).flatten(1, 2)
+    a = torch.softmax(_tok(q) @ pool(k).transpose(1, 2), -1)
+    return (a @ pool(v)).reshape(b, h, w, c)
+
+
+def learner_pooled_avg_pool2d(q, k, v, r):
+    b, h, w, c = v.shape
+    pool = lambda t: F.avg_pool2d(t.permute(0, 3, 1, 2), r).flatten(2).transpose(1, 2)
+    a = torch.softmax(_tok(q) @ pool(k).transpose(1, 2), -1)
+    return (a @ pool(v)).reshape(b, h, w, c)
+
+
+def learner_pooled_sdpa(q, k, v, r):
+    b, h, w, c = v.shape
+    pool = lambda t: F.avg_pool2d(t.permute(0, 3, 1, 2), r).flatten(2).transpose(1, 2)
+    return F.scaled_dot_product_attention(_tok(q), pool(k), pool(v), scale=1.0).reshape(b, h, w, c)
 
 
 @pytest.mark.parametrize("name,learner,phrase", [
     ("check_pam_attention", learner_attention_over_queries, "softmax over the query axis"),
     ("check_pam_attention", learner_attention_scaled, "scaled by 1/sqrt(d)"),
-    ("check_pam_attention", learner_attention_keys_first, "map transposed"),
-    ("check_pam_aggregate", learner_aggregate_no_transpose, "A instead of Aᵀ"),
-    ("check_cam_attention", learner_cam_swapped, "swapped for the form asked"),
+    ("check_pam_attention", learner_attention_bji, "the energy transposed before the softmax: an einsum"),
+    ("check_pam_attention", learner_attention_bji_scaled, "two slips together: the energy "
+                                                          "transposed before"),
+    ("check_pam_attention", learner_attention_max_minus_e, "computes softmax(−E)"),
+    ("check_pam_attention", learner_attention_lesson_copy, "channels-first layout"),
+    ("check_pam_aggregate", learner_aggregate_at_v, "Aᵀ·V instead of A·V"),
+    ("check_pam_aggregate", learner_aggregate_v_a, "Aᵀ·V instead of A·V"),
+    ("check_pam_aggregate", learner_aggregate_put_back_by_columns, "put back column by column"),
+    ("check_cam_attention", learner_cam_swapped, "swapped"),
+    ("check_cam_attention", learner_cam_e_minus_max, "for form='official' your answer computes "
+                                                     "softmax(E)"),
+    ("check_cam_attention", learner_cam_positions_gram, "Gram matrix over the positions"),
     ("check_pam_module", LearnerPAMGammaOne, "gamma initialised to 1"),
-    ("check_pam_module", LearnerPAMFullWidth, "query/key convs with C output channels"),
-    ("check_pam_module", LearnerPAMNoTranspose, "A instead of Aᵀ"),
+    ("check_pam_module", LearnerPAMFullWidth, "query/key layers with C output channels"),
+    ("check_pam_module", LearnerPAMTransposed, "Aᵀ·V instead of A·V"),
     ("check_pam_module", LearnerPAMScaled, "scaled by 1/sqrt(d)"),
+    ("check_pam_map_bytes", learner_bytes_bits, "bits per element"),
+    ("check_pam_map_bytes", learner_bytes_no_batch, "the batch B is missing"),
+    ("check_pam_side_limit", learner_side_reaches, "(≥) instead of passing it (>)"),
+    ("check_pam_pooled", learner_pooled_strided, "every r-th pixel grouped"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
@@ -162,12 +284,25 @@ def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
 
 @pytest.mark.parametrize("name,learner", [
     ("check_pam_attention", learner_attention_correct),
+    ("check_pam_attention", learner_attention_e_minus_max),
     ("check_pam_aggregate", learner_aggregate_correct),
     ("check_cam_attention", learner_cam_correct),
+    ("check_cam_attention", learner_cam_global_max),
     ("check_pam_module", LearnerPAM),
+    ("check_pam_map_bytes", learner_bytes_correct),
+    ("check_pam_side_limit", learner_side_loop),
+    ("check_pam_pooled", learner_pooled_avg_pool2d),
+    ("check_pam_pooled", learner_pooled_sdpa),
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
+
+
+def test_a_float_fourth_root_fails_only_far_out():
+    """int(root) + 1 is right except where the float root of budget / (B·bytes) rounds up to
+    a whole number: the 8182 case (and named, since it equals the catalogued form there)."""
+    assert_fails_only_on("check_pam_side_limit", learner_side_float_root, ["8182"])
+    assert_mistake_named("check_pam_side_limit", learner_side_float_root, "floating point")
 
 
 def test_full_width_qk_says_how_many_channels(capsys):
@@ -200,60 +335,90 @@ def test_stub_module_says_not_implemented(capsys):
 
 
 # ------------------------------------------------------------- the references' meanings
-def test_reference_meanings_against_loops_and_the_library():
+def test_pam_references_against_loops_and_the_library():
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, 3, 2, 3, generator=g, dtype=torch.float64), \
-        torch.randn(2, 3, 2, 3, generator=g, dtype=torch.float64)
+    q, k = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64), \
+        torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64)   # B×H×W×d
     a = lesson05.ref_pam_attention(q, k)
     for b in range(2):
         for i in range(6):
-            row = torch.tensor([sum(q[b, d, i // 3, i % 3] * k[b, d, j // 3, j % 3]
+            row = torch.tensor([sum(q[b, i // 3, i % 3, d] * k[b, j // 3, j % 3, d]
                                     for d in range(3)) for j in range(6)], dtype=torch.float64)
             assert torch.allclose(a[b, i], torch.exp(row) / torch.exp(row).sum())
-    v = torch.randn(2, 4, 2, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
     out = lesson05.ref_pam_aggregate(a, v)
     for i in range(6):
-        expected = sum(a[:, i, j, None] * v[:, :, j // 3, j % 3] for j in range(6))
-        assert torch.allclose(out[:, :, i // 3, i % 3], expected)
+        expected = sum(a[:, i, j, None] * v[:, j // 3, j % 3] for j in range(6))
+        assert torch.allclose(out[:, i // 3, i % 3], expected)
 
+    # the channels-last module is the library's channels-first PAM with the 1×1 convs as Linear
     x = torch.randn(2, 16, 3, 5, generator=g, dtype=torch.float64)
-    ref, lib = lesson05.PAMReference(16).double(), PAM(16).double()
-    assert lib.load_state_dict(ref.state_dict(), strict=True) is not None
+    lib = PAM(16).double()
+    ref = lesson05.PAMReference(16).double()
+    ref.load_state_dict({name: t.flatten(1) if t.dim() == 4 else t
+                         for name, t in lib.state_dict().items()})
     with torch.no_grad():
         for m in (ref, lib):
             m.gamma.fill_(0.8)
-    assert torch.allclose(ref(x), lib(x))
-    for form, variant in (("official", "official"), ("paper", "paper")):
-        assert torch.allclose(lesson05.ref_cam_attention(0.3 * x, form),
-                              CAM(16, variant=variant).double().attention_map(0.3 * x))
-    f = (0.3 * x).flatten(2)
-    energy = f @ f.transpose(1, 2)
-    assert torch.allclose(lesson05.ref_cam_attention(0.3 * x, "official"),
-                          torch.softmax(-energy, dim=-1))
+    assert torch.allclose(ref(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), lib(x))
+
+
+def test_cam_reference_against_the_library():
+    x = 0.3 * torch.randn(2, 16, 3, 5, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+    xl = x.permute(0, 2, 3, 1)  # channels-last
+    for form in ("official", "paper"):
+        assert torch.allclose(lesson05.ref_cam_attention(xl, form),
+                              CAM(16, variant=form).double().attention_map(x))
+    f = x.flatten(2)
+    assert torch.allclose(lesson05.ref_cam_attention(xl, "official"),
+                          torch.softmax(-(f @ f.transpose(1, 2)), dim=-1))
+
+
+@pytest.mark.parametrize("b,h,w,dtype", [(1, 1, 1, torch.float32), (2, 3, 5, torch.float16),
+                                         (3, 2, 2, torch.bfloat16), (1, 4, 3, torch.float64)])
+def test_map_bytes_are_those_of_a_real_map(b, h, w, dtype):
+    n = h * w
+    assert lesson05.ref_pam_map_bytes(b, h, w, dtype) == torch.empty(b, n, n, dtype=dtype).nbytes
+
+
+def test_side_limit_against_a_search_and_the_lessons_figure():
+    for budget in range(0, 1500, 7):
+        for b, dtype, size in ((1, torch.float32, 4), (2, torch.float16, 2), (3, torch.float64, 8)):
+            s = 1
+            while b * s ** 4 * size <= budget:
+                s += 1
+            assert lesson05.ref_pam_side_limit(budget, b, dtype) == s
+    # section 8: the 96×96 map is 324 MiB in float32; one MiB more and 96 still fits
+    assert lesson05.ref_pam_side_limit(325 * 2 ** 20, 1, torch.float32) == 97
+    assert lesson05.ref_pam_side_limit(323 * 2 ** 20, 1, torch.float32) == 96
+
+
+def test_pooled_reference_against_block_means_and_pam():
+    g = torch.Generator().manual_seed(2)
+    q, k = (torch.randn(1, 4, 6, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(1, 4, 6, 3, generator=g, dtype=torch.float64)
+    out = lesson05.ref_pam_pooled(q, k, v, 2)
+    blocks = [(y, x) for y in range(2) for x in range(3)]              # row-major pooled grid
+    kbar = torch.stack([k[0, 2 * y:2 * y + 2, 2 * x:2 * x + 2].mean((0, 1)) for y, x in blocks])
+    vbar = torch.stack([v[0, 2 * y:2 * y + 2, 2 * x:2 * x + 2].mean((0, 1)) for y, x in blocks])
+    for i in range(4):
+        for j in range(6):
+            weights = torch.softmax(kbar @ q[0, i, j], dim=0)
+            assert torch.allclose(out[0, i, j], weights @ vbar)
+    a = lesson05.ref_pam_attention(q, k)                               # r = 1: PAM itself
+    assert torch.allclose(lesson05.ref_pam_pooled(q, k, v, 1), lesson05.ref_pam_aggregate(a, v))
 
 
 # ------------------------------------------------- boundaries and slips of the new engine
 def test_cam_with_the_paper_as_default_form_is_named():
     def cam_attention(x, form="paper"):
-        f = x.flatten(2)
-        e = f @ f.transpose(1, 2)
+        e = _gram(x)
         if form == "official":
             e = e.amax(dim=-1, keepdim=True) - e
         return e.softmax(dim=-1)
 
     assert_mistake_named("check_cam_attention", cam_attention, "the default is form='official'")
-
-
-def test_cam_official_as_e_minus_max_is_named_by_what_it_computes():
-    def cam_attention(x, form="official"):
-        f = x.flatten(2)
-        e = f @ f.transpose(1, 2)
-        if form == "official":
-            e = e - e.amax(dim=-1, keepdim=True)  # the shift, but the wrong way round
-        return e.softmax(dim=-1)
-
-    assert_mistake_named("check_cam_attention", cam_attention,
-                         "for form='official' your answer computes softmax(E)")
 
 
 def test_a_pam_with_gamma_as_a_buffer_cannot_learn():
@@ -271,3 +436,10 @@ def test_a_pam_with_gamma_as_a_buffer_cannot_learn():
 class PAMLike(lesson05.PAMReference):
     def __init__(self, channels):
         super().__init__(channels)
+
+
+def test_a_map_transposed_after_the_softmax_is_told_from_the_energy_transposed():
+    def transposed_map(q, k):
+        return learner_attention_correct(q, k).mT
+
+    assert_mistake_named("check_pam_attention", transposed_map, "map transposed after the softmax")

@@ -21,13 +21,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = lesson06.__all__
 
-# The mistakes issue 14 asks the lesson to recognise, by (part of) their name.
+# The mistakes issues 14 and 32 ask the lesson to recognise, by (part of) their name.
 REQUIRED = {
-    "check_overlapping_grid": ["kernel sr instead of sr+1", "padding 0",
-                               "grid reported as H // sr"],
+    "check_rest_grids": ["kernel sr (PVT's kernel = stride)", "without padding",
+                         "H // 4, H // 8", "⌈n/sr⌉", "sr = 1 run through the conv formula"],
     "check_emsa_weights": ["heads as the fast factor", "InstanceNorm before the softmax",
-                           "softmax before the head mixing", "scale d^-½ forgotten"],
+                           "softmax before the head mixing", "scale d^-½ forgotten",
+                           "head-mixing matrix transposed"],
     "check_emsa_module": ["LayerNorm forgotten on the reduced tokens", "padding 0"],
+    "check_talking_heads_weights": ["logits_mix transposed", "weights_mix transposed",
+                                    "not mixed after the softmax"],
 }
 
 
@@ -41,31 +44,47 @@ def test_at_least_six_mistakes_across_the_lesson():
 
 
 # ------------------------------------------------------------ a learner's own versions
-def learner_grid(H, W, stride):
-    def out(n):  # PyTorch's conv output size, written out
-        return math.floor((n + 2 * (stride // 2) - (stride + 1)) / stride) + 1
-    return out(H), out(W)
+def _out(n, kernel, stride, padding):  # PyTorch's conv output size, written out
+    return math.floor((n + 2 * padding - kernel) / stride) + 1
 
 
-def learner_grid_kernel_s(H, W, stride):
-    return tuple((n + 2 * (stride // 2) - stride) // stride + 1 for n in (H, W))
+def learner_grids(H, W, sr_ratios=(8, 4, 2, 1), *, stage_side=None, key_side=None):
+    """A learner's ResT grids: the stem and the patch embeddings one side at a time."""
+    def stage(n, i):  # the token side of stage i (0-based)
+        if stage_side is not None:
+            return stage_side(n, i)
+        n = _out(_out(_out(n, 3, 2, 1), 3, 1, 1), 3, 2, 1)
+        for _ in range(i):
+            n = _out(n, 3, 2, 1)
+        return n
+
+    def keys(n, sr):
+        if key_side is not None:
+            return key_side(n, sr)
+        return n if sr == 1 else _out(n, sr + 1, sr, sr // 2)
+
+    result = []
+    for i, sr in enumerate(sr_ratios):
+        h, w = stage(H, i), stage(W, i)
+        result.append(((h, w), (keys(h, sr), keys(w, sr))))
+    return result
 
 
-def learner_grid_no_padding(H, W, stride):
-    return tuple(math.floor((n - stride - 1) / stride) + 1 for n in (H, W))
+def learner_grids_floor(H, W, sr_ratios=(8, 4, 2, 1)):  # the sides as H // 4, H // 8, ...
+    return learner_grids(H, W, sr_ratios, stage_side=lambda n, i: n // 2 ** (i + 2))
 
 
-def learner_grid_floor(H, W, stride):
-    return H // stride, W // stride
+def learner_grids_ceil_keys(H, W, sr_ratios=(8, 4, 2, 1)):
+    return learner_grids(H, W, sr_ratios, key_side=lambda n, sr: math.ceil(n / sr))
 
 
-def learner_grid_ceil(H, W, stride):
-    return math.ceil(H / stride), math.ceil(W / stride)
+def learner_grids_pvt(H, W, sr_ratios=(8, 4, 2, 1)):
+    return learner_grids(H, W, sr_ratios,
+                         key_side=lambda n, sr: n if sr == 1 else _out(n, sr, sr, sr // 2))
 
 
-def learner_grid_swapped(H, W, stride):
-    h, w = learner_grid(H, W, stride)
-    return w, h
+def learner_grids_sr1_conv(H, W, sr_ratios=(8, 4, 2, 1)):
+    return learner_grids(H, W, sr_ratios, key_side=lambda n, sr: _out(n, sr + 1, sr, sr // 2))
 
 
 def _split(t, heads, fast=False):
@@ -122,6 +141,46 @@ def learner_weights_over_queries(q, k, num_heads, mix_weight, mix_bias):
 
 def learner_weights_one_head_too(q, k, num_heads, mix_weight, mix_bias):
     return learner_weights(q, k, num_heads, mix_weight, mix_bias, one_head=True)
+
+
+def learner_weights_transposed_mix(q, k, num_heads, mix_weight, mix_bias):
+    return learner_weights(q, k, num_heads, mix_weight.T, mix_bias)
+
+
+def learner_weights_no_mix_bias(q, k, num_heads, mix_weight, mix_bias):
+    # the bias left out: one constant per row of logits, which the softmax ignores
+    return learner_weights(q, k, num_heads, mix_weight, torch.zeros_like(mix_bias))
+
+
+def learner_talking(q, k, num_heads, logits_mix, weights_mix, *, pre_t=False, post_t=False,
+                    post=True, norm=False):
+    """A learner's talking-heads weights, with view/permute and torch.einsum."""
+    qh, kh = _split(q, num_heads), _split(k, num_heads)
+    a = qh @ kh.transpose(-2, -1) / math.sqrt(q.shape[-1] // num_heads)
+    a = torch.einsum("gh,bhnm->bgnm", logits_mix.T if pre_t else logits_mix, a).softmax(-1)
+    if post:
+        a = torch.einsum("gh,bhnm->bgnm", weights_mix.T if post_t else weights_mix, a)
+    return F.instance_norm(a) if norm else a
+
+
+def learner_talking_tf_layout(q, k, num_heads, logits_mix, weights_mix):
+    return learner_talking(q, k, num_heads, logits_mix, weights_mix, pre_t=True, post_t=True)
+
+
+def learner_talking_pre_t(q, k, num_heads, logits_mix, weights_mix):
+    return learner_talking(q, k, num_heads, logits_mix, weights_mix, pre_t=True)
+
+
+def learner_talking_post_t(q, k, num_heads, logits_mix, weights_mix):
+    return learner_talking(q, k, num_heads, logits_mix, weights_mix, post_t=True)
+
+
+def learner_talking_no_post(q, k, num_heads, logits_mix, weights_mix):
+    return learner_talking(q, k, num_heads, logits_mix, weights_mix, post=False)
+
+
+def learner_talking_emsa_norm(q, k, num_heads, logits_mix, weights_mix):
+    return learner_talking(q, k, num_heads, logits_mix, weights_mix, norm=True)
 
 
 class LearnerEMSA(nn.Module):
@@ -195,12 +254,25 @@ class LearnerEMSANoTransform(LearnerEMSA):
         return a.softmax(-1)
 
 
+class LearnerEMSAInstanceNormModule(LearnerEMSA):
+    """The authors' way: the InstanceNorm as a submodule (no parameters, no buffers)."""
+
+    def __init__(self, dim, num_heads, sr_ratio, **norm_options):
+        super().__init__(dim, num_heads, sr_ratio)
+        if num_heads > 1:
+            self.transform_norm = nn.InstanceNorm2d(num_heads, **norm_options)
+
+    def mix(self, a):
+        if self.heads == 1:
+            return a.softmax(-1)
+        return self.transform_norm(self.transform_conv(a).softmax(-1))
+
+
 @pytest.mark.parametrize("name,learner,phrase", [
-    ("check_overlapping_grid", learner_grid_kernel_s, "kernel sr instead of sr+1"),
-    ("check_overlapping_grid", learner_grid_no_padding, "padding 0 instead of sr//2"),
-    ("check_overlapping_grid", learner_grid_floor, "grid reported as H // sr"),
-    ("check_overlapping_grid", learner_grid_ceil, "⌈H/sr⌉"),
-    ("check_overlapping_grid", learner_grid_swapped, "H and W swapped"),
+    ("check_rest_grids", learner_grids_floor, "H // 4, H // 8"),
+    ("check_rest_grids", learner_grids_ceil_keys, "⌈n/sr⌉"),
+    ("check_rest_grids", learner_grids_pvt, "kernel sr (PVT's kernel = stride)"),
+    ("check_rest_grids", learner_grids_sr1_conv, "sr = 1 run through the conv formula"),
     ("check_emsa_weights", learner_weights_fast, "heads as the fast factor"),
     ("check_emsa_weights", learner_weights_unscaled, "scale d^-½ forgotten"),
     ("check_emsa_weights", learner_weights_sqrt_c, "1/√C"),
@@ -209,45 +281,99 @@ class LearnerEMSANoTransform(LearnerEMSA):
     ("check_emsa_weights", learner_weights_no_norm, "InstanceNorm forgotten"),
     ("check_emsa_weights", learner_weights_over_queries, "softmax over the queries"),
     ("check_emsa_weights", learner_weights_one_head_too, "applied with one head"),
+    ("check_emsa_weights", learner_weights_transposed_mix, "head-mixing matrix transposed"),
     ("check_emsa_module", LearnerEMSANoPadding, "padding 0 in the reduction conv"),
     ("check_emsa_module", LearnerEMSANoNorm, "LayerNorm forgotten on the reduced tokens"),
     ("check_emsa_module", LearnerEMSASwappedKV, "keys and values swapped"),
     ("check_emsa_module", LearnerEMSANoReduction, "spatial reduction is skipped"),
     ("check_emsa_module", LearnerEMSANoTransform, "head mixing and InstanceNorm left out"),
+    ("check_talking_heads_weights", learner_talking_tf_layout, "both mixing matrices"),
+    ("check_talking_heads_weights", learner_talking_pre_t, "logits_mix transposed"),
+    ("check_talking_heads_weights", learner_talking_post_t, "weights_mix transposed"),
+    ("check_talking_heads_weights", learner_talking_no_post, "not mixed after the softmax"),
+    ("check_talking_heads_weights", learner_talking_emsa_norm, "an InstanceNorm at the end"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
 
 
 @pytest.mark.parametrize("name,learner", [
-    ("check_overlapping_grid", learner_grid),
+    ("check_rest_grids", learner_grids),
     ("check_emsa_weights", learner_weights),
+    ("check_emsa_weights", learner_weights_no_mix_bias),
     ("check_emsa_module", LearnerEMSA),
+    ("check_emsa_module", LearnerEMSAInstanceNormModule),
+    ("check_talking_heads_weights", learner_talking),
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
 
 
 def test_a_stub_is_not_implemented(capsys):
-    def overlapping_grid(H, W, stride):
+    def rest_grids(H, W, sr_ratios=(8, 4, 2, 1)):
         raise NotImplementedError()
 
-    result = CHECKERS["check_overlapping_grid"](overlapping_grid)
+    result = CHECKERS["check_rest_grids"](rest_grids)
     assert not result.implemented
-    assert capsys.readouterr().out.strip() == f"overlapping_grid: {NOT_IMPLEMENTED}"
+    assert capsys.readouterr().out.strip() == f"rest_grids: {NOT_IMPLEMENTED}"
 
 
-def test_a_grid_of_tensors_is_reported(capsys):
-    result = CHECKERS["check_overlapping_grid"](
-        lambda H, W, stride: tuple(torch.tensor(n) for n in learner_grid(H, W, stride)))
-    assert not result.passed and "expected an int" in capsys.readouterr().out
+def test_a_wrong_grid_shows_what_was_returned_and_what_was_expected(capsys):
+    result = CHECKERS["check_rest_grids"](learner_grids_ceil_keys)
+    out = capsys.readouterr().out
+    assert not result.passed
+    # 50×70 at sr 3: stage 1 is 13×18; the conv gives 4×6 keys, ⌈13/3⌉×⌈18/3⌉ = 5×6
+    line = next(li for li in out.splitlines() if "50×70" in li)
+    assert "returned [((13, 18), (5, 6))" in line and "expected [((13, 18), (4, 6))" in line
+
+
+def test_grids_of_tensors_or_lists_are_reported(capsys):
+    as_tensors = CHECKERS["check_rest_grids"](
+        lambda H, W, sr_ratios=(8, 4, 2, 1): [tuple(tuple(torch.tensor(n) for n in g) for g in p)
+                                              for p in learner_grids(H, W, sr_ratios)])
+    assert not as_tensors.passed and "expected an int" in capsys.readouterr().out
+    as_lists = CHECKERS["check_rest_grids"](
+        lambda H, W, sr_ratios=(8, 4, 2, 1): [[list(g) for g in p]
+                                              for p in learner_grids(H, W, sr_ratios)])
+    assert not as_lists.passed and "expected a tuple of 2" in capsys.readouterr().out
+
+
+def test_the_grid_cases_cover_the_stated_domain():
+    checker = CHECKERS["check_rest_grids"]
+    args = [case.inputs() for case in checker.cases]
+    assert 15 <= len(args) <= 40
+    assert any(len(a) == 2 for a in args)                              # the default sr_ratios
+    assert (1, 1) in [a[:2] for a in args]                             # the smallest image
+    srs = {sr for a in args if len(a) == 3 for sr in a[2]}
+    assert {1, 2, 3, 5, 7, 9} <= srs                                   # odd reductions too
+    assert any(a[0] != a[1] for a in args)                             # non-square
+    for a in args:  # every case inside the domain: a conv of odd sr never sees a side of 1
+        for (grid, _), sr in zip(lesson06.ref_rest_grids(*a), (a + ((8, 4, 2, 1),))[2]):
+            assert sr % 2 == 0 or sr == 1 or min(grid) >= 2, a
 
 
 # ------------------------------------------------- the references mean what they say
-@pytest.mark.parametrize("H,W,s", [(56, 56, 8), (7, 9, 2), (9, 6, 8), (7, 10, 3), (1, 16, 4)])
-def test_grid_reference_is_the_convs_output(H, W, s):
-    conv = nn.Conv2d(1, 1, s + 1, stride=s, padding=s // 2)
-    assert tuple(conv(torch.zeros(1, 1, H, W)).shape[-2:]) == lesson06.ref_overlapping_grid(H, W, s)
+def _conv_grid(grid, kernel, stride, padding):
+    out = F.conv2d(torch.zeros(1, 1, *grid, device="meta"),
+                   torch.zeros(1, 1, kernel, kernel, device="meta"), stride=stride,
+                   padding=padding)
+    return tuple(out.shape[-2:])
+
+
+@pytest.mark.parametrize("H,W,srs", [(224, 224, (8, 4, 2, 1)), (225, 97, (8, 4, 2, 1)),
+                                     (50, 70, (3, 3, 3, 1)), (300, 222, (7, 5, 3, 2)),
+                                     (1, 9, (4, 4, 4, 4)), (73, 81, (9, 1, 1, 1))])
+def test_grids_reference_is_what_pytorchs_convs_give(H, W, srs):
+    # the layers of the authors' BasicStem, PatchEmbed and reduction conv, run on meta tensors
+    grid = (H, W)
+    for kernel, stride in ((3, 2), (3, 1), (3, 2)):
+        grid = _conv_grid(grid, kernel, stride, 1)
+    expected = []
+    for i, sr in enumerate(srs):
+        if i:
+            grid = _conv_grid(grid, 3, 2, 1)
+        expected.append((grid, grid if sr == 1 else _conv_grid(grid, sr + 1, sr, sr // 2)))
+    assert lesson06.ref_rest_grids(H, W, srs) == expected
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
@@ -280,16 +406,6 @@ def test_module_reference_is_the_librarys_emsa_on_the_official_names(heads, sr):
 
 
 # ------------------------------------------------- boundaries and slips of the new engine
-def test_int_truncation_fails_on_a_negative_numerator():
-    from _learner import assert_fails_only_on
-
-    def overlapping_grid(H, W, stride):
-        p, k = stride // 2, stride + 1
-        return int((H + 2 * p - k) / stride) + 1, int((W + 2 * p - k) / stride) + 1
-
-    assert_fails_only_on("check_overlapping_grid", overlapping_grid, ["1×4, stride 3"])
-
-
 @pytest.mark.parametrize("how,phrase", [("unbiased", "unbiased variance"),
                                         ("eps outside", "ε outside the square root")])
 def test_instance_norm_slips_are_named(how, phrase):
@@ -309,3 +425,75 @@ def test_instance_norm_slips_are_named(how, phrase):
         return (a - mean) / (var + 1e-5).sqrt()
 
     assert_mistake_named("check_emsa_weights", emsa_weights, phrase)
+
+
+# ------------------------------------------------------------------ issue 32's additions
+def test_transform_norm_with_parameters_or_statistics_is_reported():
+    class AffineNorm(LearnerEMSAInstanceNormModule):
+        def __init__(self, dim, num_heads, sr_ratio):
+            super().__init__(dim, num_heads, sr_ratio, affine=True)
+
+    class TrackedNorm(LearnerEMSAInstanceNormModule):
+        def __init__(self, dim, num_heads, sr_ratio):
+            super().__init__(dim, num_heads, sr_ratio, track_running_stats=True)
+
+    for learner, entry in ((AffineNorm, "transform_norm.weight"),
+                           (TrackedNorm, "transform_norm.running_mean")):
+        result = CHECKERS["check_emsa_module"](learner, verbose=False)
+        assert not result.passed
+        assert any("unexpected" in line and entry in line for line in result.lines), result.lines
+
+
+def test_a_copy_of_the_lessons_token_module_is_told_its_missing_grid():
+    class MyEMSA(LearnerEMSA):  # section 6's signature: tokens and the grid
+        def forward(self, x, H, W):
+            grid = x.transpose(1, 2).reshape(x.shape[0], -1, H, W)
+            return super().forward(grid).flatten(2).transpose(1, 2)
+
+    result = CHECKERS["check_emsa_module"](MyEMSA, verbose=False)
+    assert not result.passed and result.status == "error"
+    assert "TypeError" in result.error and "'H'" in result.error, result.error
+
+
+def _talking_loop(q, k, h, pre, post):
+    """Talking-heads weights from the equations, one number at a time."""
+    B, N, C = q.shape
+    M, d = k.shape[1], C // h
+    L = torch.zeros(B, h, N, M, dtype=q.dtype)
+    for b in range(B):
+        for g in range(h):
+            for n in range(N):
+                for m in range(M):
+                    L[b, g, n, m] = sum(q[b, n, g * d + j] * k[b, m, g * d + j]
+                                        for j in range(d)) / math.sqrt(d)
+    mixed = torch.zeros_like(L)
+    for g in range(h):
+        for i in range(h):
+            mixed[:, g] += pre[g, i] * L[:, i]
+    P = torch.exp(mixed) / torch.exp(mixed).sum(-1, keepdim=True)
+    U = torch.zeros_like(P)
+    for g in range(h):
+        for i in range(h):
+            U[:, g] += post[g, i] * P[:, i]
+    return U
+
+
+@pytest.mark.parametrize("h", [1, 2, 3])
+def test_talking_heads_reference_is_the_equations(h):
+    g = torch.Generator().manual_seed(h)
+    q, k = (torch.randn(2, n, 3 * h, generator=g, dtype=torch.float64) for n in (4, 3))
+    pre, post = (torch.randn(h, h, generator=g, dtype=torch.float64) for _ in range(2))
+    ours = lesson06.ref_talking_heads_weights(q, k, h, pre, post)
+    assert torch.allclose(ours, _talking_loop(q, k, h, pre, post), rtol=1e-12, atol=1e-14)
+    # a row of U sums to the row sum of weights_mix (the softmax rows sum to 1)
+    assert torch.allclose(ours.sum(-1), post.sum(-1)[None, :, None].expand(2, h, 4))
+
+
+def test_the_head_mixing_bias_cannot_change_emsa_weights():
+    # the reason the exercise text gives for an answer without mix_bias passing
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, n, 8, generator=g, dtype=torch.float64) for n in (5, 3))
+    w = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    with_bias = lesson06.ref_emsa_weights(q, k, 2, w, torch.tensor([7.0, -3.0], dtype=torch.float64))
+    without = lesson06.ref_emsa_weights(q, k, 2, w, torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(with_bias, without, rtol=1e-12, atol=1e-13)

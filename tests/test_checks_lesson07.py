@@ -251,7 +251,6 @@ def learner_multi_head_correct(tokens, memory_key, memory_value, heads):
     ("check_multi_head_external_attention", learner_multi_head_correct),
     ("check_ea_block", _Block),
     ("check_ea_block", LearnerTiedByStorage),  # two parameters, one storage: tied, passes
-    ("check_ea_block", ExternalAttention),     # the library's module has the same names
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
@@ -436,3 +435,12 @@ def test_a_float32_answer_to_a_float64_case_and_back_fails_on_the_float64_cases_
 def test_a_block_that_ignores_tie_memories_false_fails_on_the_untied_cases_only():
     lines = assert_fails_only_on("check_ea_block", LearnerAlwaysTied, ["tie_memories=False"])
     assert all("memory_value.weight" in line for line in lines if line.startswith("✗"))
+
+
+def test_the_librarys_own_module_is_refused(capsys):
+    """The library's ExternalAttention has the exercise's names and computes it: handed in as
+    the answer it is refused before it runs, by the name of what it uses."""
+    result = CHECKERS["check_ea_block"](ExternalAttention)
+    out = capsys.readouterr().out
+    assert not result.passed and "attn_tutorial.external.ExternalAttention" in out
+

@@ -70,6 +70,20 @@ def test_a_float32_inside_version_fails_and_says_so(name):
     assert "right only to float32 precision" in "\n".join(result.lines), result.lines
 
 
+def test_float32_is_said_only_of_float32_numbers_and_a_near_miss_gets_its_own_size():
+    """An answer that returns exact values (1.0 where 1 - 1e-8 is expected) did not compute in
+    float32, and an ε of 1e-6 is off by its own relative error, not 'about 1e-7'."""
+    from attn_tutorial.checks._compare import value_error
+
+    expected = torch.tensor([1 - 1e-8, 0.25, 0.5], dtype=torch.float64)
+    exact = torch.tensor([1.0, 0.25, 0.5], dtype=torch.float64)
+    assert "float32 numbers" not in value_error(exact, expected)
+    x = torch.rand(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    assert "its values are float32 numbers" in value_error(x.float().double(), x)
+    relative = (x * (1 + 5e-5) - x).abs().max() / x.abs().max()  # the error, from its definition
+    assert f"right only to about {relative.item():.0e} relative" in value_error(x * (1 + 5e-5), x)
+
+
 @pytest.mark.parametrize("name", FLOAT_FUNCTIONS)
 def test_an_in_place_change_of_an_input_has_one_wording(name):
     checker = CHECKERS[name]
@@ -129,10 +143,12 @@ def test_numpy_integer_and_list_vs_tuple_are_named():
     assert "returned numpy.int64" in result.lines[0] and "expected an int" in result.lines[0]
     assert "a int" not in "\n".join(result.lines)
 
-    from attn_tutorial.checks.lesson06 import ref_overlapping_grid
+    from attn_tutorial.checks.lesson06 import ref_rest_grids
 
-    result = CHECKERS["check_overlapping_grid"].run(
-        lambda H, W, s: list(ref_overlapping_grid(H, W, s)), verbose=False)
+    result = CHECKERS["check_rest_grids"].run(
+        lambda H, W, sr_ratios=(8, 4, 2, 1): [[list(grid) for grid in stage]
+                                              for stage in ref_rest_grids(H, W, sr_ratios)],
+        verbose=False)
     assert "returned a list of 2, expected a tuple of 2 (use tuple(...))" in result.lines[0]
 
     from attn_tutorial.checks.lesson04 import ref_nearest_rows

@@ -12,7 +12,7 @@ it, checker, tier, kind, named mistakes). The engine, one job per file:
 - ``_mistakes.py``: recognising catalogued mistakes; ``_report.py``: the lines and the result.
 """
 
-from attn_tutorial.checks._core import CHECKERS, TIERS, Case, Checker, register
+from attn_tutorial.checks._core import CHECKERS, TIERS, Case, Checker, hidden_cases, register
 from attn_tutorial.checks._compare import TOLERANCE
 from attn_tutorial.checks._isolation import TIME_LIMIT
 from attn_tutorial.checks._mistakes import Mistake
@@ -38,6 +38,6 @@ _LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "STATUSES", "TIERS", "TIME_LIMIT", "TOLERANCE", "Case",
     "Checker", "CheckResult", "ExerciseRow", "Mistake", "ModuleChecker", "catalogue", "register",
-    "feature_map_cases", "map_case", "token_cases",
+    "feature_map_cases", "hidden_cases", "map_case", "token_cases",
     *(name for lesson in _LESSONS for name in lesson.__all__),
 ]

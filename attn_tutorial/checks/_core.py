@@ -31,7 +31,9 @@ How to write a checker for a new lesson
    and a *boundary* section from the domain the exercise states: the smallest legal value of
    each argument, remainders ≥ 2, a single key, an underflowing row, one call with the default
    arguments). ``_cases.py`` has the standard cases and ``map_case``. Every mistake must differ
-   from the reference on some case (``tests/test_checks.py`` proves it for every checker).
+   from the reference on some case (``tests/test_checks.py`` proves it for every checker). A
+   predict exercise (a number as a function of the configuration) adds ``hidden_cases``: drawn
+   from its domain, never printed, so that copying the printed answers does not pass.
 
 3. Register it in the lesson's file ``lessonNN.py`` with the name the learner's notebook defines
    and the tier (build, predict or extend), and import the file in ``checks/__init__.py``::
@@ -50,6 +52,7 @@ How to write a checker for a new lesson
 from __future__ import annotations
 
 import inspect
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -59,7 +62,7 @@ from attn_tutorial.checks._compare import (
     NoGradient, clone, describe, problem, same, value_error,
 )
 from attn_tutorial.checks._isolation import (
-    IN_PLACE, TIME_LIMIT, Outcome, Reported, describe_failure, guarded, learner_code,
+    IN_PLACE, TIME_LIMIT, Outcome, Reported, describe_failure, guarded, learner_code, library_uses,
 )
 from attn_tutorial.checks._mistakes import (
     Mistake, engine_findings, named_mistakes, verdict_suffix,
@@ -92,13 +95,16 @@ def register(checker: "Checker") -> "Checker":
 class Case:
     """One input for a checker. ``make(generator)`` returns the positional arguments.
 
-    ``build`` holds the constructor's keyword arguments for module exercises.
+    ``build`` holds the constructor's keyword arguments for module exercises. A ``hidden`` case
+    (see ``hidden_cases``) never shows its inputs or its answer: a wrong value there reads only
+    "wrong value", so a predict exercise cannot be passed by copying printed answers.
     """
 
     name: str
     make: Callable[[torch.Generator], tuple]
     seed: int = 0
     build: dict = field(default_factory=dict)
+    hidden: bool = False
 
     def inputs(self) -> tuple:
         g = torch.Generator().manual_seed(self.seed)
@@ -113,6 +119,19 @@ class _CaseRun:
     outcome: Outcome
     ok: bool = False
     reason: str = ""
+
+
+HIDDEN_WRONG = "wrong value (a hidden case: its inputs and answer are not shown)"
+
+
+def hidden_cases(label: str, draw: Callable[[random.Random], tuple], count: int,
+                 seed: int) -> list[Case]:
+    """``count`` cases whose arguments ``draw(rng)`` picks from the exercise's domain with a
+    seeded ``random.Random``; named "``label`` 1", "``label`` 2", ... and never shown."""
+    rng = random.Random(seed)
+    drawn = [draw(rng) for _ in range(count)]
+    return [Case(f"{label} {i + 1}", lambda g, args=args: args, hidden=True)
+            for i, args in enumerate(drawn)]
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:
@@ -163,6 +182,8 @@ class Checker:
         *,
         exercise: str = "",
         tier: str = "build",
+        library_allowed: bool = False,
+        forbidden: Sequence[str] = (),
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier={tier!r}: must be one of {', '.join(TIERS)}")
@@ -181,6 +202,11 @@ class Checker:
         # What a correct learner hands in (default: the reference itself).
         self.solution = reference if solution is None else solution
         self.time_limit = time_limit
+        # False: an answer that uses the course's own implementation (attn_tutorial outside
+        # checks) is refused before it runs; an exercise that plugs into the library says True.
+        self.library_allowed = library_allowed
+        # Names the exercise asks the learner to do without (e.g. "dilation": build it by hand).
+        self.forbidden = tuple(forbidden)
         self.arg_names = _positional_names(reference)
 
     @property
@@ -209,6 +235,18 @@ class Checker:
 
     def title_for(self, learner: Any) -> str:
         return self.title
+
+    def _shortcut(self, learner: Any) -> str | None:
+        used = library_uses(learner, exempt=(self.solution, self.reference),
+                            forbidden=self.forbidden)
+        banned = [u for u in used if u.startswith("`")]
+        if banned:
+            return (f"your answer uses {', '.join(banned)}: this exercise asks you to do without "
+                    "it (build it by hand)")
+        if used and not self.library_allowed:
+            return (f"your answer uses the course's own {', '.join(used)}: this exercise asks "
+                    "you to write it yourself (use the library afterwards, to compare)")
+        return None
 
     def _reference_value(self, run: Callable[[], Any], case: Case) -> Any:
         outcome = guarded(run, time_limit=None)
@@ -244,7 +282,7 @@ class Checker:
     def _run(self, learner: Any, verbose: bool) -> CheckResult:
         title = self.title_for(learner)
         result = CheckResult(title, checks_total=len(self.cases))
-        invalid = self.validate(learner)
+        invalid = self.validate(learner) or self._shortcut(learner)
         if invalid:
             result.lines.append(f"{FAIL} {title}: {invalid}")
             return finish(result, verbose)
@@ -273,6 +311,8 @@ class Checker:
                 p = problem(outcome.value, expected)
                 if p is None and same(outcome.value, expected):
                     self._check_gradients(learner, case, codes, run, changed)
+                elif case.hidden:
+                    run.reason = p or HIDDEN_WRONG
                 else:
                     run.reason = p or value_error(outcome.value, expected)
             if run.outcome.kind == "timeout":

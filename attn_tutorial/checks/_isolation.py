@@ -353,6 +353,81 @@ def learner_code(obj: Any) -> set[types.CodeType]:
     return codes
 
 
+def _of_the_course(value: Any) -> bool:
+    """An object of the course's own library (a module, function or class of ``attn_tutorial``
+    outside ``attn_tutorial.checks``)."""
+    name = value.__name__ if isinstance(value, types.ModuleType) else \
+        getattr(value, "__module__", None)
+    return isinstance(name, str) and name.split(".")[0] == "attn_tutorial" and \
+        not name.startswith("attn_tutorial.checks")
+
+
+def library_uses(obj: Any, exempt: tuple = (), forbidden: tuple[str, ...] = ()) -> list[str]:
+    """What of the course's own library the learner's answer refers to: a base class, a global
+    name its code (or a helper function of its own that it calls) reads, an import inside it;
+    and which of the ``forbidden`` names (an attribute, a function or a keyword argument such as
+    ``dilation``) it uses. Read from the code, not run: an exercise asks the learner to write the
+    mechanism, and the library's version (or the one keyword it asks to do without) would pass
+    every case."""
+    found: list[str] = []
+    seen: set[types.CodeType] = set()
+
+    def note(text: str) -> None:
+        if text not in found:
+            found.append(text)
+
+    def look_at(value: Any, name: str, fn: types.FunctionType, depth: int) -> None:
+        if value is None or any(value is e for e in exempt):
+            return
+        if _of_the_course(value):
+            note(value.__name__ if isinstance(value, types.ModuleType) else
+                 f"{value.__module__}.{getattr(value, '__qualname__', name)}")
+        elif isinstance(value, types.FunctionType) and depth < 3 and \
+                value.__module__ == fn.__module__:
+            scan(value, depth + 1)  # a helper of the learner's own, e.g. exercise 1
+
+    def scan(fn: types.FunctionType, depth: int) -> None:
+        for cell in fn.__closure__ or ():  # names of an enclosing function
+            try:
+                look_at(cell.cell_contents, "", fn, depth)
+            except ValueError:  # an empty cell
+                pass
+        stack = [fn.__code__]
+        while stack:
+            code = stack.pop()
+            if code in seen:
+                continue
+            seen.add(code)
+            stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            keywords = {k for c in code.co_consts if isinstance(c, tuple) for k in c
+                        if isinstance(k, str)}  # a call's keyword names
+            for name in forbidden:
+                if name in code.co_names or name in keywords:
+                    note(f"`{name}`")
+            for name in code.co_names:
+                if name.split(".")[0] == "attn_tutorial":
+                    note(name)
+                else:
+                    look_at(fn.__globals__.get(name), name, fn, depth)
+
+    while isinstance(obj, types.MethodType) or hasattr(obj, "func"):
+        obj = getattr(obj, "__func__", None) or getattr(obj, "func")
+    if isinstance(obj, types.FunctionType):
+        scan(obj, 0)
+    elif isinstance(obj, type):
+        for klass in obj.__mro__:
+            if any(klass is e for e in exempt) or klass.__module__.startswith(("torch", "builtins")):
+                continue
+            if _of_the_course(klass):
+                note(f"{klass.__module__}.{klass.__qualname__}")
+                break  # its own bases are the library's business
+            for value in vars(klass).values():
+                value = getattr(value, "__func__", value)
+                if isinstance(value, types.FunctionType):
+                    scan(value, 0)
+    return found
+
+
 def _blame(exc: BaseException, codes: set[types.CodeType]) -> tuple[bool, str]:
     """(raised directly by the learner's code, "line N of your code" for the deepest frame of it)."""
     tb, innermost, where = exc.__traceback__, None, ""

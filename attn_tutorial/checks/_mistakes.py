@@ -101,14 +101,16 @@ def named_mistakes(checker: "Checker", runs: list["_CaseRun"]) -> list[str]:
 _FINDINGS = (
     re.compile(r"no gradient reaches [^:]+"),
     re.compile(r"right only to float32 precision, its values are float32 numbers"),
-    re.compile(r"right only to about 1e-7 relative \([^)]*\)"),
     re.compile(r"`[^`]+` is a buffer, not an nn\.Parameter"),
     re.compile(r"`[^`]+` is an nn\.Parameter, but it is not learned"),
     re.compile(r"`[^`]+` has requires_grad=False"),
     re.compile(r"changed its input in place"),
 )
-# type mismatches by name: (pattern, finding made from its groups)
+# findings whose reason carries a number, and type mismatches by name: (pattern, finding made
+# from its groups), the same finding for every case
 _TYPES = (
+    (re.compile(r"right only to about \S+ relative (\([^)]*\))"),
+     lambda why: f"right only to about float32's precision {why}"),
     (re.compile(r"returned an? (\w+) of \d+, expected an? (\w+) of \d+"),
      lambda got, want: f"returned a {got} where a {want} is asked" if got != want else None),
     (re.compile(r"returned numpy\.(\w+) \S+, expected an int"),

@@ -1,10 +1,12 @@
 """Checkers for lesson 01 (ECA): exercises in ``solutions/01_eca.ipynb``.
 
-1. ``check_kernel_size``: the paper's adaptive kernel size ψ(C).
+1. ``check_kernel_size`` (predict): the paper's adaptive kernel size ψ(C), over 20 (C, γ, b).
 2. ``check_eca_gate``: the ECA channel gate, B×C×H×W map and k taps -> B×C.
 3. ``check_eca_matrix``: the banded C×C matrix that the 1-D conv over channels multiplies by.
-4. ``check_eca_module``: the paper's ECA as a module (``__init__`` picks k = ψ(C), ``forward``
-   gates the map), a module exercise.
+4. ``check_eca_module``: the paper's ECA as a module on channels-last tokens B×N×C
+   (``__init__`` picks k = ψ(C), ``forward`` gates the tokens), a module exercise.
+5. ``check_eca_ns_gate`` (extend): ECA-NS, the paper's ablation without weight sharing: a C×k
+   kernel, one row of k taps per channel -> the B×C gate.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The cases are chosen so that every mistake fails on at least one of them
@@ -18,7 +20,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, reduce
+from einops import einsum, rearrange, reduce, repeat
 
 import torch.nn as nn
 
@@ -27,7 +29,8 @@ from attn_tutorial.checks._core import Case, Checker, Mistake, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "01_eca"  # exercises/01_eca.ipynb holds these exercises, in this order
-__all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module"]
+__all__ = ["check_kernel_size", "check_eca_gate", "check_eca_matrix", "check_eca_module",
+           "check_eca_ns_gate"]
 
 
 # ------------------------------------------------------------------------ 1. ψ(C)
@@ -73,7 +76,7 @@ check_kernel_size = register(
     Checker(
         "kernel_size",
         exercise="kernel_size",
-        tier="build",
+        tier="predict",
         reference=ref_kernel_size,
         cases=[
             _psi_case(24),    # t = 2.79 -> 2, even: the odd rounding; log10 and "forgot γ" fail
@@ -88,6 +91,15 @@ check_kernel_size = register(
             _psi_case(3),
             _psi_case(16, 1.5, 0.5),  # t = 3.0 exactly with non-integer γ and b: 3 is odd
             _psi_case(64, 3, 3),  # t = 3: b not divided by γ gives 5, round() still 3
+            _psi_case(2),     # t = 1.0 exactly: odd, k = 1
+            _psi_case(8),     # t = 2.0: even, up to 3
+            _psi_case(96),    # t = 3.79: MobileNetV2's threshold width, int gives 3
+            _psi_case(128),   # t = 4.0: even, up to 5 (the lesson's check by hand)
+            _psi_case(255),   # t = 4.497 -> 4 -> 5, one channel below 256 (t = 4.5)
+            _psi_case(4096),  # t = 6.5: round gives 6 -> 7 as well, ceil 7
+            _psi_case(1 << 15),  # t = 8.0: k = 9, the widest in any released network times two
+            _psi_case(6, 1, 0.25),  # γ = 1, b = 0.25: t = 2.83 -> 2 -> 3; swapped γ, b: 14 -> 15
+            _psi_case(1000, 2.5, 0.5),  # t = 4.19 -> 4 -> 5 with non-integer γ and b
         ],
         mistakes=[
             Mistake("even kernel size: the rounding to an odd number is missing",
@@ -268,37 +280,43 @@ check_eca_matrix = register(
 
 # ------------------------------------------------------------------------ 4. the module
 class ECAReference(nn.Module):
-    """The paper's ECA: ``conv`` a Conv1d(1, 1, k = ψ(C), padding (k - 1) // 2, no bias) over
-    the channel axis of the GAP, then ``x · σ(z)``. The parameter is named ``conv.weight`` as
-    in the library's ``ECA`` and the official ``eca_layer``.
+    """The paper's ECA on channels-last tokens B×N×C: ``conv`` a Conv1d(1, 1, k = ψ(C), padding
+    (k - 1) // 2, no bias) over the channel axis of the tokens' mean, then ``t · σ(z)``, B×N×C.
+    The parameter is named ``conv.weight`` as in the library's ``ECA`` and the official
+    ``eca_layer``; on ``rearrange(x, "b c h w -> b (h w) c")`` it equals ``ECA`` on ``x``.
 
-    Knobs: ``pool`` ("max"), ``squash`` ("none": no sigmoid; "softmax": a softmax over the
-    channels), ``residual`` (True: ``x + x · σ(z)``, BAM's form).
+    Knobs: ``pool`` ("max", "sum"), ``over`` ("channels": the mean over each token's channels, the
+    conv along the tokens, one gate per token), ``squash`` ("none": no sigmoid; "softmax": a
+    softmax over the channels), ``residual`` (True: ``t + t · σ(z)``, BAM's form).
     """
 
     def __init__(self, channels: int, gamma: float = 2, b: float = 1, *, pool: str = "mean",
-                 squash: str = "sigmoid", residual: bool = False) -> None:
+                 over: str = "tokens", squash: str = "sigmoid", residual: bool = False) -> None:
         super().__init__()
         k = ref_kernel_size(channels, gamma, b)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
-        self.pool, self.squash, self.residual = pool, squash, residual
+        self.pool, self.over, self.squash, self.residual = pool, over, squash, residual
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = rearrange(self.conv(reduce(x, "b c h w -> b 1 c", self.pool)), "b 1 c -> b c 1 1")
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if self.over == "channels":
+            z = rearrange(self.conv(reduce(t, "b n c -> b 1 n", self.pool)), "b 1 n -> b n 1")
+        else:
+            z = self.conv(reduce(t, "b n c -> b 1 c", self.pool))      # B×1×C
         if self.squash == "sigmoid":
             gate = torch.sigmoid(z)
         elif self.squash == "softmax":
-            gate = torch.softmax(z, dim=1)
+            gate = torch.softmax(z, dim=-1)
         else:
             gate = z
-        return x + x * gate if self.residual else x * gate
+        return t + t * gate if self.residual else t * gate
 
 
-def _module_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
-    k = ref_kernel_size(shape[1], build.get("gamma", 2), build.get("b", 1))
+def _module_case(shape: tuple[int, int, int], seed: int, **build) -> Case:
+    k = ref_kernel_size(shape[2], build.get("gamma", 2), build.get("b", 1))
     knobs = "".join(f", {name} = {v}" for name, v in build.items())
-    return map_case(shape, seed, f"{knobs} (k = {k})", scale=2,
-                    build={"channels": shape[1], **build})
+    return Case("tokens " + "×".join(map(str, shape)) + f"{knobs} (k = {k})",
+                lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64) * 2,),
+                seed=seed, build={"channels": shape[2], **build})
 
 
 check_eca_module = register(
@@ -308,21 +326,110 @@ check_eca_module = register(
         tier="build",
         reference=ECAReference,
         cases=[
-            _module_case((2, 16, 7, 9), 0),       # ψ(16) = 3
-            _module_case((1, 256, 5, 6), 1),      # ψ(256) = 5: a k fixed at 3 has the wrong shape
-            _module_case((2, 512, 3, 4), 2, gamma=3, b=2),  # γ, b passed on: k = 3, not ψ(512) = 5
-            _module_case((2, 4, 3, 5), 3),        # boundary: ψ(4) = 1, a single tap
-            _module_case((3, 8, 1, 1), 4),        # boundary: a 1×1 map
+            _module_case((2, 63, 16), 0),     # ψ(16) = 3, 63 tokens (a 7×9 map)
+            _module_case((1, 30, 256), 1),    # ψ(256) = 5: a k fixed at 3 has the wrong shape
+            _module_case((2, 12, 512), 2, gamma=3, b=2),  # γ, b passed on: k = 3, not ψ(512) = 5
+            _module_case((2, 15, 4), 3),      # boundary: ψ(4) = 1, a single tap
+            _module_case((3, 1, 8), 4),       # boundary: a single token
         ],
         mistakes=[
-            Mistake("max pooling instead of the global average over space",
+            Mistake("max pooling instead of the average over the tokens",
                     partial(ECAReference, pool="max")),
+            Mistake("sum instead of the average over the tokens (forgot to divide by N)",
+                    partial(ECAReference, pool="sum")),
+            Mistake("pooled over the channels instead of the tokens: one gate per token, the "
+                    "conv along the tokens", partial(ECAReference, over="channels")),
             Mistake("sigmoid missing: the gate is σ(conv(y)), not conv(y)",
                     partial(ECAReference, squash="none")),
             Mistake("softmax over the channels instead of a sigmoid per channel: ECA's gates "
                     "do not compete", partial(ECAReference, squash="softmax")),
-            Mistake("gate added as a residual, x + x·σ(z) (BAM's form, lesson 02): ECA "
-                    "multiplies, x·σ(z)", partial(ECAReference, residual=True)),
+            Mistake("gate added as a residual, t + t·σ(z) (BAM's form, lesson 02): ECA "
+                    "multiplies, t·σ(z)", partial(ECAReference, residual=True)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------------- 5. extend: ECA-NS
+def ref_eca_ns_gate(x: torch.Tensor, weight: torch.Tensor, *, pool: str = "mean",
+                    rows: str = "own", padding: str = "both", flip: bool = False,
+                    squash: str = "sigmoid") -> torch.Tensor:
+    """ECA-NS: z[b, c] = Σ_i weight[c, i] · y[b, c + i − (k−1)/2], zeros outside 0..C−1, where
+    y is the spatial mean; the gate σ(z), B×C. weight: C×k, row c the taps of channel c.
+
+    Knobs: ``rows`` ("first": row 0 shared by every channel, ECA; "mean": the rows' mean
+    shared; "neighbour": the tap on channel j read from row j, the band transposed; "centre":
+    only the middle tap, a grouped conv1d run on a length-1 signal), ``pool`` ("max"),
+    ``padding`` ("left": all k−1 zeros on the left; "circular"), ``flip``, ``squash``
+    ("none", "softmax").
+    """
+    channels, k = weight.shape
+    half = (k - 1) // 2
+    if flip:
+        weight = torch.flip(weight, dims=[1])
+    y = reduce(x, "b c h w -> b c", pool)
+    if padding == "left":
+        padded = F.pad(y, (k - 1, 0))
+    elif padding == "circular":
+        padded = rearrange(F.pad(rearrange(y, "b c -> b 1 c"), (half, half), mode="circular"),
+                           "b 1 c -> b c")
+    else:
+        padded = F.pad(y, (half, half))
+    windows = padded.unfold(1, k, 1)                                   # b c k: c's neighbours
+    if rows == "first":
+        weight = repeat(weight[0], "k -> c k", c=channels)
+    elif rows == "mean":
+        weight = repeat(weight.mean(dim=0), "k -> c k", c=channels)
+    elif rows == "centre":
+        weight = weight * (torch.arange(k) == half).to(weight.dtype)
+    elif rows == "neighbour":  # channel j's row, tap k−1−i, weighs y[j] in z[c] (j = c + i − half)
+        j = (torch.arange(channels)[:, None] + torch.arange(k)[None] - half).clamp(0, channels - 1)
+        weight = weight[j, torch.arange(k - 1, -1, -1)[None]]
+    z = einsum(windows, weight, "b c k, c k -> b c")
+    return _squash(z, squash)
+
+
+def _ns_case(shape: tuple[int, int, int, int], k: int, seed: int) -> Case:
+    def make(g: torch.Generator, shape=shape, k=k):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return x, torch.randn(shape[1], k, generator=g, dtype=torch.float64)
+
+    return Case("x " + "×".join(map(str, shape)) + f", weight {shape[1]}×{k}", make, seed=seed)
+
+
+check_eca_ns_gate = register(
+    Checker(
+        "eca_ns_gate",
+        exercise="eca_ns_gate",
+        tier="extend",
+        reference=ref_eca_ns_gate,
+        cases=[
+            _ns_case((2, 6, 5, 7), 3, 0),
+            _ns_case((1, 9, 4, 6), 5, 1),
+            _ns_case((3, 8, 3, 5), 3, 2),
+            # boundaries: k = 1 (SE-Var2: one weight per channel), a single channel, k > C
+            _ns_case((2, 5, 3, 4), 1, 3),
+            _ns_case((2, 1, 3, 3), 3, 4),
+            _ns_case((1, 3, 4, 5), 5, 5),
+        ],
+        mistakes=[
+            Mistake("one kernel shared by every channel (row 0): that is ECA, not ECA-NS",
+                    partial(ref_eca_ns_gate, rows="first"),
+                    variants=(partial(ref_eca_ns_gate, rows="mean"),)),
+            Mistake("the tap on channel j read from row j instead of row c: the band "
+                    "transposed", partial(ref_eca_ns_gate, rows="neighbour")),
+            Mistake("only the centre tap: a grouped conv1d over a signal of length 1 "
+                    "(SE-Var2, no neighbours)", partial(ref_eca_ns_gate, rows="centre")),
+            Mistake("kernel rows flipped: a true convolution instead of cross-correlation",
+                    partial(ref_eca_ns_gate, flip=True)),
+            Mistake("max instead of mean pooling", partial(ref_eca_ns_gate, pool="max")),
+            Mistake("missing sigmoid", partial(ref_eca_ns_gate, squash="none")),
+            Mistake("softmax over the channels instead of a sigmoid per channel",
+                    partial(ref_eca_ns_gate, squash="softmax"), holds=_gates_sum_to_one),
+            Mistake("padding that shifts the channel window (all k-1 zeros on the left)",
+                    partial(ref_eca_ns_gate, padding="left")),
+            Mistake("wrap-around (circular) padding instead of zeros at both ends",
+                    partial(ref_eca_ns_gate, padding="circular")),
         ],
     )
 )

@@ -1,12 +1,18 @@
 """Checkers for lesson 04 (SCNet, self-calibrated convolution): exercises in
-``solutions/04_scconv.ipynb``.
+``solutions/04_scconv.ipynb``, in this order.
 
-1. ``check_nearest_rows``: the source row of every output row in PyTorch's legacy nearest
-   up-sampling, ``⌊dst · in / out⌋``.
-2. ``check_calibration_gate``: the gate ``σ(x + up(conv3×3(avgpool_r(x))))`` of the K2 path
-   (its BatchNorm left out), B×C×H×W.
-3. ``check_scconv`` (a module exercise): the whole self-calibrated convolution, K2/K3/K4 with
-   their BatchNorms and the stride on K4, checked in eval mode with random BN statistics.
+1. ``check_nearest_rows`` (build): the source row of every output row in PyTorch's legacy
+   nearest up-sampling as it computes it for float32 tensors, ``min(⌊d·s⌋, in − 1)`` with
+   ``s = in/out`` and the product ``d·s`` rounded to float32, written without torch.
+2. ``check_gate_rows`` (predict): the input rows that can move the calibration gate at output
+   row ``h`` of a stride-1 SCConv, for an ``H``-row map pooled by ``r``.
+3. ``check_calibration_gate`` (build): the gate ``σ(x + up(conv3×3(avgpool_r(x))))`` of the K2
+   path (its BatchNorm left out), B×C×H×W, float64 and one float32 boundary case.
+4. ``check_sc_split_conv`` (build, a module): the paper's channel-split form, the first half of
+   the channels self-calibrated (K2, K3, K4), the second through K1, concatenated; stride on K1
+   and K4. Checked in eval and train mode in float64, and on a float32 74×74, ``r = 3`` map.
+5. ``check_calibration_gate_bilinear`` (extend): the gate with the paper's bilinear up-sampling
+   (``align_corners=False``) written as index and weight arithmetic.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The per-case comments say which case catches which slip;
@@ -18,38 +24,59 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, _CaseRun, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "04_scconv"  # exercises/04_scconv.ipynb holds these exercises, in this order
-__all__ = ["check_nearest_rows", "check_calibration_gate", "check_scconv"]
+__all__ = ["check_nearest_rows", "check_gate_rows", "check_calibration_gate",
+           "check_sc_split_conv", "check_calibration_gate_bilinear"]
 
 
 # ------------------------------------------------------------- 1. legacy nearest rows
-def ref_nearest_rows(out_size: int, in_size: int, *, rule: str = "floor") -> list[int]:
+def ref_nearest_rows(out_size: int, in_size: int, *, rule: str = "float32") -> list[int]:
     """Source index of each of ``out_size`` destination rows read from ``in_size`` rows, as a
-    list of ints.
+    list of Python ints.
 
-    Knobs: ``rule`` = "floor" (legacy nearest, ``⌊d·in/out⌋``, in integer arithmetic), "half"
-    (``⌊(d + ½)·in/out⌋``, PyTorch's "nearest-exact"), "round" (``d·in/out`` rounded half up,
-    clamped to the last row), "repeat" (``d // (out // in)``: each source row repeated
-    ``out // in`` times).
+    Knobs: ``rule`` = "float32" (PyTorch's legacy nearest on float32 tensors: ``s = in/out``
+    and ``d·s`` rounded to float32, floored, clamped to ``in − 1``); "integer" (``⌊d·in/out⌋``
+    exactly); "float64" (``⌊d·(in/out)⌋`` in Python floats; "product64": only the product);
+    "half" (``⌊(d + ½)·in/out⌋``, "nearest-exact"; "half32" in float32); "round" (``d·s``
+    rounded half up, clamped); "python round" (half to even; "python round clamped");
+    "floor half" (``⌊d·s + ½⌋``, not clamped); "repeat" (``d // (out // in)``; "repeat
+    clamped").
     """
-    if rule == "floor":
-        return [d * in_size // out_size for d in range(out_size)]
+    d = np.arange(out_size, dtype=np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    product = d * scale  # float32 · float32 -> float32
+    if rule == "float32":
+        return [min(int(v), in_size - 1) for v in np.floor(product)]
+    if rule == "integer":
+        return [k * in_size // out_size for k in range(out_size)]
+    if rule == "float64":
+        return [min(int(k * (in_size / out_size)), in_size - 1) for k in range(out_size)]
+    if rule == "product64":  # the scale rounded to float32, the product in float64
+        return [min(int(k * float(scale)), in_size - 1) for k in range(out_size)]
     if rule == "half":
-        return [(2 * d + 1) * in_size // (2 * out_size) for d in range(out_size)]
+        return [(2 * k + 1) * in_size // (2 * out_size) for k in range(out_size)]
+    if rule == "half32":
+        return [min(int(v), in_size - 1) for v in np.floor((d + np.float32(0.5)) * scale)]
     if rule == "round":
-        return [min((2 * d * in_size + out_size) // (2 * out_size), in_size - 1)
-                for d in range(out_size)]
-    if rule == "python round":  # round() of the float: half to even, not clamped
-        return [round(d * in_size / out_size) for d in range(out_size)]
-    return [d // (out_size // in_size) for d in range(out_size)]
+        return [min(int(np.floor(v + np.float32(0.5))), in_size - 1) for v in product]
+    if rule == "python round":
+        return [round(float(v)) for v in product]
+    if rule == "python round clamped":
+        return [min(round(float(v)), in_size - 1) for v in product]
+    if rule == "floor half":
+        return [int(np.floor(v + np.float32(0.5))) for v in product]
+    if rule == "repeat clamped":
+        return [min(k // (out_size // in_size), in_size - 1) for k in range(out_size)]
+    return [k // (out_size // in_size) for k in range(out_size)]
 
 
 def _rows_case(out_size: int, in_size: int) -> Case:
@@ -66,40 +93,173 @@ check_nearest_rows = register(
         cases=[
             _rows_case(9, 2),    # the lesson's example: H = 9, r = 4
             _rows_case(13, 3),   # W = 13, r = 4
-            _rows_case(8, 2),    # divisible: every rule but "half" and "round" agree
+            _rows_case(8, 2),    # d = 2 reads 0.5: round() gives 0 (half to even), half up 1
             _rows_case(7, 3),    # r = 2, 7 rows: "repeat" runs past the last row
-            # boundaries: one source row, out = in, remainders 11 % 3 = 2 and 14 % 4 = 2
+            # boundaries: the smallest sizes, one source row, out = in, remainders 2
+            _rows_case(1, 1),
             _rows_case(4, 1),
             _rows_case(5, 5),
             _rows_case(11, 3),
             _rows_case(14, 4),
-            _rows_case(44, 30),  # d · (30/44) in floating point truncates below d·30 // 44
+            # where the arithmetic matters: d·in/out a whole number that float32 rounds below
+            # (the integer rule reads one row further), and where float64 rounds below instead
+            _rows_case(74, 24),  # d = 37: float32 reads row 11, the integer rule 12
+            _rows_case(82, 2),   # d = 41: float32 reads row 0, the integer rule 1
+            _rows_case(98, 2),   # d = 49: float32 reads 1 like the integers, float64 reads 0
+            _rows_case(44, 30),  # d = 22: float32 reads 15 like the integers, float64 reads 14
         ],
         mistakes=[
+            Mistake("⌊d·in/out⌋ in exact integer arithmetic instead of PyTorch's float32 "
+                    "arithmetic (it reads one row further where d·in/out is a whole number "
+                    "that float32 rounds below)", partial(ref_nearest_rows, rule="integer")),
+            Mistake("the arithmetic in float64 (Python floats) instead of float32: the scale "
+                    "in/out or the product d·s", partial(ref_nearest_rows, rule="float64"),
+                    variants=(partial(ref_nearest_rows, rule="product64"),)),
             Mistake("half-pixel centres ⌊(d + 0.5)·in/out⌋ ('nearest-exact') instead of legacy "
-                    "nearest ⌊d·in/out⌋", partial(ref_nearest_rows, rule="half")),
+                    "nearest ⌊d·in/out⌋", partial(ref_nearest_rows, rule="half"),
+                    variants=(partial(ref_nearest_rows, rule="half32"),)),
             Mistake("rounded d·in/out to the nearest index instead of taking the floor",
                     partial(ref_nearest_rows, rule="round"),
-                    variants=(partial(ref_nearest_rows, rule="python round"),)),
+                    variants=(partial(ref_nearest_rows, rule="python round"),
+                              partial(ref_nearest_rows, rule="python round clamped"),
+                              partial(ref_nearest_rows, rule="floor half"))),
             Mistake("each pooled row repeated out // in times (indices run past the last row "
-                    "when the size is not divisible)", partial(ref_nearest_rows, rule="repeat")),
+                    "when the size is not divisible)", partial(ref_nearest_rows, rule="repeat"),
+                    variants=(partial(ref_nearest_rows, rule="repeat clamped"),)),
         ],
     )
 )
 
 
-# ------------------------------------------------------------- 2. the calibration gate
+# ------------------------------------------------------------- 2. the rows a gate reads
+def ref_gate_rows(H: int, r: int, h: int, *, rule: str = "float32", window: bool = True,
+                  identity: bool = True, clamp: str = "pooled", ceil: bool = False,
+                  k3: bool = False, span: bool = False) -> list[int]:
+    """The input rows (sorted, distinct) that can move the gate ``σ(x + up(K2 ⋆ pool_r(x)))`` at
+    output row ``h`` of an ``H``-row map: the pooled row ``k`` that row ``h`` reads (legacy
+    nearest, ``rule`` as in :func:`ref_nearest_rows`), K2's window ``k − 1 … k + 1`` cut to
+    the ``⌊H/r⌋`` pooled rows, each pooled row ``p`` the mean of input rows ``p·r … p·r + r − 1``,
+    and row ``h`` itself (the identity).
+
+    Knobs: ``rule``; ``window`` (False: K2's 3×3 window left out, only pooled row k);
+    ``identity`` (False: row h not added); ``clamp`` ("none": K2's padding rows k − 1 < 0 and
+    k + 1 ≥ ⌊H/r⌋ counted as pooled rows, their input rows kept even outside 0 … H − 1;
+    "rows": the same, cut to 0 … H − 1); ``ceil`` (the partial last pooling
+    window kept: ⌈H/r⌉ pooled rows); ``k3`` (rows h − 1 … h + 1 of K3 added); ``span`` (every
+    row from the first to the last, holes filled).
+    """
+    i = -(-H // r) if ceil else H // r
+    k = ref_nearest_rows(H, i, rule=rule)[h]
+    pooled = range(k - 1, k + 2) if window else range(k, k + 1)
+    rows = {row for p in pooled if clamp != "pooled" or 0 <= p < i
+            for row in range(p * r, p * r + r) if clamp == "none" or 0 <= row < H}
+    if identity:
+        rows.add(h)
+    if k3:
+        rows.update(row for row in (h - 1, h, h + 1) if 0 <= row < H)
+    if span:
+        rows = set(range(min(rows), max(rows) + 1))
+    return sorted(rows)
+
+
+def _field_case(H: int, r: int, h: int) -> Case:
+    return Case(f"H = {H}, r = {r}, row {h}", lambda g, H=H, r=r, h=h: (H, r, h))
+
+
+class _ProbeChecker(Checker):
+    """A checker whose learner may probe with autograd (the engine runs answers under
+    ``torch.no_grad()``; here gradients stay on, and the answer is plain ints either way)."""
+
+    def evaluate(self, subject, case: Case, args: tuple):
+        with torch.enable_grad():
+            return subject(*args)
+
+
+check_gate_rows = register(
+    _ProbeChecker(
+        "gate_rows",
+        exercise="gate_rows",
+        tier="predict",
+        reference=ref_gate_rows,
+        cases=[
+            # the smallest: one row, r = 1; r = 1 on more rows (no pooling: rows h − 1 … h + 1)
+            _field_case(1, 1, 0),
+            _field_case(6, 1, 0),
+            _field_case(6, 1, 3),
+            _field_case(6, 1, 5),
+            # one pooled row (r ≤ H < 2r): the whole first window and the row itself
+            _field_case(4, 4, 2),
+            _field_case(7, 4, 6),    # SCNet-50's stage 4 at 224² (7×7, r = 4): rows 0-3 and 6
+            _field_case(5, 3, 4),
+            # the lesson's H = 9, r = 4, and dropped rows (H % r = 1, 2, 3)
+            _field_case(9, 4, 0),
+            _field_case(9, 4, 4),
+            _field_case(9, 4, 8),    # row 8 is dropped by the pooling: only the identity reads it
+            _field_case(10, 4, 9),   # rows 8, 9 dropped: row 8 is read by nobody
+            _field_case(11, 4, 10),  # rows 8-10 dropped: a hole at rows 8, 9
+            _field_case(11, 4, 8),   # row 8 reads pooled row 1: padding below it would add 9, 10
+            _field_case(23, 4, 22),
+            _field_case(20, 3, 19),
+            _field_case(15, 2, 14),
+            # away from the borders: 12 rows where K4's rows share a pooling cell, 16 straddling
+            _field_case(28, 4, 14),
+            _field_case(28, 4, 12),
+            _field_case(28, 4, 27),  # the last row: K2's window cut at the bottom
+            _field_case(13, 3, 12),
+            _field_case(19, 4, 9),   # non-divisible: the pooled rows take 5, 5, 5, 4 rows
+            _field_case(16, 2, 7),
+            _field_case(56, 4, 30),
+            # the float32 boundary: row 37 of 74 pooled by 3 reads pooled row 11, not 12
+            _field_case(74, 3, 37),
+            _field_case(74, 3, 36),
+        ],
+        mistakes=[
+            Mistake("the integer rule ⌊h·i/H⌋ for the pooled row instead of PyTorch's float32 "
+                    "rule (row 37 of 74 pooled by 3 reads pooled row 11, not 12)",
+                    partial(ref_gate_rows, rule="integer")),
+            Mistake("K2's 3×3 window left out: only the rows of the one pooled row that row h "
+                    "reads", partial(ref_gate_rows, window=False)),
+            Mistake("the identity left out: the gate is σ(x + up), so row h itself moves it",
+                    partial(ref_gate_rows, identity=False)),
+            Mistake("K2's padding rows counted as pooled rows at the borders (K2's window is "
+                    "cut to the pooled rows that exist)", partial(ref_gate_rows, clamp="none"),
+                    variants=(partial(ref_gate_rows, clamp="rows"),)),
+            Mistake("the partial last pooling window kept (ceil mode): the pooling drops the "
+                    "trailing H % r rows", partial(ref_gate_rows, ceil=True)),
+            Mistake("K3's rows h − 1 … h + 1 added: K3 is multiplied by the gate, it does not "
+                    "move it", partial(ref_gate_rows, k3=True)),
+            Mistake("every row from the first to the last: a dropped row between the pooled "
+                    "rows and row h moves nothing", partial(ref_gate_rows, span=True)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------- 3. the calibration gate
+def _upsample(context: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``context`` (B×C×i×j) brought to ``size``: "nearest" (F.interpolate's default, legacy
+    nearest), "integer" (an index gather with ⌊d·in/out⌋ in integers), "bilinear"
+    (align_corners=False), "corners" (bilinear, align_corners=True)."""
+    if mode == "nearest":
+        return F.interpolate(context, size=size, mode="nearest")
+    if mode == "integer":
+        (H, W), (i, j) = size, context.shape[-2:]
+        rows = [d * i // H for d in range(H)]
+        cols = [d * j // W for d in range(W)]
+        return context[:, :, rows][:, :, :, cols]
+    return F.interpolate(context, size=size, mode="bilinear", align_corners=mode == "corners")
+
+
 def ref_calibration_gate(x: torch.Tensor, k2_weight: torch.Tensor, pooling_r: int, *,
                          identity: bool = True, upsample: str = "nearest",
                          ceil_mode: bool = False, pool: str = "avg",
                          conv_first: bool = False) -> torch.Tensor:
     """σ(x + up(conv3×3(avgpool_r(x)))): x B×C×H×W, k2_weight C×C×3×3 -> B×C×H×W.
 
-    Knobs: ``identity`` (False: σ(up) alone), ``upsample`` ("nearest"; "bilinear"; "scale":
-    ``scale_factor=r``, which gives ⌊H/r⌋·r rows, not H, and x cropped to match so that the sum
-    runs), ``ceil_mode`` (pooling
-    keeps the partial last window), ``pool`` ("max"), ``conv_first`` (the 3×3 conv at full
-    resolution, then the pooling).
+    Knobs: ``identity`` (False: σ(up) alone), ``upsample`` (a mode of :func:`_upsample`, or
+    "scale": ``scale_factor=r``, which gives ⌊H/r⌋·r rows, not H, and x cropped to match so that
+    the sum runs), ``ceil_mode`` (pooling keeps the partial last window), ``pool`` ("max"),
+    ``conv_first`` (the 3×3 conv at full resolution, then the pooling).
     """
     H, W = x.shape[-2:]
     r = pooling_r
@@ -108,24 +268,27 @@ def ref_calibration_gate(x: torch.Tensor, k2_weight: torch.Tensor, pooling_r: in
         context = pool_fn(F.conv2d(x, k2_weight, padding=1), r, r, ceil_mode=ceil_mode)
     else:
         context = F.conv2d(pool_fn(x, r, r, ceil_mode=ceil_mode), k2_weight, padding=1)
-    if upsample == "nearest":
-        up = F.interpolate(context, size=(H, W), mode="nearest")
-    elif upsample == "bilinear":
-        up = F.interpolate(context, size=(H, W), mode="bilinear", align_corners=False)
-    else:  # scale_factor=r: ⌊H/r⌋·r rows; the input cropped to fit
+    if upsample == "scale":  # scale_factor=r: ⌊H/r⌋·r rows; the input cropped to fit
         up = F.interpolate(context, scale_factor=r, mode="nearest")
         x = x[..., :up.shape[-2], :up.shape[-1]]
+    else:
+        up = _upsample(context, (H, W), upsample)
     return torch.sigmoid(x + up if identity else up)
 
 
-def _gate_case(shape: tuple[int, int, int, int], r: int, seed: int) -> Case:
+def _gate_case(shape: tuple[int, int, int, int], r: int, seed: int,
+               dtype: torch.dtype = torch.float64) -> Case:
     def make(g: torch.Generator, shape=shape, r=r):
         x = torch.randn(*shape, generator=g, dtype=torch.float64)
         w = torch.randn(shape[1], shape[1], 3, 3, generator=g, dtype=torch.float64) * 0.5
-        return x, w, r
+        return x.to(dtype), w.to(dtype), r
 
-    return Case("x " + "×".join(map(str, shape)) + f", r = {r}", make, seed=seed)
+    label = "" if dtype == torch.float64 else f" ({str(dtype).split('.')[-1]})"
+    return Case("x " + "×".join(map(str, shape)) + f", r = {r}" + label, make, seed=seed)
 
+
+# 74×74 pooled by 3 (24×24): row and column 37 read pooled row 11 in float32, not 12
+_FLOAT32_GATE = _gate_case((1, 2, 74, 74), 3, 5, torch.float32)
 
 check_calibration_gate = register(
     Checker(
@@ -139,6 +302,8 @@ check_calibration_gate = register(
             _gate_case((3, 5, 7, 10), 2, 2),   # r = 2, odd channels
             _gate_case((2, 3, 5, 6), 1, 3),    # boundary: r = 1, no pooling at all
             _gate_case((1, 3, 11, 6), 4, 4),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
+            _gate_case((2, 1, 4, 5), 4, 6),    # boundary: one channel, one pooled row (H = r)
+            _FLOAT32_GATE,                     # float32: the integer index rule differs here
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",
@@ -146,6 +311,9 @@ check_calibration_gate = register(
             Mistake("bilinear instead of nearest up-sampling (the official code uses "
                     "F.interpolate's default, legacy nearest)",
                     partial(ref_calibration_gate, upsample="bilinear")),
+            Mistake("the index rule ⌊d·in/out⌋ in integers instead of PyTorch's float32 rule "
+                    "(74 rows from 24 read row 11 at d = 37, not 12)",
+                    partial(ref_calibration_gate, upsample="integer")),
             Mistake("the up-sampled map is not brought back to H×W: scale_factor=r gives "
                     "⌊H/r⌋·r rows, not H (and x was cropped to fit)",
                     partial(ref_calibration_gate, upsample="scale")),
@@ -159,49 +327,57 @@ check_calibration_gate = register(
 )
 
 
-# ------------------------------------------------------------------- 3. the module
-class SCConvReference(nn.Module):
-    """The self-calibrated convolution of the official code, with knobs for the slips.
+# ------------------------------------------------- 4. the module: the paper's channel split
+class SCSplitReference(nn.Module):
+    """The paper's self-calibrated split conv, with knobs for the slips.
 
-    Parameters (the names the learner's module must use): ``k2_conv``, ``k2_bn``, ``k3_conv``,
-    ``k3_bn``, ``k4_conv``, ``k4_bn`` (3×3 convs, no bias, padding 1; BatchNorm2d). Built with
-    random BN weights and running statistics, so that eval mode is not the identity.
+    x (B×C×H×W, C even) is split into X1 (the first C/2 channels) and X2 (the second); X1 goes
+    through the self-calibration (K2, K3, K4, as the official ``SCConv``), X2 through K1; the
+    output is [Y1, Y2] concatenated on the channels. Parameters (the names the learner's module
+    must use): ``k1_conv, k1_bn, …, k4_conv, k4_bn`` (3×3 convs C/2 -> C/2, no bias, padding 1;
+    BatchNorm2d). K1 and K4 carry the stride. Built with random BN weights and running
+    statistics, so that eval mode is not the identity.
 
-    Knobs: ``identity`` (False: σ(up) alone), ``upsample`` ("bilinear"), ``stride_on`` ("k3":
-    K3 strided, the gate subsampled ``[::s, ::s]`` to fit, K4 stride 1), ``gate_on`` ("k4": the
-    gate multiplies K4's output, subsampled to fit, instead of K3's), ``relu`` (True: a ReLU after
-    K3's BN, as in a plain conv-BN-ReLU block).
+    Knobs: ``identity`` (False: σ(up) alone), ``upsample`` (a mode of :func:`_upsample`),
+    ``stride_on`` ("k3": K3 strided, the gate subsampled ``[::s, ::s]`` to fit, K4 stride 1),
+    ``gate_on`` ("k4": the gate multiplies K4's output, subsampled to fit, instead of K3's),
+    ``relu`` (a ReLU after K3's BN), ``order`` ("swapped": K1 on the first half, the calibration
+    on the second, output [Y1, Y2]; "reversed": the right halves, output [Y2, Y1]; "code": K1's
+    half first in and out, as the official code and the library's ``SCSplitConv``),
+    ``split`` ("parity": X1 the even channels, X2 the odd ones).
     """
 
     def __init__(self, channels: int, stride: int = 1, pooling_r: int = 4, *,
                  identity: bool = True, upsample: str = "nearest", stride_on: str = "k4",
-                 gate_on: str = "k3", relu: bool = False) -> None:
+                 gate_on: str = "k3", relu: bool = False, order: str = "paper",
+                 split: str = "halves") -> None:
         super().__init__()
         self.stride, self.pooling_r = stride, pooling_r
         self.identity, self.upsample = identity, upsample
         self.stride_on, self.gate_on, self.relu = stride_on, gate_on, relu
+        self.order, self.split = order, split
+        g = channels // 2
         s3, s4 = (stride, 1) if stride_on == "k3" else (1, stride)
 
         def conv(s: int) -> nn.Conv2d:
-            return nn.Conv2d(channels, channels, 3, stride=s, padding=1, bias=False)
+            return nn.Conv2d(g, g, 3, stride=s, padding=1, bias=False)
 
-        self.k2_conv, self.k2_bn = conv(1), nn.BatchNorm2d(channels)
-        self.k3_conv, self.k3_bn = conv(s3), nn.BatchNorm2d(channels)
-        self.k4_conv, self.k4_bn = conv(s4), nn.BatchNorm2d(channels)
+        self.k1_conv, self.k1_bn = conv(stride), nn.BatchNorm2d(g)
+        self.k2_conv, self.k2_bn = conv(1), nn.BatchNorm2d(g)
+        self.k3_conv, self.k3_bn = conv(s3), nn.BatchNorm2d(g)
+        self.k4_conv, self.k4_bn = conv(s4), nn.BatchNorm2d(g)
         with torch.no_grad():
-            for bn in (self.k2_bn, self.k3_bn, self.k4_bn):
+            for bn in (self.k1_bn, self.k2_bn, self.k3_bn, self.k4_bn):
                 bn.weight.uniform_(0.5, 1.5)
                 bn.bias.normal_(0.0, 0.3)
                 bn.running_mean.normal_(0.0, 0.3)
                 bn.running_var.uniform_(0.5, 1.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def calibrated(self, x: torch.Tensor) -> torch.Tensor:
+        """Y1: the self-calibrated half (the official SCConv's forward)."""
         r, s = self.pooling_r, self.stride
         context = self.k2_bn(self.k2_conv(F.avg_pool2d(x, r, r)))
-        if self.upsample == "nearest":
-            up = F.interpolate(context, size=x.shape[-2:], mode="nearest")
-        else:
-            up = F.interpolate(context, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        up = _upsample(context, tuple(x.shape[-2:]), self.upsample)
         gate = torch.sigmoid(x + up if self.identity else up)
         y = self.k3_bn(self.k3_conv(x))
         if self.relu:
@@ -212,39 +388,167 @@ class SCConvReference(nn.Module):
             gate = gate[..., ::s, ::s]
         return self.k4_bn(self.k4_conv(y * gate))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split == "parity":
+            x1, x2 = x[:, 0::2], x[:, 1::2]
+        else:
+            x1, x2 = x.chunk(2, dim=1)
+        if self.order in ("swapped", "code"):
+            x1, x2 = x2, x1
+        y1, y2 = self.calibrated(x1), self.k1_bn(self.k1_conv(x2))
+        return torch.cat([y2, y1] if self.order in ("reversed", "code") else [y1, y2], dim=1)
 
-def _module_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: int) -> Case:
+
+class _SplitChecker(ModuleChecker):
+    """The module checker with float32 cases: there the module runs in float32, eval mode, and
+    its output alone is compared (at float32's tolerance); float64 cases are checked in full."""
+
+    @staticmethod
+    def _is_float32(case: Case) -> bool:
+        return case.inputs()[0].dtype == torch.float32
+
+    def evaluate(self, subject, case: Case, args: tuple):
+        if args[0].dtype != torch.float32:
+            return super().evaluate(subject, case, args)
+        module = self._module(subject, case).float().eval()
+        with torch.no_grad():
+            return {"eval (float32): output": module(*args)}
+
+    def recognise(self, runs: list[_CaseRun]) -> list[str]:
+        names = Checker.recognise(self, runs)  # the catalogue, over every case
+        if names:
+            return names
+        # the engine's train-mode findings, on the float64 cases (which run train mode)
+        return super().recognise([r for r in runs if not self._is_float32(r.case)])
+
+
+def _split_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: int) -> Case:
     return map_case(shape, seed, f", stride {stride}, r = {r}",
                     build={"channels": shape[1], "stride": stride, "pooling_r": r})
 
 
-check_scconv = register(
-    ModuleChecker(
-        "scconv",
-        exercise="MySCConv",
+def _float32_split_case(shape: tuple[int, int, int, int], r: int, seed: int) -> Case:
+    return Case("x " + "×".join(map(str, shape)) + f" (float32), stride 1, r = {r}",
+                lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64).float(),),
+                seed=seed, build={"channels": shape[1], "stride": 1, "pooling_r": r})
+
+
+check_sc_split_conv = register(
+    _SplitChecker(
+        "sc_split_conv",
+        exercise="MySCSplitConv",
         tier="build",
-        reference=SCConvReference,
+        reference=SCSplitReference,
         cases=[
-            _module_case((2, 4, 9, 13), 1, 4, 0),   # non-divisible, stride 1
-            _module_case((1, 6, 8, 8), 2, 4, 1),    # batch 1, stride 2: where the stride sits
-            _module_case((2, 3, 7, 10), 2, 2, 2),   # odd sizes, stride 2, r = 2
-            _module_case((2, 3, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
-            _module_case((2, 4, 5, 6), 1, 1, 4),    # boundary: r = 1
-            # the default stride = 1, pooling_r = 4: built with the channels only
+            _split_case((1, 6, 8, 8), 2, 4, 1),    # batch 1, stride 2, odd halves (3 channels)
+            _split_case((2, 4, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
+            _split_case((2, 2, 5, 6), 1, 1, 4),    # boundary: two channels (halves of one), r = 1
+            # the default stride = 1, pooling_r = 4, built with the channels only; H % 4 = 1
             map_case((2, 4, 9, 8), 5, ", stride and r not given (1, 4)", build={"channels": 4}),
+            # float32, 74×74 pooled by 3: row and column 37 read pooled row 11, not 12
+            _float32_split_case((1, 2, 74, 74), 3, 6),
         ],
         mistakes=[
             Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",
-                    partial(SCConvReference, identity=False)),
+                    partial(SCSplitReference, identity=False)),
             Mistake("bilinear instead of nearest up-sampling (the official code uses "
                     "F.interpolate's default, legacy nearest)",
-                    partial(SCConvReference, upsample="bilinear")),
-            Mistake("the stride on K3 instead of K4 (only K4, the last conv, is strided)",
-                    partial(SCConvReference, stride_on="k3")),
+                    partial(SCSplitReference, upsample="bilinear")),
+            Mistake("the index rule ⌊d·in/out⌋ in integers instead of PyTorch's float32 rule "
+                    "(wrong only on float32 maps, e.g. 74×74 with r = 3)",
+                    partial(SCSplitReference, upsample="integer")),
+            Mistake("the stride on K3 instead of K4 (in the calibrated half only K4, the last "
+                    "conv, is strided)", partial(SCSplitReference, stride_on="k3")),
             Mistake("gating the wrong path: the gate multiplies K4's output instead of K3's",
-                    partial(SCConvReference, gate_on="k4")),
-            Mistake("a ReLU after K3's BatchNorm: there is no ReLU inside SCConv",
-                    partial(SCConvReference, relu=True)),
+                    partial(SCSplitReference, gate_on="k4")),
+            Mistake("a ReLU after K3's BatchNorm: there is no ReLU inside the split conv",
+                    partial(SCSplitReference, relu=True)),
+            Mistake("the halves swapped: K1 on the first half and the calibration on the second",
+                    partial(SCSplitReference, order="swapped")),
+            Mistake("the outputs concatenated in the wrong order: [Y2, Y1] instead of [Y1, Y2]",
+                    partial(SCSplitReference, order="reversed")),
+            Mistake("the channels split by parity (even, odd) instead of into the first and "
+                    "second half", partial(SCSplitReference, split="parity")),
+        ],
+    )
+)
+
+
+# ------------------------------------------------- 5. extend: the paper's bilinear up-sampling
+def bilinear_weights(out_size: int, in_size: int, *, mode: str = "half-pixel",
+                     clamp: bool = True) -> torch.Tensor:
+    """The out×in matrix of linear up-sampling: row d sits at source position
+    p = (d + ½)·in/out − ½ ("half-pixel", align_corners=False), d·(in − 1)/(out − 1)
+    ("corners", align_corners=True) or d·in/out ("no shift"); clamped at 0 unless ``clamp`` is
+    False (then int() truncates toward 0 and the weight extrapolates); it takes rows
+    lo = ⌊p⌋ and min(lo + 1, in − 1) with weights 1 − (p − lo) and p − lo. float64."""
+    A = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for d in range(out_size):
+        if mode == "half-pixel":
+            p = (d + 0.5) * in_size / out_size - 0.5
+        elif mode == "corners":
+            p = d * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        else:
+            p = d * in_size / out_size
+        if clamp:
+            p = max(p, 0.0)
+        lo = min(int(p), in_size - 1)
+        hi = min(lo + 1, in_size - 1)
+        A[d, lo] += 1.0 - (p - lo)
+        A[d, hi] += p - lo
+    return A
+
+
+def ref_calibration_gate_bilinear(x: torch.Tensor, k2_weight: torch.Tensor, pooling_r: int, *,
+                                  identity: bool = True, mode: str = "half-pixel",
+                                  clamp: bool = True) -> torch.Tensor:
+    """σ(x + bilinear_up(conv3×3(avgpool_r(x)))), the paper's bilinear ``Up``
+    (``F.interpolate(mode="bilinear", align_corners=False)``): x B×C×H×W -> B×C×H×W.
+
+    Knobs: ``identity`` (False: σ(up) alone); ``mode`` ("nearest": the official code's legacy
+    nearest; "corners"; "no shift": see :func:`bilinear_weights`); ``clamp`` (False: positions
+    below 0 not clamped, the first rows extrapolate).
+    """
+    H, W = x.shape[-2:]
+    context = F.conv2d(F.avg_pool2d(x, pooling_r, pooling_r), k2_weight, padding=1)
+    if mode == "half-pixel" and clamp:
+        up = F.interpolate(context, size=(H, W), mode="bilinear", align_corners=False)
+    elif mode == "nearest":
+        up = F.interpolate(context, size=(H, W), mode="nearest")
+    else:
+        i, j = context.shape[-2:]
+        rows = bilinear_weights(H, i, mode=mode, clamp=clamp).to(context.dtype)
+        cols = bilinear_weights(W, j, mode=mode, clamp=clamp).to(context.dtype)
+        up = torch.einsum("hi,bcij,wj->bchw", rows, context, cols)
+    return torch.sigmoid(x + up if identity else up)
+
+
+check_calibration_gate_bilinear = register(
+    Checker(
+        "calibration_gate_bilinear",
+        exercise="calibration_gate_bilinear",
+        tier="extend",
+        reference=ref_calibration_gate_bilinear,
+        cases=[
+            _gate_case((2, 3, 9, 13), 4, 0),   # the lesson's 9 rows from 2: rows 0-1 clamped
+            _gate_case((1, 2, 8, 8), 4, 1),    # batch 1, divisible
+            _gate_case((2, 3, 7, 10), 2, 2),   # r = 2, odd rows
+            _gate_case((2, 2, 5, 6), 1, 3),    # boundary: r = 1, the up-sampling is the identity
+            _gate_case((1, 2, 11, 6), 4, 4),   # boundary: remainders 3 and 2
+            _gate_case((2, 1, 4, 5), 4, 6),    # boundary: one channel, one pooled row (constant)
+        ],
+        mistakes=[
+            Mistake("nearest instead of bilinear: the official code's legacy nearest, not the "
+                    "paper's bilinear Up", partial(ref_calibration_gate_bilinear, mode="nearest")),
+            Mistake("align_corners=True (p = d·(in − 1)/(out − 1)) instead of half-pixel "
+                    "centres (align_corners=False)",
+                    partial(ref_calibration_gate_bilinear, mode="corners")),
+            Mistake("the source position d·in/out without the half-pixel shift "
+                    "(d + ½)·in/out − ½", partial(ref_calibration_gate_bilinear, mode="no shift")),
+            Mistake("positions before the first pooled row not clamped at 0: the first rows "
+                    "extrapolate", partial(ref_calibration_gate_bilinear, clamp=False)),
+            Mistake("σ(up) without the identity: the gate is σ(x + up), x the input",
+                    partial(ref_calibration_gate_bilinear, identity=False)),
         ],
     )
 )

@@ -1,71 +1,115 @@
 """Checkers for lesson 05 (DANet position and channel attention): ``solutions/05_danet.ipynb``.
 
-1. ``check_pam_attention``: PAM's N×N attention map from the query and key maps.
-2. ``check_pam_aggregate``: PAM's output, every position a weighted sum of the value map.
-3. ``check_cam_attention``: CAM's C×C attention map, in the official or the paper's form.
-4. ``check_pam_module``: the whole position attention module (a module exercise).
+The lesson works on channels-first maps (``B×C×H×W``); the build exercises ask for the
+**channels-last** layout (``B×H×W×C``, what ``nn.Linear`` works on), so a lesson cell copied as it
+stands does not solve them.
+
+1. ``check_pam_attention`` (build): PAM's N×N attention map from channels-last query and key maps.
+2. ``check_pam_aggregate`` (build): PAM's output ``A·V``, channels-last.
+3. ``check_cam_attention`` (build): CAM's C×C map of a channels-last map, official or paper form.
+4. ``check_pam_module`` (build): the position attention module with ``nn.Linear`` projections.
+5. ``check_pam_map_bytes`` (predict): the bytes of the B×N×N map, for B, H, W and the dtype.
+6. ``check_pam_side_limit`` (predict): the smallest side H = W at which the map passes a budget.
+   (5 and 6 live in ``lesson05_memory.py``.)
+7. ``check_pam_pooled`` (extend): PAM whose keys and values are averaged over r×r blocks.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
-with a knob turned. The cases are chosen so that every mistake fails on at least one of them
-(``tests/test_checks.py`` proves it); the comments say which case catches which slip.
+with a knob turned (two knobs: two slips together, named as such). The cases are chosen so that
+every mistake fails on at least one of them (``tests/test_checks.py`` proves it); the comments
+say which case catches which slip.
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
+from itertools import combinations
 
 import torch
-from einops import einsum, rearrange
+from einops import einsum, rearrange, reduce
 from torch import nn
 
 from attn_tutorial.checks._cases import map_case
 from attn_tutorial.checks._core import Case, Checker, Mistake, register
 from attn_tutorial.checks._modules import ModuleChecker
+# exercises 5 and 6 (predict): in their own file, registered there
+from attn_tutorial.checks.lesson05_memory import (  # noqa: F401
+    check_pam_map_bytes, check_pam_side_limit, ref_pam_map_bytes, ref_pam_side_limit,
+)
 
 NOTEBOOK = "05_danet"  # exercises/05_danet.ipynb holds these exercises, in this order
 __all__ = ["check_pam_attention", "check_pam_aggregate", "check_cam_attention",
-           "check_pam_module"]
+           "check_pam_module", "check_pam_map_bytes", "check_pam_side_limit",
+           "check_pam_pooled"]
+
+ROW_MAJOR, COLUMN_MAJOR = "b h w d -> b (h w) d", "b h w d -> b (w h) d"
 
 
-def _flat(t: torch.Tensor, order: str) -> torch.Tensor:
-    """B×D×H×W -> B×N×D with the positions in row-major ``(h w)`` or column-major order."""
-    return rearrange(t, "b d h w -> b (h w) d" if order == "hw" else "b d h w -> b (w h) d")
+def _tokens(t: torch.Tensor, order: str = "hw", layout: str = "last") -> torch.Tensor:
+    """A map -> B×N×D tokens, positions row-major ``(h w)`` or column-major (``order="wh"``).
+    ``layout="first"`` reads the map as B×D×H×W, the lesson's layout."""
+    if layout == "first":
+        return rearrange(t, "b d h w -> b (h w) d")
+    return rearrange(t, ROW_MAJOR if order == "hw" else COLUMN_MAJOR)
 
 
 # ------------------------------------------------------------------- 1. PAM's attention
 def ref_pam_attention(q: torch.Tensor, k: torch.Tensor, *, over: str = "keys",
-                      scale: bool = False, transpose: bool = False,
-                      order: str = "hw", negate: bool = False) -> torch.Tensor:
-    """A[b, i, j] = softmax over j of Σ_d q[b, d, i] k[b, d, j]; positions row-major (h w).
+                      scale: bool = False, transpose: bool = False, order: str = "hw",
+                      negate: bool = False, layout: str = "last") -> torch.Tensor:
+    """A[b, i, j] = softmax over j of Σ_d q[b, i, d] k[b, j, d] for channels-last q, k
+    (B×H×W×d); positions row-major (h w).
 
     Knobs: ``over`` ("queries": softmax over i), ``scale`` (divide by sqrt(d)), ``transpose``
-    (rows are keys), ``order`` ("wh": positions flattened column by column), ``negate``
-    (softmax of −energy).
+    (the map transposed after the softmax), ``order`` ("wh": positions flattened
+    column by column), ``negate`` (softmax of −energy), ``layout`` ("first": the maps read as
+    B×d×H×W, the lesson's layout).
     """
-    energy = einsum(_flat(q, order), _flat(k, order), "b i d, b j d -> b i j")
+    energy = einsum(_tokens(q, order, layout), _tokens(k, order, layout), "b i d, b j d -> b i j")
     if scale:
-        energy = energy / math.sqrt(q.shape[1])
+        energy = energy / math.sqrt(q.shape[1 if layout == "first" else -1])
     if negate:  # exp(max − e): the stable-softmax shift the wrong way round
         energy = -energy
     attention = energy.softmax(dim=-1 if over == "keys" else 1)
     return attention.transpose(1, 2) if transpose else attention
 
 
-def _qk_case(b: int, d: int, h: int, w: int, seed: int) -> Case:
+def _qk_case(b: int, h: int, w: int, d: int, seed: int) -> Case:
     def make(g: torch.Generator):
-        return (torch.randn(b, d, h, w, generator=g, dtype=torch.float64),
-                torch.randn(b, d, h, w, generator=g, dtype=torch.float64))
+        return (torch.randn(b, h, w, d, generator=g, dtype=torch.float64),
+                torch.randn(b, h, w, d, generator=g, dtype=torch.float64))
 
-    return Case(f"q, k {b}×{d}×{h}×{w}", make, seed=seed)
+    return Case(f"q, k {b}×{h}×{w}×{d}", make, seed=seed)
 
 
 def _columns_sum_to_one(out, q, k) -> bool:
     """An N×N map whose columns (one key, all queries) sum to 1: a softmax over the queries,
     whatever else was done."""
-    n = q.shape[2] * q.shape[3]
+    n = q.shape[1] * q.shape[2]
     return tuple(out.shape) == (q.shape[0], n, n) and \
         bool(torch.allclose(out.sum(dim=1), torch.ones((), dtype=out.dtype)))
+
+
+# Single slips that may come together; each pair is a catalogued mistake of its own (pairs that
+# turn the same knob are left out: both transposes together are the softmax over the queries).
+_PAM_SLIPS = {
+    "energy": ("the energy transposed before the softmax (an einsum whose output reads b j i, "
+               "or k·qᵀ: rows are keys, each normalised over the queries)",
+               {"over": "queries", "transpose": True}),
+    "map": ("the map transposed after the softmax (rows must be the queries)",
+            {"transpose": True}),
+    "scale": ("the energy scaled by 1/sqrt(d) (DANet's PAM does not scale)", {"scale": True}),
+    "order": ("positions flattened column by column (w h) instead of row by row (h w)",
+              {"order": "wh"}),
+    "negate": ("softmax(−E) instead of softmax(E) (a stable shift written max − E)",
+               {"negate": True}),
+}
+
+
+def _two_slips(reference, slips: dict) -> list[Mistake]:
+    return [Mistake(f"two slips together: {slips[a][0]}, and {slips[b][0]}",
+                    partial(reference, **slips[a][1], **slips[b][1]))
+            for a, b in combinations(slips, 2) if not set(slips[a][1]) & set(slips[b][1])]
 
 
 check_pam_attention = register(
@@ -75,11 +119,11 @@ check_pam_attention = register(
         tier="build",
         reference=ref_pam_attention,
         cases=[
-            _qk_case(2, 4, 3, 5, 0),  # non-square: the column-major flattening shows
-            _qk_case(1, 2, 4, 4, 1),  # batch 1; d = 2: the 1/sqrt(d) scaling shows
-            _qk_case(3, 3, 5, 2, 2),
-            _qk_case(2, 3, 1, 1, 3),  # boundary: a 1×1 map, a single key (every weight is 1)
-            _qk_case(2, 1, 1, 5, 4),  # boundary: d = 1, a single row
+            _qk_case(2, 3, 5, 4, 0),  # non-square: the column-major flattening shows
+            _qk_case(1, 4, 4, 2, 1),  # batch 1; d = 2: the 1/sqrt(d) scaling shows
+            _qk_case(3, 5, 2, 3, 2),
+            _qk_case(2, 1, 1, 3, 3),  # boundary: a 1×1 map, a single key (every weight is 1)
+            _qk_case(2, 1, 5, 1, 4),  # boundary: d = 1, a single row
         ],
         mistakes=[
             Mistake("softmax over the query axis instead of the key axis (each row must sum "
@@ -87,12 +131,20 @@ check_pam_attention = register(
                     holds=_columns_sum_to_one),
             Mistake("energy scaled by 1/sqrt(d): DANet's PAM does not scale",
                     partial(ref_pam_attention, scale=True)),
-            Mistake("map transposed: rows must be the queries i, columns the keys j",
-                    partial(ref_pam_attention, transpose=True)),
+            Mistake("the energy transposed before the softmax: an einsum whose output reads "
+                    "b j i (or k·qᵀ) makes rows of keys, each normalised over the queries; the "
+                    "map wants rows of queries i normalised over the keys j",
+                    partial(ref_pam_attention, over="queries", transpose=True)),
+            Mistake("map transposed after the softmax: rows must be the queries i, columns the "
+                    "keys j", partial(ref_pam_attention, transpose=True)),
             Mistake("positions flattened column by column (w h) instead of row by row (h w)",
                     partial(ref_pam_attention, order="wh")),
-            Mistake("your answer computes softmax(−energy): the stable-softmax shift written "
-                    "max − e instead of e − max", partial(ref_pam_attention, negate=True)),
+            Mistake("your answer computes softmax(−E), not softmax(E): a stable-softmax shift "
+                    "written max − E flips the sign (E − max, the usual one, changes nothing)",
+                    partial(ref_pam_attention, negate=True)),
+            Mistake("q and k read as B×d×H×W, the lesson's channels-first layout: these maps "
+                    "are channels-last, B×H×W×d", partial(ref_pam_attention, layout="first")),
+            *_two_slips(ref_pam_attention, _PAM_SLIPS),
         ],
     )
 )
@@ -100,28 +152,30 @@ check_pam_attention = register(
 
 # ------------------------------------------------------------------- 2. PAM's output
 def ref_pam_aggregate(attention: torch.Tensor, v: torch.Tensor, *, transpose: bool = False,
-                      order: str = "hw") -> torch.Tensor:
-    """out[b, c, i] = Σ_j A[b, i, j] v[b, c, j] (V·Aᵀ), folded back to B×C×H×W.
+                      order: str = "hw", mixed: bool = False,
+                      back: str = "") -> torch.Tensor:
+    """out[b, i, c] = Σ_j A[b, i, j] v[b, j, c] (A·V in token layout), back to B×H×W×C.
 
-    Knobs: ``transpose`` (V·A: summed over the query axis), ``order`` ("wh": positions taken
-    and put back column by column).
+    Knobs: ``transpose`` (Aᵀ·V: summed over the query axis), ``order`` ("wh": positions taken
+    and put back column by column), ``mixed`` (the B×N×C result transposed to B×C×N before it
+    is reshaped to B×H×W×C), ``back`` ("wh": taken row by row, put back column by column).
     """
-    h, w = v.shape[2:]
-    values = rearrange(v, "b c h w -> b c (h w)" if order == "hw" else "b c h w -> b c (w h)")
-    pattern = "b c j, b j i -> b c i" if transpose else "b c j, b i j -> b c i"
-    out = einsum(values, attention, pattern)
-    if order == "hw":
-        return rearrange(out, "b c (h w) -> b c h w", h=h, w=w)
-    return rearrange(out, "b c (w h) -> b c h w", h=h, w=w)
+    b, h, w, c = v.shape
+    out = einsum(attention, _tokens(v, order), "b j i, b j c -> b i c" if transpose
+                 else "b i j, b j c -> b i c")
+    if mixed:
+        return out.transpose(1, 2).reshape(b, h, w, c)
+    pattern = "b (h w) c -> b h w c" if (back or order) == "hw" else "b (w h) c -> b h w c"
+    return rearrange(out, pattern, h=h, w=w)
 
 
-def _aggregate_case(b: int, c: int, h: int, w: int, seed: int) -> Case:
+def _aggregate_case(b: int, h: int, w: int, c: int, seed: int) -> Case:
     def make(g: torch.Generator):
         n = h * w
         attention = torch.randn(b, n, n, generator=g, dtype=torch.float64).softmax(dim=-1)
-        return attention, torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+        return attention, torch.randn(b, h, w, c, generator=g, dtype=torch.float64)
 
-    return Case(f"A {b}×{h * w}×{h * w}, v {b}×{c}×{h}×{w}", make, seed=seed)
+    return Case(f"A {b}×{h * w}×{h * w}, v {b}×{h}×{w}×{c}", make, seed=seed)
 
 
 check_pam_aggregate = register(
@@ -131,17 +185,24 @@ check_pam_aggregate = register(
         tier="build",
         reference=ref_pam_aggregate,
         cases=[
-            _aggregate_case(2, 6, 3, 5, 0),
-            _aggregate_case(1, 8, 4, 4, 1),
-            _aggregate_case(3, 5, 2, 7, 2),
-            _aggregate_case(2, 3, 1, 1, 3),   # boundary: a single position
-            _aggregate_case(1, 4, 1, 5, 4),   # boundary: a single row
+            _aggregate_case(2, 3, 5, 6, 0),
+            _aggregate_case(1, 4, 4, 8, 1),
+            _aggregate_case(3, 2, 7, 5, 2),
+            _aggregate_case(2, 1, 1, 3, 3),   # boundary: a single position
+            _aggregate_case(1, 1, 5, 4, 4),   # boundary: a single row
+            _aggregate_case(2, 3, 2, 1, 5),   # boundary: a single channel
         ],
         mistakes=[
-            Mistake("A instead of Aᵀ: out[:, :, i] must sum A[i, j]·v[:, :, j] over the keys j, "
-                    "not A[j, i] (A is not symmetric)", partial(ref_pam_aggregate, transpose=True)),
+            Mistake("Aᵀ·V instead of A·V: out[:, i] must sum A[i, j]·v[:, j] over the keys j, "
+                    "not A[j, i] (A is not symmetric; an einsum reading b j i, b j c -> b i c "
+                    "or the V·A of the lesson does this)", partial(ref_pam_aggregate, transpose=True)),
             Mistake("positions flattened column by column (w h) instead of row by row (h w)",
                     partial(ref_pam_aggregate, order="wh")),
+            Mistake("the B×N×C result transposed to B×C×N before the reshape to B×H×W×C: "
+                    "channels and positions scrambled (reshape does not move axes)",
+                    partial(ref_pam_aggregate, mixed=True)),
+            Mistake("positions taken row by row (h w) but put back column by column (w h): the "
+                    "output pixels are moved", partial(ref_pam_aggregate, back="wh")),
         ],
     )
 )
@@ -149,22 +210,26 @@ check_pam_aggregate = register(
 
 # ------------------------------------------------------------------- 3. CAM's attention
 def ref_cam_attention(x: torch.Tensor, form: str | None = None, *, default: str = "official",
-                      swap: bool = False,
-                      ignore_form: str = "", over: str = "last", max_over: str = "last",
-                      mean: bool = False) -> torch.Tensor:
-    """E = f fᵀ (B×C×C, f = x as B×C×N). ``form="official"``: softmax over c' of
+                      swap: bool = False, ignore_form: str = "", over: str = "last",
+                      max_over: str = "last", mean: bool = False, gram: str = "channels",
+                      layout: str = "last") -> torch.Tensor:
+    """E = fᵀ f (B×C×C, f = channels-last x as B×N×C). ``form="official"``: softmax over c' of
     (max over c' of E) − E, i.e. softmax(−E); ``form="paper"``: softmax over c' of E.
 
     Knobs: ``swap`` (each form gives the other's answer), ``ignore_form`` ("official" or
     "paper": that form whatever was asked), ``over`` ("first": softmax over c, columns sum to
     1), ``max_over`` ("first": the official max taken over c), ``mean`` (E averaged over the
-    N positions instead of summed), ``default`` (the form used when none is given).
+    N positions instead of summed), ``default`` (the form used when none is given), ``gram``
+    ("positions": f fᵀ, N×N), ``layout`` ("first": x read as B×C×H×W, the lesson's layout).
     """
     form = default if form is None else form
-    f = rearrange(x, "b c h w -> b c (h w)")
-    energy = einsum(f, f, "b c n, b k n -> b c k")
+    f = _tokens(x, layout=layout)
+    if gram == "positions":
+        energy = einsum(f, f, "b n c, b m c -> b n m")
+    else:
+        energy = einsum(f, f, "b n c, b n k -> b c k")
     if mean:
-        energy = energy / f.shape[-1]
+        energy = energy / f.shape[1]
     if ignore_form:
         form = ignore_form
     if swap:
@@ -189,27 +254,28 @@ check_cam_attention = register(
         tier="build",
         reference=ref_cam_attention,
         cases=[
-            _cam_case((2, 6, 3, 5), "official", 0),
-            _cam_case((1, 5, 4, 4), "paper", 1),
-            _cam_case((3, 4, 5, 3), "official", 2),
-            _cam_case((2, 7, 2, 3), "paper", 3),
-            _cam_case((2, 1, 3, 4), "official", 4),   # boundary: a single channel
+            _cam_case((2, 3, 5, 6), "official", 0),
+            _cam_case((1, 4, 4, 5), "paper", 1),
+            _cam_case((3, 5, 3, 4), "official", 2),
+            _cam_case((2, 2, 3, 7), "paper", 3),
+            _cam_case((2, 3, 4, 1), "official", 4),   # boundary: a single channel
+            _cam_case((2, 1, 1, 3), "paper", 6),      # boundary: a single position
             # the default form = "official": called with x alone
-            Case("x 2×5×3×3, form not given (default 'official')",
-                 lambda g: (0.3 * torch.randn(2, 5, 3, 3, generator=g, dtype=torch.float64),),
+            Case("x 2×3×3×5, form not given (default 'official')",
+                 lambda g: (0.3 * torch.randn(2, 3, 3, 5, generator=g, dtype=torch.float64),),
                  seed=5),
         ],
         mistakes=[
-            Mistake("for form='official' your answer computes softmax(E) and for form='paper' "
-                    "softmax(-E): softmax(+E) and softmax(-E) swapped for the form asked (the "
-                    "official code computes softmax(max - E) = softmax(-E), the paper softmax(E))",
+            Mistake("softmax(E) and softmax(−E) swapped: for form='official' your answer "
+                    "computes softmax(E), for form='paper' softmax(−E) (the official code's "
+                    "max − E gives softmax(−E), the paper's form is softmax(E))",
                     partial(ref_cam_attention, swap=True)),
-            Mistake("for form='paper' your answer computes softmax(-E) too, the official form: "
-                    "the form ignored", partial(ref_cam_attention, ignore_form="official")),
-            Mistake("for form='official' your answer computes softmax(E), the paper's form (a "
-                    "shift E - max instead of max - E gives it too): the official code computes "
-                    "softmax(max - E) = softmax(-E)",
-                    partial(ref_cam_attention, ignore_form="paper")),
+            Mistake("for form='paper' your answer computes softmax(−E), the official form: a "
+                    "shift max − E flips the sign; the paper's softmax(E) has none (or E − max)",
+                    partial(ref_cam_attention, ignore_form="official")),
+            Mistake("for form='official' your answer computes softmax(E), the paper's form: the "
+                    "usual stable shift E − max leaves softmax(E) unchanged; the official code's "
+                    "max − E gives softmax(−E)", partial(ref_cam_attention, ignore_form="paper")),
             Mistake("softmax over the first channel axis c (columns sum to 1) instead of c'",
                     partial(ref_cam_attention, over="first")),
             Mistake("official form with the max over the wrong axis (per column instead of "
@@ -219,6 +285,12 @@ check_cam_attention = register(
                     partial(ref_cam_attention, mean=True)),
             Mistake("called without a form, your answer computes the paper's softmax(E): the "
                     "default is form='official'", partial(ref_cam_attention, default="paper")),
+            Mistake("the Gram matrix over the positions (f fᵀ, N×N) instead of over the channels "
+                    "(fᵀ f, C×C): with f as B×N×C the channel energy is fᵀ f",
+                    partial(ref_cam_attention, gram="positions")),
+            Mistake("x read as B×C×H×W, the lesson's channels-first layout: this x is "
+                    "channels-last, B×H×W×C (your map is H×H)",
+                    partial(ref_cam_attention, layout="first")),
         ],
     )
 )
@@ -226,20 +298,21 @@ check_cam_attention = register(
 
 # ------------------------------------------------------------------- 4. the PAM module
 class PAMReference(nn.Module):
-    """DANet's PAM: q, k = Conv1×1(C -> C//8), v = Conv1×1(C -> C), gamma = 0;
-    y = gamma · (V Aᵀ) + x with A = softmax over keys of qᵀk (no scaling).
+    """DANet's PAM on channels-last maps: q, k = Linear(C -> C//8), v = Linear(C -> C),
+    gamma = 0; y = gamma · (A V) + x with A = softmax over keys of q kᵀ (no scaling). The same
+    module as the lesson's channels-first one: a 1×1 conv is a Linear over the channel axis.
 
     Knobs: ``reduction`` (1: q/k with C channels), ``gamma_init`` (1.0), ``over``
-    ("queries"), ``scale`` (1/sqrt(d)), ``transpose`` (V·A), ``residual`` (False: no + x).
+    ("queries"), ``scale`` (1/sqrt(d)), ``transpose`` (Aᵀ·V), ``residual`` (False: no + x).
     """
 
     def __init__(self, channels: int, *, reduction: int = 8, gamma_init: float = 0.0,
                  over: str = "keys", scale: bool = False, transpose: bool = False,
                  residual: bool = True) -> None:
         super().__init__()
-        self.query = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.key = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.value = nn.Conv2d(channels, channels, kernel_size=1)
+        self.query = nn.Linear(channels, channels // reduction)
+        self.key = nn.Linear(channels, channels // reduction)
+        self.value = nn.Linear(channels, channels)
         self.gamma = nn.Parameter(torch.full((1,), gamma_init))
         self.over, self.scale, self.transpose, self.residual = over, scale, transpose, residual
 
@@ -302,15 +375,15 @@ class PAMChecker(ModuleChecker):
 
 def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = False) -> Case:
     label = ", a freshly built module (gamma as __init__ sets it)" if fresh else ""
-    return map_case(shape, seed, label, build={"channels": shape[1]})
+    return map_case(shape, seed, label, build={"channels": shape[-1]})
 
 
-_MODULE_CASES = [
-    _module_case((2, 16, 3, 5), 0),
-    _module_case((1, 24, 4, 4), 1),
-    _module_case((2, 16, 5, 3), 2, fresh=True),
-    _module_case((2, 8, 3, 4), 3),   # boundary: C = 8, a single query/key channel
-    _module_case((3, 16, 1, 1), 4),  # boundary: a 1×1 map, a single key
+_MODULE_CASES = [  # channels-last x: B×H×W×C
+    _module_case((2, 3, 5, 16), 0),
+    _module_case((1, 4, 4, 24), 1),
+    _module_case((2, 5, 3, 16), 2, fresh=True),
+    _module_case((2, 3, 4, 8), 3),   # boundary: C = 8, a single query/key channel
+    _module_case((3, 1, 1, 16), 4),  # boundary: a 1×1 map, a single key
 ]
 
 check_pam_module = register(
@@ -326,9 +399,9 @@ check_pam_module = register(
         mistakes=[
             Mistake("gamma initialised to 1 instead of 0: a fresh PAM must be the identity",
                     partial(PAMReference, gamma_init=1.0)),
-            Mistake("query/key convs with C output channels instead of C // 8",
+            Mistake("query/key layers with C output channels instead of C // 8",
                     partial(PAMReference, reduction=1)),
-            Mistake("A instead of Aᵀ: out[:, :, i] must sum A[i, j]·v[:, :, j] over the keys j",
+            Mistake("Aᵀ·V instead of A·V: out[:, i] must sum A[i, j]·v[:, j] over the keys j",
                     partial(PAMReference, transpose=True)),
             Mistake("energy scaled by 1/sqrt(d): DANet's PAM does not scale",
                     partial(PAMReference, scale=True)),
@@ -336,6 +409,78 @@ check_pam_module = register(
                     partial(PAMReference, over="queries")),
             Mistake("forgot the residual: the module returns gamma·out without + x",
                     partial(PAMReference, residual=False)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------------------- 7. extend: pooled keys
+def ref_pam_pooled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r: int, *,
+                   pool: str = "mean", blocks: str = "neighbours", scale: bool = False,
+                   over: str = "keys", subsample: str = "") -> torch.Tensor:
+    """PAM whose keys and values are averaged over non-overlapping r×r blocks (channels-last):
+    out[b, i, c] = Σ_m softmax over m of (q_i · k̄_m) · v̄[b, m, c], m over the (H/r)·(W/r)
+    pooled positions; back to B×H×W×C.
+
+    Knobs: ``pool`` ("max", "sum"), ``blocks`` ("strided": the window pattern (r h), every
+    r-th pixel grouped), ``scale`` (1/sqrt(d)), ``over`` ("queries"), ``subsample`` ("k" or
+    "v": that map taken at every r-th pixel instead of averaged).
+    """
+    b, h, w, c = v.shape
+    pattern = ("b (h r1) (w r2) c -> b (h w) c" if blocks == "neighbours"
+               else "b (r1 h) (r2 w) c -> b (h w) c")
+
+    def pooled(t: torch.Tensor, name: str) -> torch.Tensor:
+        if subsample == name:
+            return rearrange(t[:, ::r, ::r], "b h w c -> b (h w) c")
+        return reduce(t, pattern, pool, r1=r, r2=r)
+
+    energy = einsum(_tokens(q), pooled(k, "k"), "b i d, b m d -> b i m")
+    if scale:
+        energy = energy / math.sqrt(q.shape[-1])
+    attention = energy.softmax(dim=-1 if over == "keys" else 1)
+    out = einsum(attention, pooled(v, "v"), "b i m, b m c -> b i c")
+    return rearrange(out, "b (h w) c -> b h w c", h=h, w=w)
+
+
+def _pooled_case(b: int, h: int, w: int, d: int, c: int, r: int, seed: int,
+                 label: str = "") -> Case:
+    def make(g: torch.Generator):
+        return (torch.randn(b, h, w, d, generator=g, dtype=torch.float64),
+                torch.randn(b, h, w, d, generator=g, dtype=torch.float64),
+                torch.randn(b, h, w, c, generator=g, dtype=torch.float64), r)
+
+    return Case(f"q, k {b}×{h}×{w}×{d}, v {b}×{h}×{w}×{c}, r = {r}{label}", make, seed=seed)
+
+
+check_pam_pooled = register(
+    Checker(
+        "pam_pooled",
+        exercise="pam_pooled",
+        tier="extend",
+        reference=ref_pam_pooled,
+        cases=[
+            _pooled_case(2, 4, 6, 3, 5, 2, 0),   # 2×3 pooled positions
+            _pooled_case(1, 6, 6, 2, 4, 3, 1),   # batch 1, 3×3 blocks
+            _pooled_case(2, 6, 4, 4, 3, 2, 2),   # 3×2 pooled: the strided grouping shows
+            _pooled_case(2, 3, 5, 2, 1, 1, 3, " (PAM itself; one value channel)"),
+            _pooled_case(3, 2, 6, 1, 3, 2, 4, " (one pooled row; d = 1)"),
+            _pooled_case(2, 4, 4, 3, 2, 4, 5, " (one pooled key: every weight is 1)"),
+        ],
+        mistakes=[
+            Mistake("blocks built as (r h): every r-th pixel grouped (a strided grid) instead "
+                    "of neighbouring r×r blocks (write (h r1) (w r2))",
+                    partial(ref_pam_pooled, blocks="strided")),
+            Mistake("max pooling instead of the average", partial(ref_pam_pooled, pool="max")),
+            Mistake("the blocks summed instead of averaged", partial(ref_pam_pooled, pool="sum")),
+            Mistake("energy scaled by 1/sqrt(d): DANet's PAM does not scale",
+                    partial(ref_pam_pooled, scale=True)),
+            Mistake("softmax over the query axis instead of the pooled keys",
+                    partial(ref_pam_pooled, over="queries")),
+            Mistake("the keys taken at every r-th pixel (k[:, ::r, ::r]) instead of averaged",
+                    partial(ref_pam_pooled, subsample="k")),
+            Mistake("the values taken at every r-th pixel (v[:, ::r, ::r]) instead of averaged",
+                    partial(ref_pam_pooled, subsample="v")),
         ],
     )
 )

@@ -1,11 +1,13 @@
 """Checkers for lesson 06 (ResT): exercises in ``solutions/06_rest.ipynb``.
 
-1. ``check_overlapping_grid``: the grid of ResT's overlapping convs (kernel s+1, stride s,
-   padding s//2): EMSA's reduced key grid and the patch embedding's output grid.
-2. ``check_emsa_weights``: EMSA's attention weights from projected queries and keys, with the
-   head mixing (1×1 conv over heads), the softmax over keys and the InstanceNorm.
-3. ``check_emsa_module`` (a module exercise): EMSA on a feature map, with the official parameter
-   names ``q``, ``kv``, ``proj``, ``sr``, ``sr_norm``, ``transform_conv``.
+1. ``check_rest_grids`` (predict): the token grid and EMSA's key grid at each of ResT's four
+   stages for an image size and the stages' reductions ``sr_ratios``.
+2. ``check_emsa_weights`` (build): EMSA's attention weights from projected queries and keys,
+   with the head mixing (1×1 conv over heads), the softmax over keys and the InstanceNorm.
+3. ``check_emsa_module`` (build, a module exercise): EMSA on a feature map, with the official
+   parameter names ``q``, ``kv``, ``proj``, ``sr``, ``sr_norm``, ``transform_conv``.
+4. ``check_talking_heads_weights`` (extend): talking-heads attention's weights (Shazeer et al.,
+   arXiv 2003.02436), which mix the heads before *and* after the softmax, with no norm.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The comments on the cases say which case catches which slip
@@ -25,67 +27,121 @@ from attn_tutorial.checks._core import Case, Checker, Mistake, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
-__all__ = ["check_overlapping_grid", "check_emsa_weights", "check_emsa_module"]
+__all__ = ["check_rest_grids", "check_emsa_weights", "check_emsa_module",
+           "check_talking_heads_weights"]
 
 
-# ------------------------------------------------------------ 1. the overlapping grid
-def ref_overlapping_grid(H: int, W: int, stride: int, *, kernel_extra: int = 1,
-                         padding: str = "half", form: str = "conv",
-                         swap: bool = False) -> tuple[int, int]:
-    """(H', W') of a conv with kernel s+1, stride s, padding s//2:
-    H' = ⌊(H + 2⌊s/2⌋ − (s+1))/s⌋ + 1.
+# ------------------------------------------------------ 1. the grids of every ResT stage
+def _conv_side(n: int, kernel: int, stride: int, padding: int) -> int:
+    """PyTorch's conv output side: ⌊(n + 2·padding − kernel)/stride⌋ + 1."""
+    return (n + 2 * padding - kernel) // stride + 1
 
-    Knobs: ``kernel_extra`` (0: kernel s), ``padding`` ("zero"), ``form`` ("floor": H // s as
-    the authors' PatchEmbed reports; "ceil": ⌈H/s⌉), ``swap`` (W' first).
+
+def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
+                   grids: str = "conv", keys: str = "conv", sr_one: str = "tokens",
+                   stem_strides: int = 2, embed_first: bool = False,
+                   swap: bool = False) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Per ResT stage, ((H_i, W_i), (Hk_i, Wk_i)): the token grid and EMSA's key grid.
+
+    The stem's 3×3 convs (padding 1, strides 2, 1, 2) give stage 1's grid, a patch embedding
+    (kernel 3, stride 2, padding 1) each later stage's; the keys come from a conv of kernel
+    sr+1, stride sr, padding sr//2 when sr > 1, and are the tokens when sr = 1.
+
+    Knobs: ``grids`` ("floor": H // 4, H // 8, …), ``keys`` ("ceil": ⌈n/sr⌉; "floor": n // sr;
+    "kernel sr": kernel = stride; "no padding"), ``sr_one`` ("conv": the formula also at
+    sr = 1), ``stem_strides`` (1: one stride-2 conv in the stem), ``embed_first`` (a patch
+    embedding before stage 1 too), ``swap`` (each pair (W, H)).
     """
-    s = stride
-    k = s + kernel_extra
-    p = s // 2 if padding == "half" else 0
+    def stem(n: int) -> int:
+        if grids == "floor":
+            return n // 4 if stem_strides == 2 else n // 2
+        n = _conv_side(n, 3, 2, 1)
+        n = _conv_side(n, 3, 1, 1)
+        return _conv_side(n, 3, 2, 1) if stem_strides == 2 else n
 
-    def side(n: int) -> int:
-        if form == "floor":
-            return n // s
-        if form == "ceil":
-            return -(-n // s)
-        return (n + 2 * p - k) // s + 1
+    def embed(n: int) -> int:
+        return n // 2 if grids == "floor" else _conv_side(n, 3, 2, 1)
 
-    out = (side(H), side(W))
-    return (out[1], out[0]) if swap else out
+    def key(n: int, sr: int) -> int:
+        if sr == 1 and sr_one == "tokens":
+            return n
+        if keys == "ceil":
+            return -(-n // sr)
+        if keys == "floor":
+            return n // sr
+        kernel = sr if keys == "kernel sr" else sr + 1
+        return _conv_side(n, kernel, sr, 0 if keys == "no padding" else sr // 2)
+
+    sides, out = [stem(H), stem(W)], []
+    for i, sr in enumerate(sr_ratios):
+        if i > 0 or embed_first:
+            sides = [embed(n) for n in sides]
+        grid, key_grid = tuple(sides), tuple(key(n, sr) for n in sides)
+        out.append((grid[::-1], key_grid[::-1]) if swap else (grid, key_grid))
+    return out
 
 
-def _grid_case(H: int, W: int, s: int) -> Case:
-    return Case(f"H×W = {H}×{W}, stride {s}", lambda g, H=H, W=W, s=s: (H, W, s))
+def _grids_case(H: int, W: int, sr: tuple[int, ...] | None = None) -> Case:
+    if sr is None:  # called with the default sr_ratios
+        return Case(f"{H}×{W} image, default sr_ratios", lambda g, H=H, W=W: (H, W))
+    return Case(f"{H}×{W} image, sr_ratios {sr}", lambda g, H=H, W=W, sr=sr: (H, W, sr))
 
 
-check_overlapping_grid = register(
+check_rest_grids = register(
     Checker(
-        "overlapping_grid",
-        exercise="overlapping_grid",
-        tier="build",
-        reference=ref_overlapping_grid,
+        "rest_grids",
+        exercise="rest_grids",
+        tier="predict",
+        reference=ref_rest_grids,
         cases=[
-            _grid_case(56, 56, 8),   # ResT stage 1 (224² input): 7×7 keys
-            _grid_case(7, 9, 2),     # odd sides: H // 2 gives 3×4, the conv 4×5
-            _grid_case(9, 6, 8),     # non-square, smaller than two strides
-            _grid_case(7, 10, 3),    # odd stride: ⌈H/3⌉ is not the conv's grid
-            _grid_case(16, 12, 4),   # divisible sides: kernel s or padding 0 still differ
-            # boundaries: stride 1 (kernel 2, padding 0), a side of 1, remainders 3 and 2
-            _grid_case(5, 7, 1),
-            _grid_case(1, 4, 2),
-            _grid_case(11, 14, 4),
-            # H = 1 with an odd stride: the numerator 1 + 2 − 4 is negative, ⌊−1/3⌋ = −1, so
-            # H' = 0 (int() would truncate toward 0 and give 1)
-            _grid_case(1, 4, 3),
+            _grids_case(224, 224),          # ResT's ImageNet size: 7×7 keys in every stage
+            _grids_case(225, 225),          # one more pixel: every grid rounds up
+            _grids_case(100, 150),          # non-square, not multiples of 32
+            _grids_case(65, 97),
+            _grids_case(32, 32),            # a single key in every stage
+            _grids_case(7, 200),
+            # boundaries: the smallest image, sides of 2 and 3
+            _grids_case(1, 1),
+            _grids_case(2, 3),
+            _grids_case(33, 31, (8, 4, 2, 1)),
+            # odd reductions: ⌈n/sr⌉ is not the conv's grid
+            _grids_case(50, 70, (3, 3, 3, 1)),
+            _grids_case(99, 101, (5, 3, 3, 3)),
+            _grids_case(64, 57, (3, 3, 3, 3)),   # stage 4: a side of 2 at sr = 3 (the smallest)
+            _grids_case(300, 222, (7, 5, 3, 2)),
+            _grids_case(73, 81, (9, 1, 1, 1)),
+            _grids_case(45, 45, (1, 2, 3, 4)),
+            # every sr = 1 (no reduction): the keys are the tokens
+            _grids_case(37, 29, (1, 1, 1, 1)),
+            _grids_case(224, 224, (16, 8, 4, 2)),
+            _grids_case(9, 13, (2, 2, 2, 2)),    # grids of 1 with even sr: one key
+            _grids_case(200, 120, (6, 6, 6, 6)),  # an even sr that is not a power of 2
+            _grids_case(1, 9, (4, 4, 4, 4)),      # a side of 1 at every stage
         ],
         mistakes=[
-            Mistake("kernel sr instead of sr+1 (a PVT-style kernel = stride conv)",
-                    partial(ref_overlapping_grid, kernel_extra=0)),
-            Mistake("padding 0 instead of sr//2", partial(ref_overlapping_grid, padding="zero")),
-            Mistake("grid reported as H // sr (what the authors' PatchEmbed returns): wrong on "
-                    "odd sizes", partial(ref_overlapping_grid, form="floor")),
-            Mistake("⌈H/sr⌉: the conv's grid for even strides only",
-                    partial(ref_overlapping_grid, form="ceil")),
-            Mistake("H and W swapped: return (H', W')", partial(ref_overlapping_grid, swap=True)),
+            Mistake("token grids H // 4, H // 8, H // 16, H // 32 (floor division): the stem's "
+                    "and the patch embeddings' stride-2 convs with padding 1 round up, "
+                    "⌈H/4⌉, ⌈H/8⌉, …",
+                    partial(ref_rest_grids, grids="floor"),
+                    variants=(partial(ref_rest_grids, grids="floor", keys="floor"),
+                              partial(ref_rest_grids, grids="floor", keys="ceil"))),
+            Mistake("key grid ⌈n/sr⌉: the reduction conv's grid for even sr only (for odd sr "
+                    "it is ⌊(n − 2)/sr⌋ + 1)", partial(ref_rest_grids, keys="ceil")),
+            Mistake("key grid n // sr (floor division) instead of the reduction conv's grid",
+                    partial(ref_rest_grids, keys="floor")),
+            Mistake("reduction conv with kernel sr (PVT's kernel = stride) instead of sr + 1",
+                    partial(ref_rest_grids, keys="kernel sr")),
+            Mistake("reduction conv without padding (0 instead of sr // 2)",
+                    partial(ref_rest_grids, keys="no padding")),
+            Mistake("sr = 1 run through the conv formula (kernel 2, padding 0: one key fewer "
+                    "per side): with sr = 1 there is no conv, the keys are the tokens",
+                    partial(ref_rest_grids, sr_one="conv")),
+            Mistake("the stem reduces the image by 2, not 4 (it has two stride-2 convs)",
+                    partial(ref_rest_grids, stem_strides=1)),
+            Mistake("a patch embedding before stage 1 too (stage 1's grid is the stem's)",
+                    partial(ref_rest_grids, embed_first=True)),
+            Mistake("H and W swapped: each pair is (rows, columns)",
+                    partial(ref_rest_grids, swap=True)),
         ],
     )
 )
@@ -106,7 +162,8 @@ def _instance_norm(a: torch.Tensor, unbiased: bool = False,
 def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weight: torch.Tensor,
                      mix_bias: torch.Tensor, *, split: str = "(h d)", scale: str = "d",
                      order: str = "mix softmax norm", softmax_over: str = "keys",
-                     one_head_transform: bool = False, norm: str = "biased") -> torch.Tensor:
+                     one_head_transform: bool = False, norm: str = "biased",
+                     mix_layout: str = "g h") -> torch.Tensor:
     """EMSA's weights B×h×N×M from q (B×N×C) and k (B×M×C), h heads of width d = C/h.
 
     logits = q·kᵀ·d^−½ per head (heads the slow factor of C); for h > 1: a 1×1 conv over the
@@ -115,7 +172,8 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
 
     Knobs: ``split`` ("(d h)"), ``scale`` ("none", "C": 1/√C), ``order`` ("mix norm softmax",
     "softmax mix norm", "mix softmax": the InstanceNorm forgotten), ``softmax_over``
-    ("queries"), ``one_head_transform`` (the transform also with one head).
+    ("queries"), ``one_head_transform`` (the transform also with one head), ``norm``
+    ("unbiased", "eps outside"), ``mix_layout`` ("h g": the mixing matrix transposed).
     """
     qh = rearrange(q, f"b n {split} -> b h n d", h=num_heads)
     kh = rearrange(k, f"b m {split} -> b h m d", h=num_heads)
@@ -127,7 +185,8 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
     dim = -1 if softmax_over == "keys" else -2
 
     def mix(a: torch.Tensor) -> torch.Tensor:
-        return einsum(mix_weight, a, "g h, b h n m -> b g n m") + rearrange(mix_bias, "g -> g 1 1")
+        mixed = einsum(mix_weight, a, f"{mix_layout}, b h n m -> b g n m")
+        return mixed + rearrange(mix_bias, "g -> g 1 1")
 
     if num_heads == 1 and not one_head_transform:
         return logits.softmax(dim=dim)
@@ -186,6 +245,10 @@ check_emsa_weights = register(
                     "divides by N·M", partial(ref_emsa_weights, norm="unbiased")),
             Mistake("ε outside the square root, (a − mean) / (σ + ε): InstanceNorm divides by "
                     "√(σ² + ε)", partial(ref_emsa_weights, norm="eps outside")),
+            Mistake("head-mixing matrix transposed: out[g] = Σ_h mix_weight[h, g]·logits[h] "
+                    "(einsum \"h g, …\"); a 1×1 conv weight is [out, in]: "
+                    "out[g] = Σ_h mix_weight[g, h]·logits[h]",
+                    partial(ref_emsa_weights, mix_layout="h g")),
         ],
     )
 )
@@ -270,6 +333,92 @@ check_emsa_module = register(
                     partial(EMSAMap, reduce=False)),
             Mistake("head mixing and InstanceNorm left out (every released ResT has them on)",
                     partial(EMSAMap, transform=False)),
+        ],
+    )
+)
+
+
+# ------------------------------------------------------- 4. talking-heads attention's weights
+def ref_talking_heads_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int,
+                              logits_mix: torch.Tensor, weights_mix: torch.Tensor, *,
+                              split: str = "(h d)", scale: str = "d",
+                              layouts: tuple[str, str] = ("g h", "g h"), post: bool = True,
+                              swap_mixes: bool = False, softmax_over: str = "keys",
+                              instance_norm: bool = False,
+                              one_head_plain: bool = False) -> torch.Tensor:
+    """Talking-heads attention's weights B×h×N×M (Shazeer et al., arXiv 2003.02436): logits
+    q·kᵀ·d^−½ per head (heads the slow factor of C), mixed across heads by ``logits_mix``
+    (h×h, [out, in]), softmax over the M keys, mixed again by ``weights_mix``; no bias, no norm,
+    for every number of heads.
+
+    Knobs: ``split`` ("(d h)"), ``scale`` ("C"), ``layouts`` (einops layout of each matrix,
+    "h g": transposed), ``post`` (False: no mixing after the softmax), ``swap_mixes`` (the two
+    matrices exchanged), ``softmax_over`` ("queries", "heads"), ``instance_norm`` (EMSA's norm
+    at the end), ``one_head_plain`` (with one head only the softmax, EMSA's rule).
+    """
+    qh = rearrange(q, f"b n {split} -> b h n d", h=num_heads)
+    kh = rearrange(k, f"b m {split} -> b h m d", h=num_heads)
+    d_or_c = qh.shape[-1] if scale == "d" else q.shape[-1]
+    logits = einsum(qh, kh, "b h n d, b h m d -> b h n m") * d_or_c ** -0.5
+    dim = {"keys": -1, "queries": -2, "heads": 1}[softmax_over]
+    if num_heads == 1 and one_head_plain:
+        return logits.softmax(dim=dim)
+    first, second = (weights_mix, logits_mix) if swap_mixes else (logits_mix, weights_mix)
+    weights = einsum(first, logits, f"{layouts[0]}, b h n m -> b g n m").softmax(dim=dim)
+    if post:
+        weights = einsum(second, weights, f"{layouts[1]}, b h n m -> b g n m")
+    return _instance_norm(weights) if instance_norm else weights
+
+
+def _talking_case(B: int, N: int, M: int, C: int, h: int, seed: int) -> Case:
+    def make(g: torch.Generator, B=B, N=N, M=M, C=C, h=h):
+        q = torch.randn(B, N, C, generator=g, dtype=torch.float64)
+        k = torch.randn(B, M, C, generator=g, dtype=torch.float64)
+        pre = torch.randn(h, h, generator=g, dtype=torch.float64)
+        post = torch.randn(h, h, generator=g, dtype=torch.float64)
+        return q, k, h, pre, post
+
+    return Case(f"q {B}×{N}×{C}, k {B}×{M}×{C}, {h} head{'s' if h > 1 else ''}", make, seed=seed)
+
+
+check_talking_heads_weights = register(
+    Checker(
+        "talking_heads_weights",
+        exercise="talking_heads_weights",
+        tier="extend",
+        reference=ref_talking_heads_weights,
+        cases=[
+            _talking_case(2, 6, 4, 8, 2, 10),
+            _talking_case(1, 5, 3, 12, 3, 11),   # batch 1, three heads of width 4
+            _talking_case(2, 4, 5, 6, 1, 12),    # boundary: one head, the mixings are scalars
+            _talking_case(1, 3, 4, 4, 4, 13),    # boundary: heads of width d = 1
+            _talking_case(2, 4, 1, 6, 2, 14),    # boundary: a single key
+        ],
+        mistakes=[
+            Mistake("both mixing matrices applied transposed, as [in, out] (einsum \"h g, …\"): "
+                    "here they are [out, in], out[g] = Σ_h mix[g, h]·a[h]",
+                    partial(ref_talking_heads_weights, layouts=("h g", "h g"))),
+            Mistake("logits_mix transposed (einsum \"h g, …\" before the softmax)",
+                    partial(ref_talking_heads_weights, layouts=("h g", "g h"))),
+            Mistake("weights_mix transposed (einsum \"h g, …\" after the softmax)",
+                    partial(ref_talking_heads_weights, layouts=("g h", "h g"))),
+            Mistake("the weights are not mixed after the softmax (that is EMSA's transform "
+                    "without its InstanceNorm)", partial(ref_talking_heads_weights, post=False)),
+            Mistake("the two matrices exchanged: weights_mix before the softmax, logits_mix "
+                    "after", partial(ref_talking_heads_weights, swap_mixes=True)),
+            Mistake("softmax over the queries instead of the keys",
+                    partial(ref_talking_heads_weights, softmax_over="queries")),
+            Mistake("softmax over the heads instead of the keys",
+                    partial(ref_talking_heads_weights, softmax_over="heads")),
+            Mistake("an InstanceNorm at the end (EMSA's; talking-heads attention has none)",
+                    partial(ref_talking_heads_weights, instance_norm=True)),
+            Mistake("with one head only the softmax (EMSA's rule): talking-heads attention "
+                    "mixes for every number of heads",
+                    partial(ref_talking_heads_weights, one_head_plain=True)),
+            Mistake("scaled by 1/√C (the full width) instead of 1/√d (one head's width)",
+                    partial(ref_talking_heads_weights, scale="C")),
+            Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
+                    partial(ref_talking_heads_weights, split="(d h)")),
         ],
     )
 )
