@@ -514,3 +514,14 @@ def test_a_table_of_the_printed_crossovers_fails_on_the_hidden_cases_only():
     assert any(c % 8 for c, _ in drawn)
     assert all(8 <= c <= 2048 and 1 <= s <= 256 for c, s in drawn)
     assert_fails_only_on("check_crossover", crossover, [c.name for c in hidden])
+
+
+def test_an_extra_parameter_that_is_not_a_memory_is_not_called_a_second_memory(capsys):
+    class BiasedOut(_Block):
+        def __init__(self, channels, memory_size=64, tie_memories=True):
+            super().__init__(channels, memory_size, tie_memories)
+            self.conv_out = nn.Conv2d(channels, channels, 1, bias=True)
+
+    assert not CHECKERS["check_ea_block"](BiasedOut).passed
+    out = capsys.readouterr().out
+    assert "unexpected conv_out.bias" in out and "second parameter" not in out

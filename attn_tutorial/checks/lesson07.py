@@ -408,8 +408,8 @@ SECOND_MEMORY = (
 class TiedModuleChecker(ModuleChecker):
     """A module checker for tied memories: the learner's module is built in float64 (a dtype
     conversion would undo a tie made by shared storage, hiding a second parameter), and with
-    ``tie_memories=True`` it may have no parameter the reference has not: a second memory
-    parameter is refused by name, whether it has storage of its own or shares M_k's. The engine
+    ``tie_memories=True`` a matrix the reference has not, of M_v's size, is refused by name
+    as a second memory, whether it has storage of its own or shares M_k's. The engine
     compares the gradient of ``memory_key.weight`` through one SGD step: tied, it moves by the
     gradients of both of its uses (as M_k and as M_vᵀ)."""
 
@@ -425,8 +425,12 @@ class TiedModuleChecker(ModuleChecker):
 
     def _load(self, module, ref, case):
         if case.build.get("tie_memories", True):
-            theirs = dict(ref.named_parameters())
-            extra = [(n, p) for n, p in module.named_parameters() if n not in theirs]
+            # a matrix the reference has not, with M_v's number of entries (S·C): a second
+            # memory (a bias of C entries is not one, even where S = 1); any other extra
+            # parameter is reported by the engine's name check
+            theirs, size = dict(ref.named_parameters()), ref.memory_key.weight.numel()
+            extra = [(n, p) for n, p in module.named_parameters()
+                     if n not in theirs and p.dim() >= 2 and p.numel() == size]
             if extra:
                 raise Reported(SECOND_MEMORY.format(
                     names=", ".join(f"`{n}`" for n, _ in extra),
