@@ -136,6 +136,10 @@ def learner_inside_columns_both(q, k, v):  # column-major throughout: PAM does n
     return (a @ cols(v)).reshape(b, w, h, c).transpose(1, 2)
 
 
+def learner_inside_plus_v(q, k, v):  # the module's residual, in the wrong exercise
+    return _out(torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), -1), v) + v
+
+
 def learner_inside_correct(q, k, v):
     b, h, w, d = q.shape
     a = torch.softmax(torch.bmm(q.view(b, h * w, d), k.view(b, h * w, d).permute(0, 2, 1)), -1)
@@ -348,6 +352,7 @@ def learner_pooled_sdpa(q, k, v, r):
     ("check_pam_inside", learner_inside_v_a, "Aᵀ·V instead of A·V"),
     ("check_pam_inside", learner_inside_columns_in, "taken column by column (w h) but put back"),
     ("check_pam_inside", learner_inside_columns_out, "taken row by row (h w) but put back"),
+    ("check_pam_inside", learner_inside_plus_v, "a residual added (A·V + v)"),
     ("check_cam_output", learner_cam_swapped, "swapped"),
     ("check_cam_output", learner_cam_e_minus_max, "for form='official' your answer computes "
                                                   "softmax(E)"),

@@ -95,19 +95,21 @@ def ref_pam_aggregate(attention: torch.Tensor, v: torch.Tensor, *, transpose: bo
 def ref_pam_inside(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, over: str = "keys",
                    scale: str = "", energy_t: bool = False, transpose: bool = False,
                    order: str = "hw", back: str = "", negate: bool = False,
-                   mixed: bool = False) -> torch.Tensor:
+                   mixed: bool = False, residual: bool = False) -> torch.Tensor:
     """PAM's inside on channels-last maps: out = A·V with A = softmax over the keys of q kᵀ
     (no scaling), q, k B×H×W×d, v B×H×W×C, the output B×H×W×C (no γ, no residual).
 
     Knobs: those of ``ref_pam_attention`` (``over``, ``scale``, ``negate``),
     ``energy_t`` (the energy transposed before the softmax: rows of keys), ``transpose``
     (Aᵀ·V, the same as the map transposed after the softmax), ``order``/``back`` (the order the
-    positions are taken in and put back in), ``mixed`` (of ``ref_pam_aggregate``).
+    positions are taken in and put back in), ``mixed`` (of ``ref_pam_aggregate``), ``residual``
+    (+ v: the module's residual, which this exercise leaves out).
     """
     attention = ref_pam_attention(q, k, over="queries" if energy_t else over, scale=scale,
                                   transpose=energy_t, order=order, negate=negate)
-    return ref_pam_aggregate(attention, v, transpose=transpose, order=order, back=back,
-                             mixed=mixed)
+    out = ref_pam_aggregate(attention, v, transpose=transpose, order=order, back=back,
+                            mixed=mixed)
+    return out + v if residual else out
 
 
 def _qkv_case(b: int, h: int, w: int, d: int, c: int, seed: int, label: str = "") -> Case:
@@ -180,6 +182,8 @@ check_pam_inside = register(
             Mistake("the B×N×C result transposed to B×C×N before the reshape to B×H×W×C: "
                     "channels and positions scrambled (reshape does not move axes)",
                     partial(ref_pam_inside, mixed=True)),
+            Mistake("a residual added (A·V + v): this exercise asks for A·V alone; γ and the "
+                    "residual belong to the module", partial(ref_pam_inside, residual=True)),
             *_two_slips(ref_pam_inside, _PAM_SLIPS),
         ],
     )
