@@ -437,17 +437,15 @@ def test_pam_references_against_loops_and_the_library():
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64), \
         torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64)   # B×H×W×d
-    a = lesson05.ref_pam_attention(q, k)
+    v = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
+    out = lesson05.ref_pam_inside(q, k, v)
     for b in range(2):
         for i in range(6):
             row = torch.tensor([sum(q[b, i // 3, i % 3, d] * k[b, j // 3, j % 3, d]
                                     for d in range(3)) for j in range(6)], dtype=torch.float64)
-            assert torch.allclose(a[b, i], torch.exp(row) / torch.exp(row).sum())
-    v = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
-    out = lesson05.ref_pam_inside(q, k, v)
-    for i in range(6):
-        expected = sum(a[:, i, j, None] * v[:, j // 3, j % 3] for j in range(6))
-        assert torch.allclose(out[:, i // 3, i % 3], expected)
+            a = torch.exp(row) / torch.exp(row).sum()
+            expected = sum(a[j] * v[b, j // 3, j % 3] for j in range(6))
+            assert torch.allclose(out[b, i // 3, i % 3], expected)
 
     # the channels-last module is the library's channels-first PAM with the 1×1 convs as Linear
     x = torch.randn(2, 16, 3, 5, generator=g, dtype=torch.float64)

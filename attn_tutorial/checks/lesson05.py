@@ -6,7 +6,7 @@ stands does not solve them.
 
 1. ``check_pam_inside`` (build): PAM's ``A·V`` from channels-last q, k, v (map and output in one).
 2. ``check_cam_output`` (build): CAM's whole output ``γ·(A f) + x`` of a channels-last map, official
-   or paper form, γ given (the lesson builds only the map in this layout-free form).
+   or paper form, γ given (the lesson builds CAM channels-first, as A·f).
 3. ``check_pam_module`` (build): the position attention module with ``nn.Linear`` projections.
 4. ``check_pam_map_bytes`` (predict): the bytes of the energy and its softmax alive together, for
    a batch of images (the head's map at output stride 8) and a dtype.
@@ -54,61 +54,36 @@ def _tokens(t: torch.Tensor, order: str = "hw", layout: str = "last") -> torch.T
 
 
 # ------------------------------------------------------------------- 1. PAM inside: A·V
-def ref_pam_attention(q: torch.Tensor, k: torch.Tensor, *, over: str = "keys",
-                      scale: str = "", transpose: bool = False, order: str = "hw",
-                      negate: bool = False) -> torch.Tensor:
-    """A[b, i, j] = softmax over j of Σ_d q[b, i, d] k[b, j, d] for channels-last q, k
-    (B×H×W×d); positions row-major (h w). The first half of exercise 1.
+def ref_pam_inside(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, over: str = "keys",
+                   scale: str = "", energy_t: bool = False, transpose: bool = False,
+                   order: str = "hw", back: str = "", negate: bool = False,
+                   mixed: bool = False, residual: bool = False) -> torch.Tensor:
+    """PAM's inside on channels-last maps (q, k B×H×W×d, v B×H×W×C; positions row-major):
+    out[b, i, c] = Σ_j A[b, i, j] v[b, j, c] (A·V in token layout) with A[b, i, j] = softmax
+    over j of Σ_d q[b, i, d] k[b, j, d] (no scaling); the output B×H×W×C, no γ, no residual.
 
     Knobs: ``over`` ("queries": softmax over i; "batch": over the images), ``scale`` ("sqrt":
-    divide by sqrt(d); "d": by d), ``transpose`` (the map transposed after the softmax),
-    ``order`` ("wh": positions flattened column by column), ``negate`` (softmax of −energy).
-    """
-    energy = einsum(_tokens(q, order), _tokens(k, order), "b i d, b j d -> b i j")
-    if scale:
-        d = q.shape[-1]
-        energy = energy / (math.sqrt(d) if scale == "sqrt" else d)
-    if negate:  # exp(max − e): the stable-softmax shift the wrong way round
-        energy = -energy
-    attention = energy.softmax(dim={"keys": -1, "queries": 1, "batch": 0}[over])
-    return attention.transpose(1, 2) if transpose else attention
-
-
-def ref_pam_aggregate(attention: torch.Tensor, v: torch.Tensor, *, transpose: bool = False,
-                      order: str = "hw", mixed: bool = False, back: str = "") -> torch.Tensor:
-    """out[b, i, c] = Σ_j A[b, i, j] v[b, j, c] (A·V in token layout), back to B×H×W×C. The
-    second half of exercise 1.
-
-    Knobs: ``transpose`` (Aᵀ·V: summed over the query axis), ``order`` ("wh": v taken column by
-    column), ``back`` (the order the output is put back in; ``order`` when not given),
-    ``mixed`` (the B×N×C result transposed to B×C×N before it is reshaped to B×H×W×C).
+    divide by sqrt(d); "d": by d), ``negate`` (softmax of −energy), ``energy_t`` (the energy
+    transposed before the softmax: rows of keys), ``transpose`` (Aᵀ·V, the same as the map
+    transposed after the softmax), ``order``/``back`` (the order the positions are taken in and
+    put back in; ``back`` is ``order`` when not given), ``mixed`` (the B×N×C result transposed to
+    B×C×N before it is reshaped to B×H×W×C), ``residual`` (+ v, the module's).
     """
     b, h, w, c = v.shape
+    energy = einsum(_tokens(q, order), _tokens(k, order), "b i d, b j d -> b i j")
+    if scale:
+        energy = energy / (math.sqrt(q.shape[-1]) if scale == "sqrt" else q.shape[-1])
+    if negate:  # exp(max − e): the stable-softmax shift the wrong way round
+        energy = -energy
+    if energy_t:
+        energy = energy.transpose(1, 2)
+    attention = energy.softmax(dim={"keys": -1, "queries": 1, "batch": 0}[over])
     out = einsum(attention, _tokens(v, order), "b j i, b j c -> b i c" if transpose
                  else "b i j, b j c -> b i c")
     if mixed:
         return out.transpose(1, 2).reshape(b, h, w, c)
     pattern = "b (h w) c -> b h w c" if (back or order) == "hw" else "b (w h) c -> b h w c"
-    return rearrange(out, pattern, h=h, w=w)
-
-
-def ref_pam_inside(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, over: str = "keys",
-                   scale: str = "", energy_t: bool = False, transpose: bool = False,
-                   order: str = "hw", back: str = "", negate: bool = False,
-                   mixed: bool = False, residual: bool = False) -> torch.Tensor:
-    """PAM's inside on channels-last maps: out = A·V with A = softmax over the keys of q kᵀ
-    (no scaling), q, k B×H×W×d, v B×H×W×C, the output B×H×W×C (no γ, no residual).
-
-    Knobs: those of ``ref_pam_attention`` (``over``, ``scale``, ``negate``),
-    ``energy_t`` (the energy transposed before the softmax: rows of keys), ``transpose``
-    (Aᵀ·V, the same as the map transposed after the softmax), ``order``/``back`` (the order the
-    positions are taken in and put back in), ``mixed`` (of ``ref_pam_aggregate``), ``residual``
-    (+ v: the module's residual, which this exercise leaves out).
-    """
-    attention = ref_pam_attention(q, k, over="queries" if energy_t else over, scale=scale,
-                                  transpose=energy_t, order=order, negate=negate)
-    out = ref_pam_aggregate(attention, v, transpose=transpose, order=order, back=back,
-                            mixed=mixed)
+    out = rearrange(out, pattern, h=h, w=w)
     return out + v if residual else out
 
 
@@ -343,9 +318,9 @@ class PAMReference(nn.Module):
         self.over, self.scale, self.transpose, self.residual = over, scale, transpose, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attention = ref_pam_attention(self.query(x), self.key(x), over=self.over,
-                                      scale="sqrt" if self.scale else "")
-        out = self.gamma * ref_pam_aggregate(attention, self.value(x), transpose=self.transpose)
+        out = self.gamma * ref_pam_inside(self.query(x), self.key(x), self.value(x),
+                                          over=self.over, scale="sqrt" if self.scale else "",
+                                          transpose=self.transpose)
         return out + x if self.residual else out
 
 
