@@ -385,12 +385,11 @@ def _module_case(shape: tuple[int, int, int, int], seed: int, fresh: bool = Fals
 
 
 _MODULE_CASES = [  # channels-last x: B×H×W×C
-    _module_case((2, 3, 5, 16), 0),
+    _module_case((2, 3, 5, 20), 0),  # C = 20, not a multiple of 8: C // 8 = 2 (ceil gives 3)
     _module_case((1, 4, 4, 24), 1),
     _module_case((2, 5, 3, 16), 2, fresh=True),
     _module_case((2, 3, 4, 8), 3),   # boundary: C = 8, a single query/key channel
     _module_case((3, 1, 1, 16), 4),  # boundary: a 1×1 map, a single key
-    _module_case((2, 3, 2, 20), 5),  # C = 20, not a multiple of 8: C // 8 = 2 (ceil gives 3)
 ]
 
 check_pam_module = register(
@@ -401,8 +400,7 @@ check_pam_module = register(
         reference=PAMReference,
         cases=_MODULE_CASES,
         gammas={_MODULE_CASES[0].name: 0.7, _MODULE_CASES[1].name: -1.3,
-                _MODULE_CASES[3].name: 0.9, _MODULE_CASES[4].name: -0.6,
-                _MODULE_CASES[5].name: 1.2},
+                _MODULE_CASES[3].name: 0.9, _MODULE_CASES[4].name: -0.6},
         fresh={_MODULE_CASES[2].name},
         mistakes=[
             Mistake("gamma initialised to 1 instead of 0: a fresh PAM must be the identity",
