@@ -20,17 +20,21 @@ from attn_tutorial.danet import CAM, PAM
 
 # The mistakes the issue asks the lesson to recognise, by (part of) their name.
 REQUIRED = {
-    "check_pam_attention": ["softmax over the query axis instead of the key axis",
-                            "scaled by 1/sqrt(d)", "output reads b j i", "two slips together",
-                            "softmax(−E)", "the lesson's channels-first layout"],
-    "check_pam_aggregate": ["Aᵀ·V instead of A·V"],
-    "check_cam_attention": ["softmax(E) and softmax(−E) swapped",
-                            "the usual stable shift E − max leaves softmax(E) unchanged"],
+    "check_pam_inside": ["softmax over the query axis instead of the key axis",
+                         "softmax over the batch axis", "scaled by 1/sqrt(d)", "divided by d",
+                         "output reads b j i", "two slips together", "softmax(−E)",
+                         "Aᵀ·V instead of A·V", "taken column by column (w h) but put back row"],
+    "check_cam_output": ["softmax(E) and softmax(−E) swapped",
+                         "the usual stable shift E − max leaves softmax(E) unchanged",
+                         "(−E).softmax(1)", "E.softmax(1) whatever the form", "f·A instead of",
+                         "forgot the residual", "the lesson's channels-first layout"],
     "check_pam_module": ["gamma initialised to 1", "query/key layers with C output channels",
-                         "Aᵀ·V instead of A·V", "scaled by 1/sqrt(d)"],
-    "check_pam_map_bytes": ["the batch B is missing", "bits per element"],
+                         "ceil(C / 8)", "Aᵀ·V instead of A·V", "scaled by 1/sqrt(d)"],
+    "check_pam_map_bytes": ["the batch B is missing", "bits per element", "one map counted",
+                            "rounded down"],
     "check_pam_side_limit": ["(≥) instead of passing it (>)", "floating point"],
-    "check_pam_pooled": ["every r-th pixel grouped", "max pooling"],
+    "check_pam_pooled": ["every r-th pixel grouped", "max pooling",
+                         "both the keys and the values taken at every r-th pixel"],
 }
 
 
@@ -41,7 +45,7 @@ def test_required_mistakes_are_catalogued(name):
 
 def test_the_tiers():
     tiers = {name: CHECKERS[name].tier for name in lesson05.__all__}
-    assert [t for t in tiers.values()] == ["build"] * 4 + ["predict"] * 2 + ["extend"]
+    assert [t for t in tiers.values()] == ["build"] * 3 + ["predict"] * 2 + ["extend"]
 
 
 def test_module_cases_set_gamma_and_one_keeps_the_learners():
@@ -64,64 +68,92 @@ def _tok(t):
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
-def learner_attention_over_queries(q, k):
-    return torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), dim=1)
-
-
-def learner_attention_scaled(q, k):
-    return torch.softmax(torch.einsum("bid,bjd->bij", _tok(q), _tok(k)) / q.shape[-1] ** 0.5, 2)
-
-
-def learner_attention_bji(q, k):
-    return torch.einsum("bid,bjd->bji", _tok(q), _tok(k)).softmax(-1)
-
-
-def learner_attention_bji_scaled(q, k):  # two slips at once
-    return (torch.einsum("bid,bjd->bji", _tok(q), _tok(k)) / math.sqrt(q.shape[-1])).softmax(-1)
-
-
-def learner_attention_max_minus_e(q, k):  # a hand-written "stable" softmax, shift reversed
-    e = _tok(q) @ _tok(k).transpose(1, 2)
-    e = e.amax(-1, keepdim=True) - e
-    return e.exp() / e.exp().sum(-1, keepdim=True)
-
-
-def learner_attention_lesson_copy(q, k):  # the lesson's channels-first cell, copied
-    b, d, h, w = q.shape
-    qf = q.reshape(b, d, h * w).transpose(1, 2)
-    return torch.softmax(qf @ k.reshape(b, d, h * w), -1)
-
-
-def learner_attention_correct(q, k):
-    b, h, w, d = q.shape
-    return torch.softmax(torch.bmm(q.view(b, h * w, d), k.view(b, h * w, d).permute(0, 2, 1)), -1)
-
-
-def learner_attention_e_minus_max(q, k):  # the usual stable shift: still softmax(E)
-    e = _tok(q) @ _tok(k).transpose(1, 2)
-    e = e - e.amax(-1, keepdim=True)
-    return e.exp() / e.exp().sum(-1, keepdim=True)
-
-
-def learner_aggregate_at_v(attention, v):
-    b, h, w, c = v.shape
-    return (attention.transpose(1, 2) @ _tok(v)).reshape(b, h, w, c)
-
-
-def learner_aggregate_v_a(attention, v):  # the channels-first V·A habit
-    b, h, w, c = v.shape
-    return (_tok(v).transpose(1, 2) @ attention).transpose(1, 2).reshape(b, h, w, c)
-
-
-def learner_aggregate_put_back_by_columns(attention, v):
-    b, h, w, c = v.shape
-    out = torch.matmul(attention, v.reshape(b, h * w, c))
-    return out.reshape(b, w, h, c).transpose(1, 2)
-
-
-def learner_aggregate_correct(attention, v):
+def _out(attention, v):  # A·V put back row by row (a learner's own, used by the PAM learners)
     b, h, w, c = v.shape
     return torch.matmul(attention, v.reshape(b, h * w, c)).reshape(b, h, w, c)
+
+
+def learner_inside_over_queries(q, k, v):
+    return _out(torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), dim=1), v)
+
+
+def learner_inside_over_batch(q, k, v):
+    return _out(torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), dim=0), v)
+
+
+def learner_inside_scaled(q, k, v):
+    e = torch.einsum("bid,bjd->bij", _tok(q), _tok(k))
+    return _out(torch.softmax(e / q.shape[-1] ** 0.5, 2), v)
+
+
+def learner_inside_over_d(q, k, v):
+    return _out(torch.softmax(torch.einsum("bid,bjd->bij", _tok(q), _tok(k)) / q.shape[-1], 2), v)
+
+
+def learner_inside_bji(q, k, v):
+    return _out(torch.einsum("bid,bjd->bji", _tok(q), _tok(k)).softmax(-1), v)
+
+
+def learner_inside_bji_scaled(q, k, v):  # two slips at once
+    e = torch.einsum("bid,bjd->bji", _tok(q), _tok(k)) / math.sqrt(q.shape[-1])
+    return _out(e.softmax(-1), v)
+
+
+def learner_inside_max_minus_e(q, k, v):  # a hand-written "stable" softmax, shift reversed
+    e = _tok(q) @ _tok(k).transpose(1, 2)
+    e = e.amax(-1, keepdim=True) - e
+    return _out(e.exp() / e.exp().sum(-1, keepdim=True), v)
+
+
+def learner_inside_at_v(q, k, v):
+    a = torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), -1)
+    return _out(a.transpose(1, 2), v)
+
+
+def learner_inside_v_a(q, k, v):  # the channels-first V·A habit, without the transpose
+    b, h, w, c = v.shape
+    a = torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), -1)
+    return (_tok(v).transpose(1, 2) @ a).transpose(1, 2).reshape(b, h, w, c)
+
+
+def learner_inside_columns_in(q, k, v):  # taken (w h), put back (h w)
+    cols = lambda t: t.transpose(1, 2).reshape(t.shape[0], -1, t.shape[-1])
+    a = torch.softmax(cols(q) @ cols(k).transpose(1, 2), -1)
+    b, h, w, c = v.shape
+    return (a @ cols(v)).reshape(b, h, w, c)
+
+
+def learner_inside_columns_out(q, k, v):  # taken (h w), put back (w h)
+    b, h, w, c = v.shape
+    a = torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), -1)
+    return (a @ _tok(v)).reshape(b, w, h, c).transpose(1, 2)
+
+
+def learner_inside_columns_both(q, k, v):  # column-major throughout: PAM does not mind
+    cols = lambda t: t.transpose(1, 2).reshape(t.shape[0], -1, t.shape[-1])
+    a = torch.softmax(cols(q) @ cols(k).transpose(1, 2), -1)
+    b, h, w, c = v.shape
+    return (a @ cols(v)).reshape(b, w, h, c).transpose(1, 2)
+
+
+def learner_inside_plus_v(q, k, v):  # the module's residual, in the wrong exercise
+    return _out(torch.softmax(_tok(q) @ _tok(k).transpose(1, 2), -1), v) + v
+
+
+def learner_inside_correct(q, k, v):
+    b, h, w, d = q.shape
+    a = torch.softmax(torch.bmm(q.view(b, h * w, d), k.view(b, h * w, d).permute(0, 2, 1)), -1)
+    return torch.bmm(a, v.view(b, h * w, -1)).view(v.shape)
+
+
+def learner_inside_e_minus_max(q, k, v):  # the usual stable shift: still softmax(E)
+    e = _tok(q) @ _tok(k).transpose(1, 2)
+    e = e - e.amax(-1, keepdim=True)
+    return _out(e.exp() / e.exp().sum(-1, keepdim=True), v)
+
+
+def learner_inside_sdpa(q, k, v):
+    return F.scaled_dot_product_attention(_tok(q), _tok(k), _tok(v), scale=1.0).reshape(v.shape)
 
 
 def _gram(x):
@@ -129,38 +161,68 @@ def _gram(x):
     return torch.bmm(f.transpose(1, 2), f)
 
 
-def learner_cam_swapped(x, form="official"):
+def _cam_out(a, x, gamma):  # y = γ·(f Aᵀ) + x in tokens, a learner's own
+    return gamma * (_tok(x) @ a.transpose(1, 2)).reshape(x.shape) + x
+
+
+def learner_cam_swapped(x, gamma, form="official"):
     e = _gram(x)
     if form == "paper":  # swapped: the max-minus step belongs to the official form
         e = e.max(-1, keepdim=True)[0].expand_as(e) - e
-    return torch.softmax(e, dim=-1)
+    return _cam_out(torch.softmax(e, dim=-1), x, gamma)
 
 
-def learner_cam_e_minus_max(x, form="official"):
+def learner_cam_e_minus_max(x, gamma, form="official"):
     e = _gram(x)
     if form == "official":
         e = e - e.amax(dim=-1, keepdim=True)  # the usual stable shift, not the official one
-    return e.softmax(dim=-1)
+    return _cam_out(e.softmax(dim=-1), x, gamma)
 
 
-def learner_cam_positions_gram(x, form="official"):
+def learner_cam_positions_gram(x, gamma, form="official"):
     f = _tok(x)
     e = f @ f.transpose(1, 2)
     if form == "official":
         e = e.amax(-1, keepdim=True) - e
-    return e.softmax(-1)
+    return gamma * (e.softmax(-1) @ f).reshape(x.shape) + x
 
 
-def learner_cam_correct(x, form="official"):
+def learner_cam_f_times_a(x, gamma, form="official"):  # the map applied as f·A
     e = _gram(x)
-    return torch.softmax(-e if form == "official" else e, dim=-1)
+    a = torch.softmax(-e if form == "official" else e, dim=-1)
+    return gamma * (_tok(x) @ a).reshape(x.shape) + x
 
 
-def learner_cam_global_max(x, form="official"):  # one shift per image: still softmax(−E)
+def learner_cam_neg_softmax_dim1(x, gamma, form="official"):  # (−E).softmax(1)
     e = _gram(x)
+    return _cam_out((-e if form == "official" else e).softmax(1), x, gamma)
+
+
+def learner_cam_e_softmax_dim1(x, gamma, form="official"):  # E.softmax(1), any form
+    return _cam_out(_gram(x).softmax(1), x, gamma)
+
+
+def learner_cam_no_residual(x, gamma, form="official"):
+    e = _gram(x)
+    return _cam_out(torch.softmax(-e if form == "official" else e, dim=-1), x, gamma) - x
+
+
+def learner_cam_gamma_on_all(x, gamma, form="official"):
+    e = _gram(x)
+    a = torch.softmax(-e if form == "official" else e, dim=-1)
+    return gamma * ((_tok(x) @ a.transpose(1, 2)).reshape(x.shape) + x)
+
+
+def learner_cam_correct(x, gamma, form="official"):
+    e = _gram(x)
+    return _cam_out(torch.softmax(-e if form == "official" else e, dim=-1), x, gamma)
+
+
+def learner_cam_einsum(x, gamma, form="official"):  # one shift per image: still softmax(−E)
+    e = torch.einsum("bhwc,bhwk->bck", x, x)
     if form == "official":
         e = e.amax(dim=(1, 2), keepdim=True) - e
-    return e.softmax(-1)
+    return gamma * torch.einsum("bck,bhwk->bhwc", e.softmax(-1), x) + x
 
 
 class LearnerPAM(nn.Module):
@@ -204,16 +266,33 @@ class LearnerPAMScaled(LearnerPAM):
         return (q @ _tok(self.key(x)).transpose(1, 2) / math.sqrt(q.shape[-1])).softmax(-1)
 
 
-def learner_bytes_bits(b, h, w, dtype):
-    return b * (h * w) ** 2 * torch.finfo(dtype).bits
+class LearnerPAMCeil(LearnerPAM):  # q/k width rounded up (3 at C = 20), the parameter named in_dim
+    def __init__(self, in_dim):
+        super().__init__(in_dim, qk_channels=math.ceil(in_dim / 8))
 
 
-def learner_bytes_no_batch(b, h, w, dtype):
-    return (h * w) ** 2 * dtype.itemsize
+class LearnerPAMInDim(LearnerPAM):  # correct, with its own name for the channel count
+    def __init__(self, in_dim):
+        super().__init__(in_dim)
 
 
-def learner_bytes_correct(b, h, w, dtype):
-    return torch.empty(0, dtype=dtype).element_size() * b * h * h * w * w
+def learner_bytes_bits(b, image_h, image_w, dtype):
+    n = math.ceil(image_h / 8) * math.ceil(image_w / 8)
+    return 2 * b * n ** 2 * torch.finfo(dtype).bits
+
+
+def learner_bytes_one_map(b, image_h, image_w, dtype):
+    n = math.ceil(image_h / 8) * math.ceil(image_w / 8)
+    return b * n * n * dtype.itemsize
+
+
+def learner_bytes_floor(b, image_h, image_w, dtype):
+    return 2 * b * ((image_h // 8) * (image_w // 8)) ** 2 * dtype.itemsize
+
+
+def learner_bytes_correct(b, image_h, image_w, dtype):
+    h, w = -(-image_h // 8), -(-image_w // 8)
+    return 2 * torch.empty(0, dtype=dtype).element_size() * b * h * h * w * w
 
 
 def learner_side_float_root(budget, b, dtype):
@@ -241,6 +320,12 @@ def learner_pooled_strided(q, k, v, r):
     return (a @ pool(v)).reshape(b, h, w, c)
 
 
+def learner_pooled_subsampled(q, k, v, r):  # k and v at every r-th pixel
+    b, h, w, c = v.shape
+    a = torch.softmax(_tok(q) @ _tok(k[:, ::r, ::r]).transpose(1, 2), -1)
+    return (a @ _tok(v[:, ::r, ::r])).reshape(b, h, w, c)
+
+
 def learner_pooled_avg_pool2d(q, k, v, r):
     b, h, w, c = v.shape
     pool = lambda t: F.avg_pool2d(t.permute(0, 3, 1, 2), r).flatten(2).transpose(1, 2)
@@ -255,40 +340,53 @@ def learner_pooled_sdpa(q, k, v, r):
 
 
 @pytest.mark.parametrize("name,learner,phrase", [
-    ("check_pam_attention", learner_attention_over_queries, "softmax over the query axis"),
-    ("check_pam_attention", learner_attention_scaled, "scaled by 1/sqrt(d)"),
-    ("check_pam_attention", learner_attention_bji, "the energy transposed before the softmax: an einsum"),
-    ("check_pam_attention", learner_attention_bji_scaled, "two slips together: the energy "
-                                                          "transposed before"),
-    ("check_pam_attention", learner_attention_max_minus_e, "computes softmax(−E)"),
-    ("check_pam_attention", learner_attention_lesson_copy, "channels-first layout"),
-    ("check_pam_aggregate", learner_aggregate_at_v, "Aᵀ·V instead of A·V"),
-    ("check_pam_aggregate", learner_aggregate_v_a, "Aᵀ·V instead of A·V"),
-    ("check_pam_aggregate", learner_aggregate_put_back_by_columns, "put back column by column"),
-    ("check_cam_attention", learner_cam_swapped, "swapped"),
-    ("check_cam_attention", learner_cam_e_minus_max, "for form='official' your answer computes "
-                                                     "softmax(E)"),
-    ("check_cam_attention", learner_cam_positions_gram, "Gram matrix over the positions"),
+    ("check_pam_inside", learner_inside_over_queries, "softmax over the query axis"),
+    ("check_pam_inside", learner_inside_over_batch, "softmax over the batch axis"),
+    ("check_pam_inside", learner_inside_scaled, "scaled by 1/sqrt(d)"),
+    ("check_pam_inside", learner_inside_over_d, "divided by d"),
+    ("check_pam_inside", learner_inside_bji, "the energy transposed before the softmax: an einsum"),
+    ("check_pam_inside", learner_inside_bji_scaled, "two slips together: the energy "
+                                                    "transposed before"),
+    ("check_pam_inside", learner_inside_max_minus_e, "computes softmax(−E)"),
+    ("check_pam_inside", learner_inside_at_v, "Aᵀ·V instead of A·V"),
+    ("check_pam_inside", learner_inside_v_a, "Aᵀ·V instead of A·V"),
+    ("check_pam_inside", learner_inside_columns_in, "taken column by column (w h) but put back"),
+    ("check_pam_inside", learner_inside_columns_out, "taken row by row (h w) but put back"),
+    ("check_pam_inside", learner_inside_plus_v, "a residual added (A·V + v)"),
+    ("check_cam_output", learner_cam_swapped, "swapped"),
+    ("check_cam_output", learner_cam_e_minus_max, "for form='official' your answer computes "
+                                                  "softmax(E)"),
+    ("check_cam_output", learner_cam_positions_gram, "Gram matrix over the positions"),
+    ("check_cam_output", learner_cam_f_times_a, "f·A instead of f·Aᵀ"),
+    ("check_cam_output", learner_cam_neg_softmax_dim1, "(−E).softmax(1)"),
+    ("check_cam_output", learner_cam_e_softmax_dim1, "E.softmax(1) whatever the form"),
+    ("check_cam_output", learner_cam_no_residual, "forgot the residual"),
+    ("check_cam_output", learner_cam_gamma_on_all, "γ multiplies the residual too"),
     ("check_pam_module", LearnerPAMGammaOne, "gamma initialised to 1"),
     ("check_pam_module", LearnerPAMFullWidth, "query/key layers with C output channels"),
+    ("check_pam_module", LearnerPAMCeil, "ceil(C / 8)"),
     ("check_pam_module", LearnerPAMTransposed, "Aᵀ·V instead of A·V"),
     ("check_pam_module", LearnerPAMScaled, "scaled by 1/sqrt(d)"),
     ("check_pam_map_bytes", learner_bytes_bits, "bits per element"),
-    ("check_pam_map_bytes", learner_bytes_no_batch, "the batch B is missing"),
+    ("check_pam_map_bytes", learner_bytes_one_map, "one map counted"),
+    ("check_pam_map_bytes", learner_bytes_floor, "rounded down"),
     ("check_pam_side_limit", learner_side_reaches, "(≥) instead of passing it (>)"),
     ("check_pam_pooled", learner_pooled_strided, "every r-th pixel grouped"),
+    ("check_pam_pooled", learner_pooled_subsampled, "both the keys and the values"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
 
 
 @pytest.mark.parametrize("name,learner", [
-    ("check_pam_attention", learner_attention_correct),
-    ("check_pam_attention", learner_attention_e_minus_max),
-    ("check_pam_aggregate", learner_aggregate_correct),
-    ("check_cam_attention", learner_cam_correct),
-    ("check_cam_attention", learner_cam_global_max),
+    ("check_pam_inside", learner_inside_correct),
+    ("check_pam_inside", learner_inside_e_minus_max),
+    ("check_pam_inside", learner_inside_sdpa),
+    ("check_pam_inside", learner_inside_columns_both),
+    ("check_cam_output", learner_cam_correct),
+    ("check_cam_output", learner_cam_einsum),
     ("check_pam_module", LearnerPAM),
+    ("check_pam_module", LearnerPAMInDim),
     ("check_pam_map_bytes", learner_bytes_correct),
     ("check_pam_side_limit", learner_side_loop),
     ("check_pam_pooled", learner_pooled_avg_pool2d),
@@ -339,17 +437,15 @@ def test_pam_references_against_loops_and_the_library():
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64), \
         torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64)   # B×H×W×d
-    a = lesson05.ref_pam_attention(q, k)
+    v = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
+    out = lesson05.ref_pam_inside(q, k, v)
     for b in range(2):
         for i in range(6):
             row = torch.tensor([sum(q[b, i // 3, i % 3, d] * k[b, j // 3, j % 3, d]
                                     for d in range(3)) for j in range(6)], dtype=torch.float64)
-            assert torch.allclose(a[b, i], torch.exp(row) / torch.exp(row).sum())
-    v = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
-    out = lesson05.ref_pam_aggregate(a, v)
-    for i in range(6):
-        expected = sum(a[:, i, j, None] * v[:, j // 3, j % 3] for j in range(6))
-        assert torch.allclose(out[:, i // 3, i % 3], expected)
+            a = torch.exp(row) / torch.exp(row).sum()
+            expected = sum(a[j] * v[b, j // 3, j % 3] for j in range(6))
+            assert torch.allclose(out[b, i // 3, i % 3], expected)
 
     # the channels-last module is the library's channels-first PAM with the 1×1 convs as Linear
     x = torch.randn(2, 16, 3, 5, generator=g, dtype=torch.float64)
@@ -373,13 +469,27 @@ def test_cam_reference_against_the_library():
     f = x.flatten(2)
     assert torch.allclose(lesson05.ref_cam_attention(xl, "official"),
                           torch.softmax(-(f @ f.transpose(1, 2)), dim=-1))
+    # the whole output: the library's CAM (channels-first) with the same gamma, channels-last
+    for form, gamma in (("official", -0.7), ("paper", 1.3)):
+        cam = CAM(16, variant=form).double()
+        with torch.no_grad():
+            cam.gamma.fill_(gamma)
+        assert torch.allclose(lesson05.ref_cam_output(xl, gamma, form).permute(0, 3, 1, 2), cam(x))
 
 
-@pytest.mark.parametrize("b,h,w,dtype", [(1, 1, 1, torch.float32), (2, 3, 5, torch.float16),
-                                         (3, 2, 2, torch.bfloat16), (1, 4, 3, torch.float64)])
-def test_map_bytes_are_those_of_a_real_map(b, h, w, dtype):
+@pytest.mark.parametrize("b,image_h,image_w,dtype", [(1, 1, 1, torch.float32),
+                                                     (2, 17, 40, torch.float16),
+                                                     (3, 23, 9, torch.bfloat16),
+                                                     (1, 33, 31, torch.float64)])
+def test_map_bytes_are_those_of_real_maps(b, image_h, image_w, dtype):
+    """The head's map of a real stride-8 stem (three stride-2 steps with the ResNet paddings:
+    a 7×7 conv, a 3×3 max pool, a 3×3 conv) and the bytes of two real B×N×N tensors."""
+    stem = nn.Sequential(nn.Conv2d(1, 1, 7, stride=2, padding=3), nn.MaxPool2d(3, 2, 1),
+                         nn.Conv2d(1, 1, 3, stride=2, padding=1))
+    _, _, h, w = stem(torch.zeros(1, 1, image_h, image_w)).shape
     n = h * w
-    assert lesson05.ref_pam_map_bytes(b, h, w, dtype) == torch.empty(b, n, n, dtype=dtype).nbytes
+    expected = 2 * torch.empty(b, n, n, dtype=dtype).nbytes
+    assert lesson05.ref_pam_map_bytes(b, image_h, image_w, dtype) == expected
 
 
 def test_side_limit_against_a_search_and_the_lessons_figure():
@@ -406,19 +516,19 @@ def test_pooled_reference_against_block_means_and_pam():
         for j in range(6):
             weights = torch.softmax(kbar @ q[0, i, j], dim=0)
             assert torch.allclose(out[0, i, j], weights @ vbar)
-    a = lesson05.ref_pam_attention(q, k)                               # r = 1: PAM itself
-    assert torch.allclose(lesson05.ref_pam_pooled(q, k, v, 1), lesson05.ref_pam_aggregate(a, v))
+    # r = 1: PAM itself
+    assert torch.allclose(lesson05.ref_pam_pooled(q, k, v, 1), lesson05.ref_pam_inside(q, k, v))
 
 
 # ------------------------------------------------- boundaries and slips of the new engine
 def test_cam_with_the_paper_as_default_form_is_named():
-    def cam_attention(x, form="paper"):
+    def cam_output(x, gamma, form="paper"):
         e = _gram(x)
         if form == "official":
             e = e.amax(dim=-1, keepdim=True) - e
-        return e.softmax(dim=-1)
+        return _cam_out(e.softmax(dim=-1), x, gamma)
 
-    assert_mistake_named("check_cam_attention", cam_attention, "the default is form='official'")
+    assert_mistake_named("check_cam_output", cam_output, "the default is form='official'")
 
 
 def test_a_pam_with_gamma_as_a_buffer_cannot_learn():
@@ -438,8 +548,14 @@ class PAMLike(lesson05.PAMReference):
         super().__init__(channels)
 
 
-def test_a_map_transposed_after_the_softmax_is_told_from_the_energy_transposed():
-    def transposed_map(q, k):
-        return learner_attention_correct(q, k).mT
-
-    assert_mistake_named("check_pam_attention", transposed_map, "map transposed after the softmax")
+def test_predict_checkers_have_hidden_cases_in_their_domain():
+    for name, low in (("check_pam_map_bytes", 5), ("check_pam_side_limit", 5)):
+        hidden = [c for c in CHECKERS[name].cases if c.hidden]
+        assert len(hidden) >= low
+    for case in (c for c in CHECKERS["check_pam_map_bytes"].cases if c.hidden):
+        b, image_h, image_w, dtype = case.inputs()
+        assert 1 <= b <= 16 and 1 <= image_h <= 1100 and 1 <= image_w <= 1100
+    # a table of the printed answers fails on the hidden ones
+    shown = {c.inputs(): lesson05.ref_pam_map_bytes(*c.inputs())
+             for c in CHECKERS["check_pam_map_bytes"].cases if not c.hidden}
+    assert not CHECKERS["check_pam_map_bytes"](lambda *a: shown.get(a, 0), verbose=False).passed

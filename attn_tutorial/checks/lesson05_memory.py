@@ -1,11 +1,12 @@
-"""Lesson 05's predict exercises (``solutions/05_danet.ipynb``, exercises 5 and 6), re-exported
+"""Lesson 05's predict exercises (``solutions/05_danet.ipynb``, exercises 4 and 5), re-exported
 by ``lesson05.py``: the memory of PAM's B×N×N attention map, as plain Python ints.
 
-5. ``check_pam_map_bytes``: the bytes of the map for B, H, W and the dtype.
-6. ``check_pam_side_limit``: the smallest side H = W at which the map passes a budget.
+4. ``check_pam_map_bytes``: the bytes of the energy and its softmax for a batch of images.
+5. ``check_pam_side_limit``: the smallest side H = W at which the map passes a budget.
 
-Each has at most 10 cases: the engine prints a captured print flood once per case, and its
-registry test caps a checker's whole report at 5000 characters (10 cases × about 460).
+Each has at most 10 shown cases plus 5 hidden ones (drawn from the exercise's domain): the engine
+prints a captured print flood once per case, and its registry test caps a checker's whole report
+at 5000 characters.
 """
 
 from __future__ import annotations
@@ -15,22 +16,34 @@ from functools import partial
 
 import torch
 
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
 
-# ------------------------------------------------------------------- 5. predict: the map's bytes
+# ------------------------------------------------------------------- 4. predict: the map's bytes
 _BYTES = {torch.float64: 8, torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 _DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
                 torch.bfloat16: "bfloat16"}
+DTYPES = tuple(_BYTES)
+STRIDE = 8  # DANet's dilated ResNet: the head's map is the image at output stride 8
 
 
-def ref_pam_map_bytes(b: int, h: int, w: int, dtype: torch.dtype, *, batch: bool = True,
-                      power: int = 2, bits: bool = False, fixed4: bool = False,
-                      maps: int = 1) -> int:
-    """Bytes of PAM's B×N×N attention map, N = H·W, in ``dtype``: B·N²·(bytes per element).
+def ref_pam_map_bytes(b: int, image_h: int, image_w: int, dtype: torch.dtype, *,
+                      batch: bool = True, power: int = 2, bits: bool = False,
+                      fixed4: bool = False, maps: int = 2, side: str = "ceil") -> int:
+    """Bytes of PAM's energy and its softmax output (two B×N×N tensors, alive together during
+    the forward) for B images of image_h × image_w pixels in ``dtype``: the head's map is
+    ceil(image_h / 8) × ceil(image_w / 8) (each of the backbone's three stride-2 steps rounds
+    up), N its number of positions; 2·B·N²·(bytes per element).
 
     Knobs: ``batch`` (False: one image), ``power`` (1: B·N), ``bits`` (bits per element),
-    ``fixed4`` (4 bytes whatever the dtype), ``maps`` (2: energy and softmax counted).
+    ``fixed4`` (4 bytes whatever the dtype), ``maps`` (1: the map alone), ``side`` ("floor":
+    image // 8; "image": the image's pixels as positions).
     """
+    if side == "image":
+        h, w = image_h, image_w
+    elif side == "floor":
+        h, w = image_h // STRIDE, image_w // STRIDE
+    else:
+        h, w = -(-image_h // STRIDE), -(-image_w // STRIDE)
     n = h * w
     size = 4 if fixed4 else _BYTES[dtype]
     return maps * (b if batch else 1) * n ** power * size * (8 if bits else 1)
@@ -41,17 +54,15 @@ def _int_case(names: tuple[str, ...], args: tuple) -> Case:
     return Case(shown, lambda g, args=args: args)
 
 
-_MAP_CONFIGS = [  # (b, h, w, dtype)
-    (1, 1, 1, torch.float32),      # boundary: the smallest map, one position
-    (2, 1, 1, torch.float16),
-    (1, 1, 7, torch.float64),      # a single row
-    (3, 2, 3, torch.float32),
-    (2, 3, 5, torch.bfloat16),     # non-square
-    (1, 14, 14, torch.float32),    # N = 196: 0.15 MB (section 8)
-    (1, 28, 28, torch.float16),    # N = 784, the zoo's map
-    (1, 96, 96, torch.float32),    # the authors' 768 crop at stride 8: 324 MiB
-    (4, 97, 95, torch.float64),    # odd sides
-    (16, 64, 128, torch.bfloat16),
+_MAP_CONFIGS = [  # (b, image_h, image_w, dtype)
+    (1, 1, 1, torch.float32),      # boundary: the smallest image, a 1×1 map
+    (2, 8, 8, torch.float16),      # exactly one stride: still 1×1
+    (1, 9, 17, torch.float64),     # remainders 1: 2×3
+    (3, 16, 40, torch.float32),    # exact multiples: 2×5
+    (2, 30, 21, torch.bfloat16),   # remainders 6 and 5: 4×3
+    (1, 112, 112, torch.float32),  # a 14×14 map, N = 196
+    (4, 97, 95, torch.float64),    # odd sides: 13×12
+    (16, 510, 1020, torch.bfloat16),
 ]
 
 check_pam_map_bytes = register(
@@ -60,24 +71,31 @@ check_pam_map_bytes = register(
         exercise="pam_map_bytes",
         tier="predict",
         reference=ref_pam_map_bytes,
-        cases=[_int_case(("b", "h", "w", "dtype"), c) for c in _MAP_CONFIGS],
+        cases=[_int_case(("b", "image_h", "image_w", "dtype"), c) for c in _MAP_CONFIGS]
+        + hidden_cases("hidden case", lambda rng: (rng.randint(1, 16), rng.randint(1, 1100),
+                                                   rng.randint(1, 1100), rng.choice(DTYPES)),
+                       count=5, seed=5),
         mistakes=[
-            Mistake("one image's map: the batch B is missing (B·N² · bytes)",
+            Mistake("the batch B is missing (one image's maps)",
                     partial(ref_pam_map_bytes, batch=False)),
-            Mistake("N elements per image instead of N² (the map is N×N, N = H·W)",
+            Mistake("N elements per image instead of N² (each map is N×N, N = h·w)",
                     partial(ref_pam_map_bytes, power=1)),
             Mistake("bits per element instead of bytes (8 times too many)",
                     partial(ref_pam_map_bytes, bits=True)),
             Mistake("4 bytes per element whatever the dtype (float64 has 8, float16 and "
                     "bfloat16 have 2)", partial(ref_pam_map_bytes, fixed4=True)),
-            Mistake("two maps counted (the energy and the softmax output): one B×N×N map is "
-                    "asked", partial(ref_pam_map_bytes, maps=2)),
+            Mistake("one map counted: the energy and its softmax output are both alive",
+                    partial(ref_pam_map_bytes, maps=1)),
+            Mistake("the map's sides rounded down (image // 8) instead of up (ceil(image / 8))",
+                    partial(ref_pam_map_bytes, side="floor")),
+            Mistake("the image's pixels taken as the positions: PAM runs on the head's map, the "
+                    "image at stride 8", partial(ref_pam_map_bytes, side="image")),
         ],
     )
 )
 
 
-# ------------------------------------------------------------------- 6. predict: the side limit
+# ------------------------------------------------------------------- 5. predict: the side limit
 def ref_pam_side_limit(budget: int, b: int, dtype: torch.dtype, *, rule: str = ">",
                        batch: bool = True, power: int = 4, fixed4: bool = False,
                        method: str = "search") -> int:
@@ -120,13 +138,22 @@ def _side_configs() -> list[tuple]:
     ]
 
 
+def _hidden_budget(rng) -> tuple:
+    """A budget from 0 to about 10¹⁵ bytes (log-uniform), or exactly a map's size."""
+    b, dtype = rng.randint(1, 16), rng.choice(DTYPES)
+    if rng.random() < 0.4:
+        return b * _BYTES[dtype] * rng.randint(1, 3000) ** 4, b, dtype
+    return int(10 ** rng.uniform(0, 15)), b, dtype
+
+
 check_pam_side_limit = register(
     Checker(
         "pam_side_limit",
         exercise="pam_side_limit",
         tier="predict",
         reference=ref_pam_side_limit,
-        cases=[_int_case(("budget", "b", "dtype"), c) for c in _side_configs()],
+        cases=[_int_case(("budget", "b", "dtype"), c) for c in _side_configs()]
+        + hidden_cases("hidden case", _hidden_budget, count=5, seed=6),
         mistakes=[
             Mistake("the first side whose map reaches the budget (≥) instead of passing it (>): "
                     "wrong where the budget is exactly a map's size",
