@@ -377,3 +377,23 @@ def test_zeros_split_between_both_sides_with_the_matching_crop_pass():
         return y[:, :, top:top + h, left:left + w]
 
     assert CHECKERS["check_dilated_conv_by_phases"](dilated_conv_by_phases, verbose=False).passed
+
+
+def test_patches_shape_has_hidden_legal_cases():
+    hidden = [case.inputs() for case in CHECKERS["check_patches_shape"].cases if case.hidden]
+    assert 4 <= len(hidden) <= 6
+    for b, c, h, w, p, s in hidden:
+        assert b >= 1 and c >= 1 and 1 <= p <= min(h, w) and s >= 1
+    assert any((h - p) % s >= 2 for _, _, h, _, p, s in hidden)
+
+
+def test_a_lookup_table_of_the_shown_cases_fails_on_the_hidden_ones():
+    checker = CHECKERS["check_patches_shape"]
+    table = {case.inputs(): lesson00.ref_patches_shape(*case.inputs())
+             for case in checker.cases if not case.hidden}
+
+    def patches_shape(b, c, h, w, p, s):
+        return table.get((b, c, h, w, p, s), (b, 1, p * p * c))
+
+    result = checker.run(patches_shape, verbose=False)
+    assert not result.passed and result.checks_passed == len(table)
