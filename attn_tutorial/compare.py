@@ -76,11 +76,14 @@ class Comparison:
         return [asdict(row) for row in self.rows]
 
     def table(self, timings: bool = True) -> str:
-        """A plain-text table; ``timings=False`` leaves out the machine-dependent columns."""
+        """A plain-text table; ``timings=False`` leaves out the machine-dependent columns.
+
+        Each scored row gives its metric untrained and trained, its chance level and its null
+        (what the trained metric must beat; "-" when the scorer has none)."""
         head = f"{'mechanism':<10} {'params':>7} {'MFLOPs':>7}"
         if timings:
             head += f" {'ms/step':>8} {'train s':>8}"
-        head += f" {'acc':>5}  {'metric (untrained -> trained, chance)'}"
+        head += f" {'acc':>5}  {'metric (untrained -> trained, chance, null)'}"
         lines = [head, "-" * len(head)]
         for r in self.rows:
             line = f"{r.mechanism:<10} {r.params:>7} {r.flops / 1e6:>7.2f}"
@@ -90,8 +93,9 @@ class Comparison:
             if math.isnan(r.metric_trained):
                 line += "-"
             else:
+                null = "-" if math.isnan(r.null) else f"{r.null:.2f}"
                 line += (f"{r.metric}: {r.metric_untrained:.2f} -> {r.metric_trained:.2f} "
-                         f"(chance {r.chance:.2f})")
+                         f"(chance {r.chance:.2f}, null {null})")
             lines.append(line)
         return "\n".join(lines)
 
@@ -239,11 +243,12 @@ class Spread:
         return f"{text:{align or '>'}{width}}"
 
 
-#: The kind of each metric name (separate plot axes; values of one kind are comparable).
+#: The axis label of each metric name (one plot axis per metric: values on one axis are of one
+#: metric, so they are comparable).
 METRIC_KINDS = {
     "gate class selectivity (eta^2)": "η² of channel gates",
-    "gate contrast on object": "share on object",
-    "attention mass on object": "share on object",
+    "gate contrast on object": "gate contrast: share on object",
+    "attention mass on object": "attention mass on object",
     "channel mass on other same-class channels": "same-class channel share",
     "memory slot class purity": "slot class purity",
 }
@@ -351,29 +356,41 @@ def zoo_table(entries: dict[str, ZooEntry]) -> str:
 
 
 def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
-    """Accuracy per entry (bars = mean, dots = seeds, dashed = chance), then one axis per metric
-    kind: trained value, null and chance side by side (dots = seeds)."""
+    """Accuracy per entry on a cut axis (dots = seeds, bar = mean; the chance levels are printed
+    in the title, far below the axis), then one axis per metric: trained value, null and chance
+    side by side (dots = seeds), the legend beside the axes. Returns the axes (accuracy first).
+
+    Without ``axes``: a 10-inch-wide figure, accuracy on top, the metric axes below it.
+    """
     _require_entries(entries)
     import matplotlib.pyplot as plt
 
     kinds = list(dict.fromkeys(METRIC_KINDS.get(e.metric, e.metric)
                                for e in entries.values() if e.value is not None))
     if axes is None:
-        _, axes = plt.subplots(1, 1 + len(kinds), figsize=(3.6 * (1 + len(kinds)), 3.4),
-                               gridspec_kw={"width_ratios": [2.2] + [1] * len(kinds)})
+        fig = plt.figure(figsize=(10, 6.4))
+        grid = fig.add_gridspec(2, max(1, len(kinds)), height_ratios=[1, 1.15], hspace=0.75,
+                                wspace=0.45)
+        axes = [fig.add_subplot(grid[0, :])] + [fig.add_subplot(grid[1, i])
+                                                for i in range(len(kinds))]
     names = list(entries)
     ax = axes[0]
+    lowest = min(min(e.accuracy.values) for e in entries.values())
     for i, key in enumerate(names):
         e = entries[key]
-        ax.bar(i, e.accuracy.mean, color="tab:blue", alpha=0.7)
-        ax.plot([i] * len(e.accuracy.values), e.accuracy.values, "k.", ms=4)
-        ax.hlines(e.chance_accuracy, i - 0.4, i + 0.4, colors="red", linestyles="--", lw=1,
-                  label="chance" if i == 0 else None)
-    ax.set_xticks(range(len(names)), names, rotation=60, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy (pixel accuracy for segmentation)", fontsize=8)
-    ax.set_title(f"accuracy over {len(entries[names[0]].accuracy.values)} seeds", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+        ax.hlines(e.accuracy.mean, i - 0.3, i + 0.3, colors="tab:blue", lw=2.5,
+                  label="mean over seeds" if i == 0 else None)
+        ax.plot([i] * len(e.accuracy.values), e.accuracy.values, "k.", ms=6,
+                label="one seed" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    ax.set_ylim(max(0.0, lowest - 0.03), 1.0)
+    chances = sorted({round(e.chance_accuracy, 3) for e in entries.values()})
+    ax.set_ylabel("test accuracy\n(axis cut)", fontsize=8)
+    ax.set_title(f"accuracy over {len(entries[names[0]].accuracy.values)} seeds (pixel accuracy "
+                 f"for segmentation); chance {', '.join(map(str, chances))}, below the axis",
+                 fontsize=9)
+    ax.grid(axis="y", lw=0.4, alpha=0.5)
+    ax.legend(fontsize=8, loc="lower left")
     for ax, kind in zip(axes[1:], kinds):
         scored = [k for k in names if entries[k].value is not None
                   and METRIC_KINDS.get(entries[k].metric, entries[k].metric) == kind]
@@ -385,8 +402,8 @@ def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
                 ax.bar(i + offset, spread.mean, width=0.27, color=colour, edgecolor="black",
                        lw=0.6, label=label if i == 0 else None)
                 ax.plot([i + offset] * len(spread.values), spread.values, "k.", ms=3)
-        ax.set_xticks(range(len(scored)), scored, rotation=60, fontsize=8)
-        ax.set_title(kind, fontsize=9)
-        ax.legend(fontsize=7)
-    axes[0].figure.tight_layout()
+        ax.set_xticks(range(len(scored)), scored, rotation=45, fontsize=8)
+        ax.set_title(kind, fontsize=8)
+    if len(axes) > 1:
+        axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return axes

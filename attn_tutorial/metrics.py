@@ -394,17 +394,22 @@ def _with_null(metric: Metric, null: float | None) -> Metric:
 
 
 def score_channel_gate(module: torch.nn.Module, x: torch.Tensor, task: Task) -> Metric:
-    """SE, ECA, PSA: :func:`class_selectivity` of the gate; null = η² of its input, pooled.
+    """SE, ECA, PSA: :func:`class_selectivity` of the gate; null = η² of what the gate reads.
 
     The gate (B×C, or PSA's B×S×C flattened) is read with ``module.attention_map(x)``. A channel
-    gate is computed from the globally pooled features; if those are already class-selective, so
-    is any gate. The null is the η² of ``mean_hw x`` (B×C): the gate adds ``value − null``.
+    gate is computed from globally pooled features; if those are already class-selective, so
+    is any gate. The null is the η² of those pooled features: ``module.gate_input(x)`` when the
+    module has it (PSA: its SE reads the branch convs' outputs, pooled, B×S×C), else
+    ``mean_hw x`` (B×C; SE and ECA pool the module's input). The gate adds ``value − null``.
     """
     if task.labels.dim() != 1:
         raise ValueError("score_channel_gate needs one class per image (a classification task)")
     gate = module.attention_map(x)
     gate = rearrange(gate, "b ... -> b (...)")
-    pooled = reduce(x, "b c h w -> b c", "mean")
+    if hasattr(module, "gate_input"):
+        pooled = rearrange(module.gate_input(x), "b ... -> b (...)")
+    else:
+        pooled = reduce(x, "b c h w -> b c", "mean")
     return _with_null(class_selectivity(gate, task.labels),
                       class_selectivity(pooled, task.labels).value)
 

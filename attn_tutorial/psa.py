@@ -58,7 +58,8 @@ class PSA(nn.Module):
     same parity (the official code has no check and fails in ``forward``); mixed kernels are
     refused at construction.
 
-    ``attention_map(x)`` returns the softmax weights B×S×Ps in natural order (k3 first).
+    ``attention_map(x)`` returns the softmax weights B×S×Ps in natural order (k3 first);
+    ``gate_input(x)`` the pooled branch outputs B×S×Ps the SE reads to compute them.
 
     Initialisation: official (conv weights normal(0, sqrt(2/(k·k·out))), SE conv biases
     default).
@@ -148,6 +149,12 @@ class PSA(nn.Module):
         scores = torch.sigmoid(self.se_expand(self.se_relu(self.se_reduce(pooled))))
         scores = rearrange(scores, "(b scale) c 1 1 -> b scale c 1 1", scale=self.num_scales)
         return torch.softmax(scores, dim=1)  # dim 1 is the `scale` axis
+
+    def gate_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the shared SE reads: each branch conv's output, globally average-pooled,
+        B×S×Ps in natural order — the features behind each entry of :meth:`attention_map`
+        (not the module's input ``x``, which the branch convs transform first)."""
+        return reduce(self._scales(x), "b scale c h w -> b scale c", "mean")
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax weights per scale: B×S×Ps, natural order (smallest kernel first)."""

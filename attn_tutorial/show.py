@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._validate import require_bool, require_int, require_module, require_number, require_pair
+from ._validate import (require_bool, require_choice, require_int, require_module, require_number,
+                        require_pair)
 
 __all__ = ["count_params", "heatmaps", "gate_bars", "overlay", "attention_row", "slot_map"]
 
@@ -120,10 +121,13 @@ def _outline(ax: Any, mask: torch.Tensor | None, colour: str = "white") -> None:
 
 
 def overlay(image: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | None = None, *,
-            ax: Any = None, title: str = "", alpha: float = 0.55, cmap: str = "magma") -> Any:
-    """``attention`` (h×w) up-sampled bilinearly to the image (3×H×W) and drawn over it.
+            ax: Any = None, title: str = "", alpha: float = 0.55, cmap: str = "magma",
+            upsample: str = "bilinear") -> Any:
+    """``attention`` (h×w) up-sampled to the image (3×H×W) and drawn over it.
 
-    ``mask`` (H×W, bool) draws the object's outline. Adds a colour bar for the map.
+    ``upsample="nearest"`` draws each of the h×w cells as one flat block (a coarse 4×4 or 8×8
+    map then looks as coarse as it is); ``"bilinear"`` (the default) smooths between cell
+    centres. ``mask`` (H×W, bool) draws the object's outline. Adds a colour bar for the map.
     """
     import matplotlib.pyplot as plt
 
@@ -132,10 +136,15 @@ def overlay(image: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | N
         raise ValueError(f"image must be 3×H×W, got shape {tuple(image.shape)}")
     attention = _as_2d("attention", attention)
     require_number("alpha", alpha, minimum=0, maximum=1)
+    require_choice("upsample", upsample, {"nearest": "one flat block per cell",
+                                          "bilinear": "smoothed between cell centres"})
     if ax is None:
         _, ax = plt.subplots(figsize=(3.4, 3.0))
     size = tuple(image.shape[1:])
-    big = F.interpolate(attention[None, None], size=size, mode="bilinear", align_corners=False)
+    if upsample == "nearest":
+        big = F.interpolate(attention[None, None], size=size, mode="nearest")
+    else:
+        big = F.interpolate(attention[None, None], size=size, mode="bilinear", align_corners=False)
     ax.imshow(rearrange(image, "c h w -> h w c").clamp(0, 1).numpy())
     drawn = ax.imshow(big[0, 0].numpy(), cmap=cmap, alpha=alpha)
     ax.figure.colorbar(drawn, ax=ax, fraction=0.046, pad=0.04)
@@ -147,12 +156,13 @@ def overlay(image: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | N
 
 def attention_row(attention: torch.Tensor, query: int, grid: tuple[int, int],
                   key_grid: tuple[int, int] | None = None, *, image: torch.Tensor | None = None,
-                  mask: torch.Tensor | None = None, ax: Any = None, title: str = "") -> Any:
+                  mask: torch.Tensor | None = None, ax: Any = None, title: str = "",
+                  upsample: str = "bilinear") -> Any:
     """One query's attention row of an N×M matrix folded to its key grid (row-major keys).
 
     ``grid`` is the queries' h×w (to mark the query), ``key_grid`` the keys' (default ``grid``).
-    With ``image`` the row is drawn over it (:func:`overlay`), else as a heatmap with a colour
-    bar; the query's cell is marked with a cross.
+    With ``image`` the row is drawn over it (:func:`overlay`, with its ``upsample``), else as a
+    heatmap with a colour bar; the query's cell is marked with a cross.
     """
     import matplotlib.pyplot as plt
 
@@ -171,7 +181,7 @@ def attention_row(attention: torch.Tensor, query: int, grid: tuple[int, int],
         _, ax = plt.subplots(figsize=(3.4, 3.0))
     qy, qx = divmod(query, grid[1])
     if image is not None:
-        overlay(image, row, mask, ax=ax, title=title)
+        overlay(image, row, mask, ax=ax, title=title, upsample=upsample)
         size = image.shape[1:]
         scale_y, scale_x = size[0] / grid[0], size[1] / grid[1]
     else:

@@ -673,3 +673,35 @@ def test_an_answer_that_uses_the_courses_own_implementation_is_refused(capsys):
     allowed.library_allowed = True
     assert allowed(inside, verbose=False).passed
 
+
+def test_a_name_the_exercise_forbids_is_refused_as_a_keyword_or_an_attribute(capsys):
+    """An exercise that asks for a dilated conv by hand: `dilation=` in a call, or the name read
+    in a helper of the learner's own, is refused in one line; other keywords are fine."""
+    import torch.nn.functional as F
+
+    def reference(x, w):
+        return F.conv2d(x, w)
+
+    checker = Checker("by_hand_demo", reference,
+                      [Case("x", lambda g: (torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64),
+                                            torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)))],
+                      exercise="by_hand", forbidden=("dilation",))
+
+    def keyword(x, w):
+        return F.conv2d(x, w, padding=0, dilation=1)
+
+    def conv(x, w, d):
+        return F.conv2d(x, w, dilation=d)
+
+    def through_a_helper(x, w):
+        return conv(x, w, 1)
+
+    def fine(x, w):
+        return F.conv2d(x, w, padding=0, stride=1)
+
+    for answer in (keyword, through_a_helper):
+        result = checker(answer)
+        out = lines(capsys)
+        assert not result.passed and len(out) == 1 and "uses `dilation`" in out[0], out
+    assert checker(fine, verbose=False).passed
+

@@ -69,6 +69,26 @@ def test_every_lesson_has_the_three_tiers_and_six_named_mistakes():
         assert sum(len(r.mistakes) for r in rows) >= 6, lesson
 
 
+def test_the_readme_lists_every_exercise_under_its_tier():
+    """The README's table of exercises (one row per lesson) says what the catalogue says."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = text.index("| lesson | build | predict | extend | named mistakes |")
+    table = {}
+    for line in text[start + 2:]:
+        if not line.startswith("|"):
+            break
+        lesson, build, predict, extend, named = [c.strip() for c in line.strip("|").split("|")]
+        table[lesson] = ([c.strip(" `") for c in t.split(",") if c.strip(" `—")]
+                         for t in (build, predict, extend)), int(named)
+    rows = catalogue()
+    assert sorted(table) == sorted({r.lesson for r in rows})
+    for lesson, (tiers, named) in table.items():
+        mine = [r for r in rows if r.lesson == lesson]
+        for tier, listed in zip(("build", "predict", "extend"), tiers):
+            assert listed == [r.exercise for r in mine if r.tier == tier], (lesson, tier)
+        assert named == sum(len(r.mistakes) for r in mine), lesson
+
+
 def test_register_wants_the_exercise_name():
     from attn_tutorial.checks import Checker, register
 

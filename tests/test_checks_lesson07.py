@@ -1,6 +1,6 @@
 """Lesson 07 checkers: the required mistakes are catalogued, a learner's own versions of them are
-named, correct versions written differently (the authors' shared-storage tie among them) pass, and
-the references mean what they say. The generic proofs run over every checker in
+named, correct versions written differently pass, a second memory parameter under the tie (the
+authors' shared-storage way among them) is refused by name, and the references mean what they say. The generic proofs run over every checker in
 tests/test_checks.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from _learner import assert_catalogued, assert_fails_only_on, assert_mistake_nam
 
 from attn_tutorial import cost
 from attn_tutorial.checks import CHECKERS, lesson07
-from attn_tutorial.external import ExternalAttention, MultiHeadExternalAttention
+from attn_tutorial.external import ExternalAttention, MultiHeadExternalAttention  # references
 
 # The mistakes the issue asks the lesson to recognise, by (part of) their name.
 REQUIRED = {
@@ -31,9 +31,12 @@ REQUIRED = {
                                             "merged back as (d heads)", "extra tokens",
                                             "all heads together", "scaled by 1/√d",
                                             "softmax over the memory slots", "softmax alone",
-                                            "memory_key's transpose used"],
-    "check_ea_block": ["untied memories", "ReLU before the residual sum",
-                       "softmax over the memory slots", "scaled by 1/√d"],
+                                            "memory_key's transpose used",
+                                            "reshaped to heads×S×d instead of transposed",
+                                            "head 0's memories used by every head"],
+    "check_ea_block": ["detached", "ReLU before the residual sum",
+                       "softmax over the memory slots", "both normalisations on the other axis",
+                       "softmax alone", "no ε", "scaled by 1/√d"],
 }
 
 
@@ -107,37 +110,59 @@ def learner_last_not_cheaper(channels, memory_size=64):
     return _walk(channels, memory_size, lambda ea, pam: ea < pam) - 1
 
 
-def _one_head(t, mk, mv):  # ... n d
+def _one_head(t, mk, mv):  # ... n d against one head's memories
     a = torch.softmax(t @ mk.T, dim=-2)
     return (a / (1e-9 + a.sum(dim=-1, keepdim=True))) @ mv.T
 
 
-def learner_heads_fast(tokens, memory_key, memory_value, heads):
+def _per_head(tokens, memory_key, memory_value):
+    d = memory_key.shape[2]
+    return torch.cat([_one_head(t, mk, mv) for t, mk, mv
+                      in zip(tokens.split(d, dim=-1), memory_key, memory_value)], dim=-1)
+
+
+def learner_heads_fast(tokens, memory_key, memory_value):
     b, n, c = tokens.shape
-    t = tokens.reshape(b, n, c // heads, heads).permute(0, 3, 1, 2)
-    return _one_head(t, memory_key, memory_value).permute(0, 2, 3, 1).reshape(b, n, c)
+    heads = memory_key.shape[0]
+    t = tokens.reshape(b, n, c // heads, heads).permute(0, 3, 1, 2)        # b h n d
+    a = torch.softmax(t @ memory_key.transpose(1, 2), dim=-2)
+    a = a / (1e-9 + a.sum(dim=-1, keepdim=True))
+    out = a @ memory_value.transpose(1, 2)                                  # b h n d
+    return out.permute(0, 2, 3, 1).reshape(b, n, c)
 
 
-def learner_heads_as_tokens(tokens, memory_key, memory_value, heads):
+def learner_heads_as_tokens(tokens, memory_key, memory_value):
     b, n, c = tokens.shape
-    t = tokens.reshape(b, n, heads, c // heads).permute(0, 2, 1, 3).reshape(b, heads * n, -1)
-    out = _one_head(t, memory_key, memory_value).reshape(b, heads, n, -1)
-    return out.permute(0, 2, 1, 3).reshape(b, n, c)
+    heads, s, d = memory_key.shape
+    t = tokens.reshape(b, n, heads, d).permute(0, 2, 1, 3)                 # b h n d
+    logits = t @ memory_key.transpose(1, 2)                                 # b h n s
+    a = logits.reshape(b, heads * n, s).softmax(dim=1).reshape(b, heads, n, s)
+    a = a / (1e-9 + a.sum(dim=-1, keepdim=True))
+    return (a @ memory_value.transpose(1, 2)).permute(0, 2, 1, 3).reshape(b, n, c)
 
 
-def learner_l1_over_all_heads(tokens, memory_key, memory_value, heads):
+def learner_l1_over_all_heads(tokens, memory_key, memory_value):
     b, n, c = tokens.shape
+    heads = memory_key.shape[0]
     t = tokens.reshape(b, n, heads, c // heads)                  # b n h d
-    a = torch.einsum("bnhd,sd->bnhs", t, memory_key).softmax(dim=1)
+    a = torch.einsum("bnhd,hsd->bnhs", t, memory_key).softmax(dim=1)
     a = a / (1e-9 + a.sum(dim=(2, 3), keepdim=True))
-    return torch.einsum("bnhs,ds->bnhd", a, memory_value).reshape(b, n, c)
+    return torch.einsum("bnhs,hds->bnhd", a, memory_value).reshape(b, n, c)
 
 
-def learner_scaled_heads(tokens, memory_key, memory_value, heads):
-    d = memory_key.shape[1]
-    chunks = [_one_head(t / math.sqrt(d), memory_key, memory_value)
-              for t in tokens.split(d, dim=-1)]
-    return torch.cat(chunks, dim=-1)
+def learner_scaled_heads(tokens, memory_key, memory_value):
+    return _per_head(tokens / math.sqrt(memory_key.shape[2]), memory_key, memory_value)
+
+
+def learner_one_shared_memory(tokens, memory_key, memory_value):
+    """Section 6's EAMLP: every head against one memory (the first one given)."""
+    heads = memory_key.shape[0]
+    return _per_head(tokens, memory_key[0].expand(heads, -1, -1),
+                     memory_value[0].expand(heads, -1, -1))
+
+
+def learner_value_reshaped(tokens, memory_key, memory_value):
+    return _per_head(tokens, memory_key, memory_value.reshape(memory_key.shape).transpose(1, 2))
 
 
 def _double_norm(logits):  # b n s, tokens first
@@ -178,6 +203,25 @@ class LearnerUntied(_Block):
 
     def __init__(self, channels, memory_size=64, tie_memories=True):
         super().__init__(channels, memory_size, tie_memories=False)
+
+
+class LearnerDetached(_Block):
+    """The tie with M_kᵀ detached where it is the value memory."""
+
+    def value(self):
+        if hasattr(self, "memory_value"):
+            return self.memory_value.weight
+        return self.memory_key.weight.detach().T
+
+
+class LearnerAxesSwapped(_Block):
+    def branch(self, x):
+        b, c, h, w = x.shape
+        t = self.conv_in(x).flatten(2).transpose(1, 2)            # b n c
+        a = torch.softmax(t @ self.memory_key.weight.T, dim=2)    # over the slots
+        a = a / (1e-9 + a.sum(dim=1, keepdim=True))               # l1 over the pixels
+        out = (a @ self.value().T).transpose(1, 2).reshape(b, c, h, w)
+        return self.norm(self.conv_out(out))
 
 
 class LearnerAlwaysTied(_Block):
@@ -221,7 +265,10 @@ class LearnerTiedByStorage(_Block):
     ("check_multi_head_external_attention", learner_heads_as_tokens, "extra tokens"),
     ("check_multi_head_external_attention", learner_l1_over_all_heads, "all heads together"),
     ("check_multi_head_external_attention", learner_scaled_heads, "scaled by 1/√d"),
-    ("check_ea_block", LearnerUntied, "untied memories"),
+    ("check_multi_head_external_attention", learner_one_shared_memory, "head 0's memories"),
+    ("check_multi_head_external_attention", learner_value_reshaped, "reshaped to heads×S×d"),
+    ("check_ea_block", LearnerDetached, "detached"),
+    ("check_ea_block", LearnerAxesSwapped, "both normalisations on the other axis"),
     ("check_ea_block", LearnerReluFirst, "ReLU before the residual sum"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
@@ -239,10 +286,8 @@ def learner_crossover_correct(channels, memory_size=64):
     return _walk(channels, memory_size, lambda ea, pam: ea < pam)
 
 
-def learner_multi_head_correct(tokens, memory_key, memory_value, heads):
-    d = memory_key.shape[1]
-    return torch.cat([_one_head(t, memory_key, memory_value)
-                      for t in tokens.split(d, dim=-1)], dim=-1)
+def learner_multi_head_correct(tokens, memory_key, memory_value):
+    return _per_head(tokens, memory_key, memory_value)
 
 
 @pytest.mark.parametrize("name,learner", [
@@ -250,22 +295,34 @@ def learner_multi_head_correct(tokens, memory_key, memory_value, heads):
     ("check_crossover", learner_crossover_correct),
     ("check_multi_head_external_attention", learner_multi_head_correct),
     ("check_ea_block", _Block),
-    ("check_ea_block", LearnerTiedByStorage),  # two parameters, one storage: tied, passes
 ])
 def test_a_learners_own_correct_version_passes(name, learner):
     assert CHECKERS[name](learner, verbose=False).passed
 
 
-def test_untied_memories_agree_before_the_step_and_differ_after_it(capsys):
-    """At load an untied M_v starts as M_kᵀ (the authors' init), so output and input gradient
-    match; only M_k after one SGD step tells the two forms apart."""
-    CHECKERS["check_ea_block"](LearnerUntied)
+@pytest.mark.parametrize("learner", [LearnerUntied, LearnerTiedByStorage])
+def test_a_second_memory_parameter_under_the_tie_is_refused_by_name(learner, capsys):
+    """With tie_memories=True a second memory parameter fails every tied case with one line
+    that names it, whether it has storage of its own or is a view of M_k's (the authors' way,
+    equal to the tie under plain SGD); the untied cases pass."""
+    result = CHECKERS["check_ea_block"](learner)
     out = capsys.readouterr().out
-    # one line per case that asks for the tie; the untied cases pass
     tied = [c for c in CHECKERS["check_ea_block"].cases if c.build.get("tie_memories", True)]
-    assert out.count("`memory_key.weight` after one SGD step (lr 0.1): wrong values") \
-        == len(tied) == len(CHECKERS["check_ea_block"].cases) - 1
-    assert "output:" not in out and "gradient" not in out
+    assert not result.passed
+    assert out.count("second parameter, `memory_value.weight`") == len(tied) == 5
+    assert out.count("✓") == len(CHECKERS["check_ea_block"].cases) - len(tied) == 2
+
+
+def test_the_detached_value_memory_differs_only_after_the_step(capsys):
+    """M_v = M_kᵀ.detach() gives the right output and input gradient; only M_k after one SGD
+    step tells (on the S = 1 case by 2e-7 only, the others by far more)."""
+    CHECKERS["check_ea_block"](LearnerDetached)
+    out = capsys.readouterr().out
+    tied = [c for c in CHECKERS["check_ea_block"].cases if c.build.get("tie_memories", True)]
+    lines = [line for line in out.splitlines() if line.startswith("✗")]
+    assert len(lines) == len(tied)
+    assert all("`memory_key.weight` after one SGD step (lr 0.1): wrong values" in line
+               for line in lines)
 
 
 def test_a_missing_parameter_is_reported_by_name(capsys):
@@ -333,19 +390,19 @@ def test_reference_meanings():
 
     heads, d, S = 2, 3, 4
     tokens = torch.randn(2, 5, heads * d, generator=g, dtype=torch.float64)
-    mk = torch.randn(S, d, generator=g, dtype=torch.float64)
-    mv = torch.randn(d, S, generator=g, dtype=torch.float64)
+    mk = torch.randn(heads, S, d, generator=g, dtype=torch.float64)
+    mv = torch.randn(heads, d, S, generator=g, dtype=torch.float64)
     out = torch.zeros_like(tokens)
     for h in range(heads):
         part = tokens[..., h * d:(h + 1) * d]                  # head h: a contiguous block
-        e = torch.exp(part @ mk.T)                              # b n s
+        e = torch.exp(part @ mk[h].T)                           # b n s, head h's memory
         a = e / e.sum(dim=1, keepdim=True)
         a = a / (1e-9 + a.sum(dim=2, keepdim=True))
         for b in range(2):
             for n in range(5):
                 for c in range(d):
-                    out[b, n, h * d + c] = sum(a[b, n, s] * mv[c, s] for s in range(S))
-    assert torch.allclose(lesson07.ref_multi_head_external_attention(tokens, mk, mv, heads), out)
+                    out[b, n, h * d + c] = sum(a[b, n, s] * mv[h, c, s] for s in range(S))
+    assert torch.allclose(lesson07.ref_multi_head_external_attention(tokens, mk, mv), out)
 
     ref = lesson07.EABlockReference(6, 5).double().eval()
     lib = ExternalAttention(6, 5).double().eval()
@@ -356,7 +413,8 @@ def test_reference_meanings():
 
 def test_multi_head_reference_is_the_librarys_core_on_the_heads():
     """The library's MultiHeadExternalAttention splits (heads d), shares M_k and M_v over the
-    heads and applies external_attention per head: with its biases zero, its core is ours."""
+    heads and applies external_attention per head: with its biases zero, its core is ours with
+    the one memory repeated for every head."""
     torch.manual_seed(0)
     lib = MultiHeadExternalAttention(8, num_heads=2, expansion=1, memory_size=3).double()
     with torch.no_grad():
@@ -365,7 +423,8 @@ def test_multi_head_reference_is_the_librarys_core_on_the_heads():
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     inner = lib.expand(x)
     core = lesson07.ref_multi_head_external_attention(
-        inner, lib.memory_key.weight, lib.memory_value.weight, lib.heads)
+        inner, lib.memory_key.weight.expand(lib.heads, -1, -1),
+        lib.memory_value.weight.expand(lib.heads, -1, -1))
     assert torch.allclose(lib.proj(core), lib(x))
 
 
@@ -444,3 +503,33 @@ def test_the_librarys_own_module_is_refused(capsys):
     out = capsys.readouterr().out
     assert not result.passed and "attn_tutorial.external.ExternalAttention" in out
 
+
+def test_a_table_of_the_printed_crossovers_fails_on_the_hidden_cases_only():
+    """A lookup table of the printed answers (the closed form elsewhere) fails the hidden
+    cases, which cover C below and above 100 and C not a multiple of 8."""
+    checker = CHECKERS["check_crossover"]
+    shown = {tuple(c.inputs()): lesson07.ref_crossover(*c.inputs())
+             for c in checker.cases if not c.hidden}
+
+    def crossover(channels, memory_size=64):
+        known = shown.get((channels, memory_size)) or shown.get((channels,))
+        return known if known is not None else 1
+
+    hidden = [c for c in checker.cases if c.hidden]
+    assert len(hidden) == 5
+    drawn = [c.inputs() for c in hidden]
+    assert any(c < 100 for c, _ in drawn) and any(c >= 100 for c, _ in drawn)
+    assert any(c % 8 for c, _ in drawn)
+    assert all(8 <= c <= 2048 and 1 <= s <= 256 for c, s in drawn)
+    assert_fails_only_on("check_crossover", crossover, [c.name for c in hidden])
+
+
+def test_an_extra_parameter_that_is_not_a_memory_is_not_called_a_second_memory(capsys):
+    class BiasedOut(_Block):
+        def __init__(self, channels, memory_size=64, tie_memories=True):
+            super().__init__(channels, memory_size, tie_memories)
+            self.conv_out = nn.Conv2d(channels, channels, 1, bias=True)
+
+    assert not CHECKERS["check_ea_block"](BiasedOut).passed
+    out = capsys.readouterr().out
+    assert "unexpected conv_out.bias" in out and "second parameter" not in out

@@ -57,6 +57,11 @@ def test_rows_for_builtin_and_learner_module(my_gate):
     assert result["eca"].chance == pytest.approx(3 / 31)
     text = result.table(timings=False)
     assert "my_gate" in text and "ms/step" not in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("my_gate"))
+    # the learner's row shows accuracy, the metric trained, its chance and its null
+    assert f"{mine.accuracy:.2f}" in line and f"-> {mine.metric_trained:.2f}" in line
+    assert f"chance {mine.chance:.2f}" in line and f"null {mine.null:.2f}" in line
+    assert "null" in text.splitlines()[0]
     axes = result.plot()
     assert len(axes) == 2
     matplotlib.pyplot.close("all")
@@ -107,3 +112,18 @@ def test_errors():
         plug_and_compare(["none"], task="imagenet", **SMALL)
     with pytest.raises(ValueError, match="steps"):
         plug_and_compare(["none"], **{**SMALL, "steps": 0})
+
+
+def test_plot_zoo_cuts_the_accuracy_axis_to_the_data_and_gives_each_metric_its_axis():
+    from attn_tutorial.compare import from_zoo, plot_zoo
+    entries = from_zoo(["none", "se", "bam", "emsa"])
+    axes = plot_zoo(entries)
+    lowest = min(min(e.accuracy.values) for e in entries.values())
+    bottom, top = axes[0].get_ylim()
+    assert lowest - 0.05 < bottom <= lowest and top == 1.0        # zoomed to the seeds' accuracies
+    assert "cut" in axes[0].get_ylabel()
+    # gate contrast (bam) and attention mass (emsa) are different metrics: separate axes
+    assert [ax.get_title() for ax in axes[1:]] == [
+        "η² of channel gates", "gate contrast: share on object", "attention mass on object"]
+    assert axes[0].figure.get_size_inches()[0] <= 10.5
+    matplotlib.pyplot.close("all")

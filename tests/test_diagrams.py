@@ -21,11 +21,13 @@ import pytest  # noqa: E402
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from attn_tutorial import attention, bam, danet, diagrams, eca, external, psa, rest, scconv  # noqa: E402
+from attn_tutorial import (attention, bam, danet, diagrams, eca, external, models, psa,  # noqa: E402
+                           rest, scconv)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = ["self_attention", "eca_se", "bam", "psa", "scconv", "pam", "cam", "emsa", "external"]
+NAMES = ["self_attention", "eca_se", "bam", "psa", "scconv", "pam", "cam", "emsa", "external",
+         "plug_and_compare"]
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -87,6 +89,16 @@ def expect_external(B, C, H, W, memory_size):
     return [(B, N, C), (S, C), (B, N, S), (B, C, H, W)]
 
 
+def expect_plug_and_compare(B, size, classes):
+    # TinyResNet (models.py docstring): stem keeps H×W, stages 1 and 2 are stride-2 3×3 convs
+    # (padding 1), stage 3 keeps the grid; widths 16, 32, 64; BAM keeps its input's shape
+    half = conv_out(size, 3, 2, 1)
+    quarter = conv_out(half, 3, 2, 1)
+    return [(B, 3, size, size), (B, size, size), (B, 16, size, size), (B, 16, half, half),
+            (B, 32, quarter, quarter), (B, 64, quarter, quarter), (B, classes),
+            (B, quarter, quarter), (B,)]
+
+
 # The example configuration (the defaults, written out) and a second, different one.
 CASES = {
     "self_attention": (expect_self_attention, dict(B=2, C=64, H=14, W=14, heads=4),
@@ -107,6 +119,8 @@ CASES = {
              dict(B=1, in_ch=8, H=30, W=22, patch=2, C=48, heads=3, sr=4)),
     "external": (expect_external, dict(B=2, C=128, H=14, W=14, memory_size=64),
                  dict(B=3, C=32, H=6, W=5, memory_size=16)),
+    "plug_and_compare": (expect_plug_and_compare, dict(B=2, size=32, classes=4),
+                         dict(B=3, size=20, classes=3)),
 }
 
 # The library modules each diagram draws, built from a configuration.
@@ -122,6 +136,7 @@ MODULES = {
                        rest.EMSA(c["C"], c["heads"], qkv_bias=True, sr_ratio=c["sr"],
                                  apply_transform=True)],
     "external": lambda c: [external.ExternalAttention(c["C"], c["memory_size"])],
+    "plug_and_compare": lambda c: [models.build_model("bam", num_classes=c["classes"])],
 }
 
 CONFIGS = [(name, i) for name in NAMES for i in (1, 2)]
@@ -160,6 +175,9 @@ def test_labels_hold_the_shapes_the_module_produces(name, case):
         image = torch.randn(config["B"], config["in_ch"], config["H"], config["W"])
         tokens, (h, w) = modules[0].eval()(image)
         outputs = [modules[1](tokens, h, w)]
+    elif name == "plug_and_compare":
+        image = torch.rand(config["B"], 3, config["size"], config["size"])
+        outputs = [modules[0].eval()(image)]
     else:
         x = torch.randn(config["B"], config["C"], config["H"], config["W"])
         outputs = [m.eval()(x) for m in modules]
@@ -416,3 +434,12 @@ def test_defaults_are_what_draw_uses_and_shows_shape_matches_whole_shapes():
     assert diagrams.shows_shape(fig, (2, 196, 196))
     assert not diagrams.shows_shape(fig, (2, 196))        # a prefix of a shape is not a shape
     assert not diagrams.shows_shape(fig, (196, 196))      # nor a suffix
+
+
+def test_plug_and_compare_names_the_positions_and_what_the_score_is_read_against():
+    fig = diagrams.draw("plug_and_compare")
+    assert fig.shapes["g"] == (2, 32, 8, 8) and fig.shapes["p"] == (2,)    # BAM 2's gate, per image
+    text = words(fig)
+    assert "'stage': BAM between stages" in text and "'last'" in text and "'head'" in text
+    assert "'block', 'conv' plug in" in text
+    assert "null (the same maps scored against other images' masks)" in text

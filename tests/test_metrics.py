@@ -292,3 +292,22 @@ def test_metric_lift_over_null_and_baseline():
     assert attention_metric(build_model("none"), object_on_texture(4)) is None
     scores = attention_scores(build_model("bam"), object_on_texture(8))
     assert list(scores) == ["after1", "after2"] and all(s.null is not None for s in scores.values())
+
+
+def test_channel_gate_null_pools_what_a_psa_gate_reads_not_the_module_input():
+    # PSA's SE reads the branch convs' outputs: the null is their pooled eta^2 (B×S×C), which
+    # differs from the eta^2 of the module's pooled input
+    from attn_tutorial.registry import MECHANISMS
+    task = object_on_texture(12, seed=2)
+    labels = torch.arange(12) % 3
+    task = type(task)(task.images, labels, task.masks, task.class_names, task.kind)
+    torch.manual_seed(0)
+    module = MECHANISMS["psa"].build(8).double().eval()
+    x = torch.randn(12, 8, 4, 4, generator=g, dtype=torch.float64) + labels.double()[:, None, None, None] * torch.linspace(-1, 1, 8, dtype=torch.float64)[None, :, None, None]
+    branches = torch.stack([branch(x) for branch in module.branches], dim=1)      # b s c h w
+    reads = torch.tensor([[[branches[b, s, c].sum().item() / 16 for c in range(2)]
+                           for s in range(4)] for b in range(12)], dtype=torch.float64)
+    got = score_channel_gate(module, x, task)
+    assert got.null == pytest.approx(class_selectivity(reads.reshape(12, 8), labels).value)
+    pooled_input = class_selectivity(x.mean((2, 3)), labels).value
+    assert abs(got.null - pooled_input) > 1e-3

@@ -198,3 +198,21 @@ def test_errors():
         PSA(66, 64, conv_groups=(1, 1, 1, 1), branch_input="split")
     with pytest.raises(ValueError, match=r"in_channels // len\(conv_kernels\)=8 must be divisible by a conv_groups entry=16"):
         PSA(32, 64, branch_input="split")
+
+
+def test_gate_input_is_each_branch_output_pooled():
+    # what the shared SE reads: branch s's conv output averaged over its H'×W' positions
+    torch.manual_seed(3)
+    module = PSA(8, 8, conv_groups=(1, 1, 1, 1), se_reduction=1).double()
+    x = torch.randn(2, 8, 5, 3, dtype=torch.float64)
+    got = module.gate_input(x)
+    assert got.shape == (2, 4, 2)
+    for s, branch in enumerate(module.branches):
+        out = F.conv2d(x, branch.weight, padding=branch.kernel_size[0] // 2)
+        for b in range(2):
+            for c in range(2):
+                assert got[b, s, c].item() == pytest.approx(out[b, c].sum().item() / 15, abs=1e-12)
+    # the SE turns exactly this into the gate: sigmoid(expand(relu(reduce(.)))), softmax over s
+    pooled = got.reshape(8, 2, 1, 1)
+    scores = torch.sigmoid(module.se_expand(torch.relu(module.se_reduce(pooled)))).reshape(2, 4, 2)
+    assert torch.allclose(module.attention_map(x), scores.softmax(dim=1), atol=1e-12)

@@ -63,6 +63,21 @@ def test_overlay_draws_the_map_at_image_size_the_outline_and_a_colour_bar():
         show.overlay(torch.rand(16, 16), torch.rand(4, 4))
 
 
+def test_overlay_nearest_draws_each_cell_as_one_flat_block():
+    image = torch.rand(3, 16, 16)
+    cells = torch.arange(16.0).reshape(4, 4)
+    drawn = show.overlay(image, cells, upsample="nearest").images[1].get_array()
+    for i in range(16):                     # pixel (i, j) shows cell (i // 4, j // 4), 16 / 4 = 4
+        for j in range(16):
+            assert drawn[i, j] == cells[i // 4, j // 4]
+    smooth = show.overlay(image, cells).images[1].get_array()            # bilinear: in between
+    assert len(set(smooth.flatten().tolist())) > 16
+    row = show.attention_row(torch.rand(16, 16), 5, (4, 4), image=image, upsample="nearest")
+    assert len(set(row.images[1].get_array().flatten().tolist())) <= 16
+    with pytest.raises(ValueError, match="upsample"):
+        show.overlay(image, cells, upsample="bicubic")
+
+
 def test_attention_row_folds_one_row_and_marks_the_query():
     attention = torch.rand(16, 4).softmax(-1)
     ax = show.attention_row(attention, query=6, grid=(4, 4), key_grid=(2, 2))

@@ -75,6 +75,12 @@ def test_shipped_weights_are_what_the_manifests_say(measured):
                 want, got = recorded[key][field], again[key][field]
                 worst_metric = max(worst_metric, abs(got - want) / abs(want))
                 assert got == pytest.approx(want, rel=METRIC_REL_TOL), (info["mechanism"], key)
+        # the bootstrap interval of value / null over the test images (spatial per-image metrics)
+        assert ("bootstrap" in recorded) == ("bootstrap" in again), info["mechanism"]
+        if "bootstrap" in recorded:
+            want, got = (r["bootstrap"]["value_over_null_95"] for r in (recorded, again))
+            assert got == pytest.approx(want, rel=METRIC_REL_TOL), info["mechanism"]
+            assert want[0] < again["metric"]["value"] / again["metric"]["null"] < want[1]
     print(f"worst accuracy change {worst_acc:.4f}, worst relative metric change "
           f"{worst_metric:.2e} (threads {torch.get_num_threads()})")
 

@@ -28,9 +28,12 @@ from attn_tutorial.checks.lesson04 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson05 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson06 import *  # noqa: F401,F403
 from attn_tutorial.checks.lesson07 import *  # noqa: F401,F403
+from attn_tutorial.checks.lesson09 import *  # noqa: F401,F403
 from attn_tutorial.checks import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07
+from attn_tutorial.checks import lesson09
 
-_LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07)
+_LESSONS = (lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07,
+            lesson09)
 
 __all__ = [
     "CHECKERS", "NOT_IMPLEMENTED", "STATUSES", "TIERS", "TIME_LIMIT", "TOLERANCE", "Case",

@@ -183,6 +183,7 @@ class Checker:
         exercise: str = "",
         tier: str = "build",
         library_allowed: bool = False,
+        forbidden: Sequence[str] = (),
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier={tier!r}: must be one of {', '.join(TIERS)}")
@@ -204,6 +205,8 @@ class Checker:
         # False: an answer that uses the course's own implementation (attn_tutorial outside
         # checks) is refused before it runs; an exercise that plugs into the library says True.
         self.library_allowed = library_allowed
+        # Names the exercise asks the learner to do without (e.g. "dilation": build it by hand).
+        self.forbidden = tuple(forbidden)
         self.arg_names = _positional_names(reference)
 
     @property
@@ -234,13 +237,16 @@ class Checker:
         return self.title
 
     def _shortcut(self, learner: Any) -> str | None:
-        if self.library_allowed:
-            return None
-        used = library_uses(learner, exempt=(self.solution, self.reference))
-        if not used:
-            return None
-        return (f"your answer uses the course's own {', '.join(used)}: this exercise asks you to "
-                "write it yourself (use the library afterwards, to compare)")
+        used = library_uses(learner, exempt=(self.solution, self.reference),
+                            forbidden=self.forbidden)
+        banned = [u for u in used if u.startswith("`")]
+        if banned:
+            return (f"your answer uses {', '.join(banned)}: this exercise asks you to do without "
+                    "it (build it by hand)")
+        if used and not self.library_allowed:
+            return (f"your answer uses the course's own {', '.join(used)}: this exercise asks "
+                    "you to write it yourself (use the library afterwards, to compare)")
+        return None
 
     def _reference_value(self, run: Callable[[], Any], case: Case) -> Any:
         outcome = guarded(run, time_limit=None)

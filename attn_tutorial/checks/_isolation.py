@@ -362,11 +362,13 @@ def _of_the_course(value: Any) -> bool:
         not name.startswith("attn_tutorial.checks")
 
 
-def library_uses(obj: Any, exempt: tuple = ()) -> list[str]:
+def library_uses(obj: Any, exempt: tuple = (), forbidden: tuple[str, ...] = ()) -> list[str]:
     """What of the course's own library the learner's answer refers to: a base class, a global
-    name its code (or a helper function of its own that it calls) reads, an import inside it.
-    Read from the code, not run: an exercise asks the learner to write the mechanism, and the
-    library's version would pass every case."""
+    name its code (or a helper function of its own that it calls) reads, an import inside it;
+    and which of the ``forbidden`` names (an attribute, a function or a keyword argument such as
+    ``dilation``) it uses. Read from the code, not run: an exercise asks the learner to write the
+    mechanism, and the library's version (or the one keyword it asks to do without) would pass
+    every case."""
     found: list[str] = []
     seen: set[types.CodeType] = set()
 
@@ -397,6 +399,11 @@ def library_uses(obj: Any, exempt: tuple = ()) -> list[str]:
                 continue
             seen.add(code)
             stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            keywords = {k for c in code.co_consts if isinstance(c, tuple) for k in c
+                        if isinstance(k, str)}  # a call's keyword names
+            for name in forbidden:
+                if name in code.co_names or name in keywords:
+                    note(f"`{name}`")
             for name in code.co_names:
                 if name.split(".")[0] == "attn_tutorial":
                     note(name)

@@ -6,8 +6,9 @@
    a channel's mean kernel k̄ = Σ a_s k_s move, for any list of kernels (four floats).
 3. ``check_scale_weights`` (build): the shared SE and the softmax over scales on the
    *concatenated* layout, B×(S·C)×H×W -> B×(S·C)×1×1 (the lesson works on a stacked B×S×C).
-4. ``check_split_psa`` (extend, a module exercise): the paper's split-input PSA, where branch s
-   convolves only the s-th of S channel slices of the input (the lesson builds the code's form).
+4. ``check_paper_psa`` (extend, a module exercise): PSA as the paper draws it, the input split
+   into S channel slices (branch s convolves only the s-th) and one SE per scale, the S SEs
+   written as grouped 1×1 convs (the lesson builds the code's form: full input, one shared SE).
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference with
 a knob turned. Slips that change *which* parameters exist (a separate SE per branch, groups
@@ -28,12 +29,12 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 
 from attn_tutorial._init import resnet_conv_bn_init
-from attn_tutorial.checks._core import Case, Mistake, Checker, register
+from attn_tutorial.checks._core import Case, Mistake, Checker, hidden_cases, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "03_psa"  # exercises/03_psa.ipynb holds these exercises, in this order
 __all__ = ["check_psa_param_count", "check_psa_weight_range", "check_scale_weights",
-           "check_split_psa"]
+           "check_paper_psa"]
 
 
 # --------------------------------------------------------------- 1. the parameter count
@@ -117,13 +118,31 @@ PARAM_COUNT_CASES = [
     _count_case(64, 128, (3, 5, 7, 9), (1, 4, 8, 16)),
 ]
 
+
+def _draw_count(rng) -> tuple:
+    """A legal configuration: 1–5 scales, kernels 1–12 of one parity (so that the library's PSA
+    builds it too), r 1–8, Ps // r ≥ 1 with any remainder, each group count a common divisor of
+    its branch's input and output channels."""
+    s, r, parity = rng.randint(1, 5), rng.randint(1, 8), rng.randint(1, 2)
+    g0 = rng.choice((1, 2, 4))  # a group count both channel numbers allow
+    ps = -(-(r * rng.randint(1, 3) + rng.randint(0, r - 1)) // g0) * g0
+    reads = g0 * rng.randint(1, 8)
+    common = [g for g in range(1, min(reads, ps) + 1) if reads % g == 0 and ps % g == 0]
+    form = rng.choice((_F, _S))
+    return (reads * s if form == _S else reads, ps * s,
+            tuple(2 * rng.randint(0, 5) + parity for _ in range(s)),
+            tuple(rng.choice(common) for _ in range(s)), r, form)
+
+
+PARAM_COUNT_HIDDEN = hidden_cases("hidden configuration", _draw_count, count=5, seed=3)
+
 check_psa_param_count = register(
     Checker(
         "psa_param_count",
         exercise="psa_param_count",
         tier="predict",
         reference=ref_psa_param_count,
-        cases=PARAM_COUNT_CASES,
+        cases=PARAM_COUNT_CASES + PARAM_COUNT_HIDDEN,
         mistakes=[
             Mistake("a separate SE per branch: the official code shares one SE by all the scales",
                     partial(ref_psa_param_count, se="per_branch")),
@@ -150,8 +169,8 @@ check_psa_param_count = register(
 
 # ------------------------------------------------- 2. the range sigmoid-then-softmax allows
 def ref_psa_weight_range(conv_kernels: Sequence[int], *, score_range: str = "sigmoid",
-                         on: str = "best", others: int = -1, independent: bool = False
-                         ) -> tuple[float, float, float, float]:
+                         on: str = "best", others: int = -1, independent: bool = False,
+                         dtype: torch.dtype | None = None) -> tuple[float, float, float, float]:
     """(inf a_s, sup a_s, inf k̄, sup k̄) over all SE scores z ∈ (0, 1)^S, a = softmax(z) over the
     S scales, k̄ = Σ_s a_s k_s.
 
@@ -166,16 +185,21 @@ def ref_psa_weight_range(conv_kernels: Sequence[int], *, score_range: str = "sig
     "raw_always": the same also for S = 1, where the one weight is 1),
     ``on`` ("largest": only the single largest (smallest) kernel at z = 1; "two": always the two
     largest; "given": the corners taken over the kernels in the order given, as if sorted),
-    ``others`` (the number of competing scales used in the weight bound: S instead of S − 1),
-    ``independent`` (every weight at its own extreme at once, so they no longer sum to 1).
+    ``others`` (1: S competing scales in the weight bound instead of S − 1; 2: the same, with
+    S = 1 kept at the weight 1), ``independent`` (every weight at its own extreme at once, so
+    they no longer sum to 1), ``dtype`` (float32: each bound rounded to a float32 number).
     """
+    if dtype is not None:
+        return tuple(float(torch.tensor(v, dtype=dtype))
+                     for v in ref_psa_weight_range(conv_kernels, score_range=score_range, on=on,
+                                                   others=others, independent=independent))
     S = len(conv_kernels)
     if score_range in ("raw", "raw_always"):
         if S == 1 and score_range == "raw":
             return (1.0, 1.0, float(conv_kernels[0]), float(conv_kernels[0]))
         return (0.0, 1.0, float(min(conv_kernels)), float(max(conv_kernels)))
     e = math.e
-    n_others = S - 1 if others < 0 else S
+    n_others = S - 1 if others < 0 or (others == 2 and S == 1) else S
     w_low, w_high = 1 / (1 + n_others * e), e / (e + n_others)
     ks = list(conv_kernels) if on == "given" else sorted(conv_kernels)
     if independent:
@@ -217,6 +241,18 @@ WEIGHT_RANGE_CASES = [_range_case(k) for k in [
     (1,),
     (4, 4, 4),
 ]]
+WEIGHT_RANGE_HIDDEN = hidden_cases(
+    "hidden kernel list",
+    lambda rng: (tuple(rng.randint(1, 15) for _ in range(rng.randint(1, 8))),), count=5, seed=4)
+
+
+def _float32_values(out, conv_kernels) -> bool:
+    """Four floats that are float32 numbers (each survives a round trip through float32) and
+    agree with the answer to float32 precision: computed in float32 somewhere inside."""
+    want = ref_psa_weight_range(conv_kernels)
+    return (isinstance(out, tuple) and len(out) == 4
+            and all(isinstance(v, float) and float(torch.tensor(v, dtype=torch.float32)) == v
+                    and math.isclose(v, w, rel_tol=1e-5) for v, w in zip(out, want)))
 
 check_psa_weight_range = register(
     Checker(
@@ -224,7 +260,7 @@ check_psa_weight_range = register(
         exercise="psa_weight_range",
         tier="predict",
         reference=ref_psa_weight_range,
-        cases=WEIGHT_RANGE_CASES,
+        cases=WEIGHT_RANGE_CASES + WEIGHT_RANGE_HIDDEN,
         mistakes=[
             Mistake("the sigmoid left out: your bounds are those of a softmax of unbounded "
                     "scores, weights in (0, 1) and k̄ between the smallest and largest kernel",
@@ -238,7 +274,11 @@ check_psa_weight_range = register(
             Mistake("the kernels taken in the order given, as if sorted: conv_kernels may come "
                     "in any order", partial(ref_psa_weight_range, on="given")),
             Mistake("S competing scales in the weight bound instead of the S − 1 others: "
-                    "1/(1 + S·e) and e/(e + S)", partial(ref_psa_weight_range, others=1)),
+                    "1/(1 + S·e) and e/(e + S)", partial(ref_psa_weight_range, others=1),
+                    variants=(partial(ref_psa_weight_range, others=2),)),
+            Mistake("computed in float32 (e or the weights as float32 tensors): the bounds "
+                    "are right only to about 1e-7, float64 precision is asked",
+                    partial(ref_psa_weight_range, dtype=torch.float32), holds=_float32_values),
             Mistake("every weight at its own extreme at once: one at e/(e + S − 1), the others at "
                     "1/(1 + (S − 1)e), which do not sum to 1",
                     partial(ref_psa_weight_range, independent=True)),
@@ -337,35 +377,59 @@ check_scale_weights = register(
 )
 
 
-# ------------------------------------------------- 4. the paper's split-input PSA module
-class SplitPSAReference(nn.Module):
-    """PSA with the paper's channel split: branch s (``branches[s]``, kernel conv_kernels[s])
-    convolves only input channels s·C_in/S … (s+1)·C_in/S − 1; otherwise the official module
-    (one shared SE ``se_reduce``/``se_expand``, sigmoid, softmax over the scales, concatenation
-    in reverse, largest kernel first), with the parameter names of ``attn_tutorial.psa.PSA``.
+# ------------------------------- 4. PSA as the paper draws it: split input, one SE per scale
+class PaperPSAReference(nn.Module):
+    """PSA with the paper's channel split and **one SE per scale**: branch s (``branches[s]``,
+    kernel conv_kernels[s]) convolves only input channels s·C_in/S … (s+1)·C_in/S − 1; the S SEs
+    are one grouped 1×1 conv each way (``se_reduce``: S·c′ -> S·d, ``se_expand``: S·d -> S·c′,
+    ``groups=S``, biases), group s scoring scale s's pooled channels (laid out (s c), branch
+    order); sigmoid, softmax over the scales, concatenation in reverse (largest kernel first).
 
-    Knobs: ``slices`` ("(c s)": interleaved channels; "reversed": branch s reads slice S−1−s;
-    "first": every branch reads slice 0), ``concat`` ("natural"), ``softmax`` ("channel"),
-    ``sigmoid`` (False), ``weights_follow`` (False: the features are concatenated in reverse
-    but their weights are not), ``pool`` ("max").
+    Knobs: ``slices`` ("(c s)": interleaved input channels; "reversed": branch s reads slice
+    S−1−s; "first": every branch reads slice 0), ``se_layout`` ("(c s)": the pooled channels
+    fed to the grouped SE scale-minor), ``se_order`` ("reversed": the pooled scales fed largest
+    kernel first, so scale s is scored by SE S−1−s; "first": scale 0's SE applied to every
+    scale), ``concat`` ("natural"), ``softmax`` ("channel"), ``sigmoid`` (False), ``relu``
+    (False), ``weights_follow`` (False: the features are concatenated in reverse but their
+    weights are not), ``pool`` ("max").
     """
 
     def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16, *,
-                 slices: str = "(s c)", concat: str = "reversed", softmax: str = "scale",
-                 sigmoid: bool = True, weights_follow: bool = True, pool: str = "mean") -> None:
+                 slices: str = "(s c)", se_layout: str = "(s c)", se_order: str = "branch",
+                 concat: str = "reversed", softmax: str = "scale", sigmoid: bool = True,
+                 relu: bool = True, weights_follow: bool = True, pool: str = "mean") -> None:
         super().__init__()
-        self.num_scales = len(conv_kernels)
-        split = planes // self.num_scales
+        self.num_scales = s = len(conv_kernels)
+        split = planes // s
+        hidden = split // se_reduction
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels // self.num_scales, split, k, padding=k // 2, groups=g,
-                      bias=False)
+            nn.Conv2d(in_channels // s, split, k, padding=k // 2, groups=g, bias=False)
             for k, g in zip(conv_kernels, conv_groups))
-        self.se_reduce = nn.Conv2d(split, split // se_reduction, 1)
-        self.se_expand = nn.Conv2d(split // se_reduction, split, 1)
-        self.slices, self.concat, self.softmax, self.sigmoid = slices, concat, softmax, sigmoid
+        self.se_reduce = nn.Conv2d(s * split, s * hidden, 1, groups=s)
+        self.se_expand = nn.Conv2d(s * hidden, s * split, 1, groups=s)
+        self.slices, self.se_layout, self.se_order = slices, se_layout, se_order
+        self.concat, self.softmax, self.sigmoid, self.relu = concat, softmax, sigmoid, relu
         self.weights_follow, self.pool = weights_follow, pool
         resnet_conv_bn_init(self)
+
+    def _scores(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The per-scale SEs on pooled B×S×C, as B×S×C scores."""
+        s = self.num_scales
+        if self.se_order == "reversed":
+            pooled = pooled.flip(1)
+        if self.se_order == "first":  # group 0's weights for every scale
+            d, c = self.se_reduce.out_channels // s, pooled.shape[2]
+            w1, b1 = self.se_reduce.weight[:d, :, 0, 0], self.se_reduce.bias[:d]
+            w2, b2 = self.se_expand.weight[:c, :, 0, 0], self.se_expand.bias[:c]
+            hidden = einsum(pooled, w1, "b s c, d c -> b s d") + b1
+            hidden = F.relu(hidden) if self.relu else hidden
+            return einsum(hidden, w2, "b s d, c d -> b s c") + b2
+        layout = self.se_layout
+        hidden = self.se_reduce(rearrange(pooled, f"b s c -> b {layout} 1 1"))
+        hidden = F.relu(hidden) if self.relu else hidden
+        z = rearrange(self.se_expand(hidden), f"b {layout} 1 1 -> b s c", s=s)
+        return z.flip(1) if self.se_order == "reversed" else z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pattern = "b (c s) h w -> s b c h w" if self.slices == "(c s)" else "b (s c) h w -> s b c h w"
@@ -375,11 +439,10 @@ class SplitPSAReference(nn.Module):
         elif self.slices == "first":
             parts = [parts[0]] * self.num_scales
         feats = torch.stack([branch(p) for branch, p in zip(self.branches, parts)], dim=1)
-        pooled = reduce(feats, "b s c h w -> (b s) c 1 1", self.pool)
-        z = self.se_expand(F.relu(self.se_reduce(pooled)))
+        z = self._scores(reduce(feats, "b s c h w -> b s c", self.pool))
         scores = torch.sigmoid(z) if self.sigmoid else z
-        scores = rearrange(scores, "(b s) c 1 1 -> b s c 1 1", s=self.num_scales)
-        att = scores.softmax(dim=1 if self.softmax == "scale" else 2)
+        att = rearrange(scores.softmax(dim=1 if self.softmax == "scale" else 2),
+                        "b s c -> b s c 1 1")
         if self.concat == "reversed":
             feats = feats.flip(1)
             if self.weights_follow:
@@ -387,8 +450,8 @@ class SplitPSAReference(nn.Module):
         return rearrange(feats * att, "b s c h w -> b (s c) h w")
 
 
-class SplitPSASolution(nn.Module):
-    """What a correct learner hands in: the split-input PSA, written plainly with a loop."""
+class PaperPSASolution(nn.Module):
+    """What a correct learner hands in: the paper's PSA written plainly with a loop and cat."""
 
     def __init__(self, in_channels: int, planes: int, conv_kernels: Sequence[int] = (3, 5, 7, 9),
                  conv_groups: Sequence[int] = (1, 4, 8, 16), se_reduction: int = 16) -> None:
@@ -397,15 +460,15 @@ class SplitPSASolution(nn.Module):
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels // s, split, k, padding=k // 2, groups=g, bias=False)
             for k, g in zip(conv_kernels, conv_groups))
-        self.se_reduce = nn.Conv2d(split, split // se_reduction, 1)
-        self.se_expand = nn.Conv2d(split // se_reduction, split, 1)
+        self.se_reduce = nn.Conv2d(planes, s * (split // se_reduction), 1, groups=s)
+        self.se_expand = nn.Conv2d(s * (split // se_reduction), planes, 1, groups=s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = torch.chunk(x, len(self.branches), dim=1)
-        feats = [branch(p) for branch, p in zip(self.branches, parts)]
-        scores = [torch.sigmoid(self.se_expand(F.relu(self.se_reduce(f.mean((2, 3), keepdim=True)))))
-                  for f in feats]
-        att = torch.softmax(torch.stack(scores), dim=0)
+        s = len(self.branches)
+        feats = [branch(p) for branch, p in zip(self.branches, torch.chunk(x, s, dim=1))]
+        pooled = torch.cat([f.mean((2, 3), keepdim=True) for f in feats], dim=1)
+        z = torch.sigmoid(self.se_expand(F.relu(self.se_reduce(pooled))))
+        att = torch.softmax(torch.stack(torch.chunk(z, s, dim=1)), dim=0)
         return torch.cat([f * a for f, a in zip(feats, att)][::-1], dim=1)
 
 
@@ -413,54 +476,79 @@ def _x(shape: tuple[int, ...]):
     return lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64),)
 
 
-check_split_psa = register(
-    ModuleChecker(
-        "split_psa",
-        exercise="SplitPSA",
+class PaperPSAChecker(ModuleChecker):
+    """The module checker, refusing the library's PSA: the exercise asks for the module itself."""
+
+    def validate(self, learner):
+        invalid = super().validate(learner)
+        if invalid:
+            return invalid
+        from attn_tutorial.psa import PSA  # the library module the lesson builds
+        if issubclass(learner, PSA):
+            return (f"{learner.__name__} subclasses attn_tutorial.psa.PSA: write the module "
+                    "yourself, as a subclass of nn.Module with your own layers")
+        return None
+
+
+check_paper_psa = register(
+    PaperPSAChecker(
+        "paper_psa",
+        exercise="PaperPSA",
         tier="extend",
-        reference=SplitPSAReference,
-        solution=SplitPSASolution,
+        reference=PaperPSAReference,
+        solution=PaperPSASolution,
         cases=[
-            Case("SplitPSA(64, 64), x 2×64×5×7", _x((2, 64, 5, 7)), seed=0,
+            Case("PaperPSA(64, 64), x 2×64×5×7", _x((2, 64, 5, 7)), seed=0,
                  build={"in_channels": 64, "planes": 64}),
-            Case("SplitPSA(12, 24, kernels (3, 5, 7), groups (1, 2, 4), r 4), x 1×12×6×5",
+            Case("PaperPSA(12, 24, kernels (3, 5, 7), groups (1, 2, 4), r 4), x 1×12×6×5",
                  _x((1, 12, 6, 5)), seed=1,
                  build={"in_channels": 12, "planes": 24, "conv_kernels": (3, 5, 7),
                         "conv_groups": (1, 2, 4), "se_reduction": 4}),
-            Case("SplitPSA(16, 8, kernels (3, 5), groups (2, 1), r 2), x 3×16×4×6",
+            Case("PaperPSA(16, 8, kernels (3, 5), groups (2, 1), r 2), x 3×16×4×6",
                  _x((3, 16, 4, 6)), seed=2,
                  build={"in_channels": 16, "planes": 8, "conv_kernels": (3, 5),
                         "conv_groups": (2, 1), "se_reduction": 2}),
-            # boundaries: a single scale (the split is the whole input); one input channel per
-            # branch; a 1×1 map
-            Case("SplitPSA(8, 8, kernels (3,), groups (1,), r 4), x 2×8×4×3", _x((2, 8, 4, 3)),
+            # boundaries: a single scale (the split is the whole input, one SE); one input
+            # channel per branch and SE hidden width 1; a 1×1 map
+            Case("PaperPSA(8, 8, kernels (3,), groups (1,), r 4), x 2×8×4×3", _x((2, 8, 4, 3)),
                  seed=3, build={"in_channels": 8, "planes": 8, "conv_kernels": (3,),
                                 "conv_groups": (1,), "se_reduction": 4}),
-            Case("SplitPSA(3, 6, kernels (1, 3, 5), groups (1, 1, 1), r 2), x 2×3×5×4",
+            Case("PaperPSA(3, 6, kernels (1, 3, 5), groups (1, 1, 1), r 2), x 2×3×5×4",
                  _x((2, 3, 5, 4)), seed=4,
                  build={"in_channels": 3, "planes": 6, "conv_kernels": (1, 3, 5),
                         "conv_groups": (1, 1, 1), "se_reduction": 2}),
-            Case("SplitPSA(64, 64), x 2×64×1×1", _x((2, 64, 1, 1)), seed=5,
+            Case("PaperPSA(64, 64), x 2×64×1×1", _x((2, 64, 1, 1)), seed=5,
                  build={"in_channels": 64, "planes": 64}),
         ],
         mistakes=[
             Mistake("the input's channels split as (c s), interleaved: branch s reads the "
                     "contiguous slice s·C_in/S … (s+1)·C_in/S − 1",
-                    partial(SplitPSAReference, slices="(c s)")),
+                    partial(PaperPSAReference, slices="(c s)")),
             Mistake("the slices in reverse: branch s reads slice S − 1 − s",
-                    partial(SplitPSAReference, slices="reversed")),
+                    partial(PaperPSAReference, slices="reversed")),
             Mistake("every branch reads the first slice of the input",
-                    partial(SplitPSAReference, slices="first")),
+                    partial(PaperPSAReference, slices="first")),
+            Mistake("the pooled channels fed to the grouped SE as (c s), interleaved: group s of "
+                    "se_reduce must read scale s's c′ channels, laid out (s c)",
+                    partial(PaperPSAReference, se_layout="(c s)")),
+            Mistake("the pooled scales fed to the SE largest kernel first: scale s is scored by "
+                    "SE S − 1 − s (reverse only at the final concatenation)",
+                    partial(PaperPSAReference, se_order="reversed")),
+            Mistake("the first scale's SE (group 0 of se_reduce / se_expand) applied to every "
+                    "scale: the shared SE of the code, not one SE per scale",
+                    partial(PaperPSAReference, se_order="first")),
             Mistake("natural concat order [k3, k5, k7, k9]: the official code puts the largest "
-                    "kernel first", partial(SplitPSAReference, concat="natural")),
+                    "kernel first", partial(PaperPSAReference, concat="natural")),
             Mistake("softmax over the channels instead of over the scales",
-                    partial(SplitPSAReference, softmax="channel")),
+                    partial(PaperPSAReference, softmax="channel")),
             Mistake("the sigmoid missing before the softmax",
-                    partial(SplitPSAReference, sigmoid=False)),
+                    partial(PaperPSAReference, sigmoid=False)),
+            Mistake("the ReLU between the two SE layers missing",
+                    partial(PaperPSAReference, relu=False)),
             Mistake("features concatenated in reverse but their weights not: the k3 weights "
-                    "scale the k9 features", partial(SplitPSAReference, weights_follow=False)),
+                    "scale the k9 features", partial(PaperPSAReference, weights_follow=False)),
             Mistake("max instead of mean pooling in the SE",
-                    partial(SplitPSAReference, pool="max")),
+                    partial(PaperPSAReference, pool="max")),
         ],
     )
 )

@@ -8,14 +8,16 @@
    are tiny but positive), 800 below in float64 and 120 below in float32 (its weights underflow
    to exactly 0: exp underflows from a gap of 746 in float64 and of 104 in float32).
 2. ``check_crossover`` (predict): the smallest number of pixels N at which external attention
-   needs fewer FLOPs than DANet's PAM, by the cost model's counts, for a configuration (C, S).
+   needs fewer FLOPs than DANet's PAM, by the cost model's counts, for a configuration (C, S);
+   27 printed cases and 5 hidden ones drawn from the domain.
 3. ``check_multi_head_external_attention`` (extend): external attention over tokens B×N×C split
-   into heads of width d = C/heads, one pair of memories (S×d, d×S) shared by all heads.
+   into heads of width d = C/heads, each head with memories of its own: ``memory_key``
+   heads×S×d and ``memory_value`` heads×d×S (the lesson's EAMLP shares one memory across heads).
 4. ``check_ea_block`` (a module exercise): the EANet block with ``tie_memories`` (True: M_v =
-   M_kᵀ as the authors' code ties them; False: M_v its own parameter, the paper's two layers;
-   the lesson builds the tied form only). Besides the output and the input gradient, the
-   checker takes one SGD step and compares M_k after it: tied memories move by the gradients of
-   both uses.
+   M_kᵀ, one parameter; False: M_v its own parameter, the paper's two layers; the lesson builds
+   the tied form only). With the tie, a second memory parameter is refused by name, shared
+   storage or not. Besides the output and the input gradient, the checker takes one SGD step
+   and compares M_k after it: a tied memory moves by the gradients of both uses.
 
 Each reference has one keyword knob per plausible slip; a catalogued mistake is the reference
 with a knob turned. The per-case comments say which case catches which slip.
@@ -33,7 +35,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
+from attn_tutorial.checks._isolation import Reported
 from attn_tutorial.checks._modules import ModuleChecker, _load_by_name
 
 NOTEBOOK = "07_external"  # exercises/07_external.ipynb holds these exercises, in this order
@@ -211,6 +214,13 @@ _CONFIGS = [  # (C, S, note); C >= 8 (PAM's C' = C // 8 >= 1), S >= 1
     (1000, 1, ""), (2048, 64, ""), (255, 17, "C % 8 = 7"),
 ]
 
+def _draw_config(rng) -> tuple[int, int]:
+    """A configuration from the exercise's domain: C from 8 to 2048 (half of them below 100,
+    where C // 8 and C / 8 differ most), S from 1 to 256."""
+    c = rng.randint(8, 99) if rng.random() < 0.5 else rng.randint(100, 2048)
+    return c, rng.randint(1, 256)
+
+
 check_crossover = register(
     Checker(
         "crossover",
@@ -220,7 +230,7 @@ check_crossover = register(
         cases=[_config_case(c, s, i, note) for i, (c, s, note) in enumerate(_CONFIGS)] + [
             _config_case(512, None, 90),
             _config_case(9, None, 91, "C % 8 = 1"),
-        ],
+        ] + hidden_cases("hidden case", _draw_config, count=5, seed=707),
         mistakes=[
             Mistake("the closed form ⌊2C/3 + 16S/9⌋ + 1 used for every C: it takes PAM's query "
                     "width as C/8, which is wrong where C is not a multiple of 8 (C′ = C // 8)",
@@ -241,21 +251,29 @@ check_crossover = register(
 
 # ------------------------------------------------------ 3. extend: multi-head external attention
 def ref_multi_head_external_attention(
-        tokens: torch.Tensor, memory_key: torch.Tensor, memory_value: torch.Tensor, heads: int,
+        tokens: torch.Tensor, memory_key: torch.Tensor, memory_value: torch.Tensor,
         *, split: str = "(heads d)", merge: str | None = None, joint: str | None = None,
-        softmax_over: str = "pixels", l1: bool = True, scale: bool = False,
-        tie: bool = False) -> torch.Tensor:
-    """Tokens B×N×C, C = heads·d split as ``(heads d)``; per head the double normalisation of
-    ``tokens_h M_kᵀ`` (softmax over the N tokens, l1 over the S slots, + ε), times ``M_vᵀ``;
-    the heads merged back as ``(heads d)``. M_k (S×d) and M_v (d×S) are shared by every head.
+        softmax_over: str = "pixels", l1_over: str = "memory", eps: float = EPS,
+        scale: bool = False, value: str = "given", shared: bool = False) -> torch.Tensor:
+    """Tokens B×N×C, C = heads·d split as ``(heads d)``; head h has its own memories,
+    ``memory_key[h]`` (S×d) and ``memory_value[h]`` (d×S): the double normalisation of
+    ``tokens_h M_k[h]ᵀ`` (softmax over the N tokens, l1 over the S slots, + ε), times
+    ``M_v[h]ᵀ``; the heads merged back as ``(heads d)``.
 
     Knobs: ``split``/``merge`` ("(d heads)"), ``joint`` ("pixels": one softmax over the
-    heads·N rows; "memory": the l1 over the heads·S slots), ``softmax_over`` ("memory"), ``l1``
-    (False: softmax alone), ``scale`` (× d^-1/2), ``tie`` (M_kᵀ used as M_v).
+    heads·N rows; "memory": the l1 over the heads·S slots), ``softmax_over`` ("memory"),
+    ``l1_over`` ("pixels": the l1 over the tokens; None: the softmax alone), ``eps`` (0: the
+    sum alone), ``scale`` (× d^-1/2), ``value`` ("tied": M_k[h]ᵀ used as M_v[h]; "reshaped":
+    memory_value read as heads×S×d by a reshape, not a transpose), ``shared`` (head 0's
+    memories for every head).
     """
+    heads = memory_key.shape[0]
     merge = split if merge is None else merge
+    if shared:
+        memory_key = memory_key[:1].expand_as(memory_key)
+        memory_value = memory_value[:1].expand_as(memory_value)
     t = rearrange(tokens, f"b n {split} -> b heads n d", heads=heads)
-    logits = einsum(t, memory_key, "b heads n d, s d -> b heads n s")
+    logits = einsum(t, memory_key, "b heads n d, heads s d -> b heads n s")
     if scale:
         logits = logits * t.shape[-1] ** -0.5
     if joint == "pixels":
@@ -263,22 +281,26 @@ def ref_multi_head_external_attention(
         attn = rearrange(flat, "b (heads n) s -> b heads n s", heads=heads)
     else:
         attn = logits.softmax(dim=-2 if softmax_over == "pixels" else -1)
-    if l1:
-        total = attn.sum(dim=(1, 3) if joint == "memory" else 3, keepdim=True)
-        attn = attn / (EPS + total)
-    value = rearrange(memory_key, "s d -> d s") if tie else memory_value
-    out = einsum(attn, value, "b heads n s, d s -> b heads n d")
+    if l1_over is not None:
+        axes = {"memory": 3, "pixels": 2}[l1_over] if joint != "memory" else (1, 3)
+        attn = attn / (eps + attn.sum(dim=axes, keepdim=True))
+    if value == "tied":
+        memory_value = rearrange(memory_key, "heads s d -> heads d s")
+    elif value == "reshaped":
+        memory_value = memory_value.reshape(memory_key.shape).transpose(1, 2)
+    out = einsum(attn, memory_value, "b heads n s, heads d s -> b heads n d")
     return rearrange(out, f"b heads n d -> b n {merge}")
 
 
 def _heads_case(b: int, n: int, heads: int, d: int, s: int, seed: int, note: str = "") -> Case:
     def make(g: torch.Generator):
         tokens = torch.randn(b, n, heads * d, generator=g, dtype=torch.float64)
-        memory_key = torch.randn(s, d, generator=g, dtype=torch.float64) / math.sqrt(d) * 2
-        memory_value = torch.randn(d, s, generator=g, dtype=torch.float64)
-        return tokens, memory_key, memory_value, heads
+        memory_key = torch.randn(heads, s, d, generator=g, dtype=torch.float64) / math.sqrt(d) * 2
+        memory_value = torch.randn(heads, d, s, generator=g, dtype=torch.float64)
+        return tokens, memory_key, memory_value
 
-    name = f"tokens {b}×{n}×{heads * d}, heads = {heads} (d = {d}), S = {s}"
+    name = f"tokens {b}×{n}×{heads * d}, memory_key {heads}×{s}×{d} (heads = {heads}, " \
+           f"S = {s}, d = {d})"
     return Case(name + (f" ({note})" if note else ""), make, seed=seed)
 
 
@@ -297,6 +319,7 @@ check_multi_head_external_attention = register(
             _heads_case(1, 5, 6, 1, 4, 4, "head width 1"),
             _heads_case(2, 4, 2, 3, 1, 5, "a single memory slot"),
             _heads_case(1, 1, 3, 2, 4, 6, "a single token"),
+            _heads_case(2, 3, 2, 4, 4, 7, "S = d: a transposed memory has the right shape"),
         ],
         mistakes=[
             Mistake("channels split into heads as (d heads), the head the fast axis: head h "
@@ -309,11 +332,17 @@ check_multi_head_external_attention = register(
             Mistake("the l1 step sums over the slots of all heads together (heads·S) instead "
                     "of over each head's S slots", partial(mh, joint="memory")),
             Mistake(SOFTMAX_OVER_MEMORY, partial(mh, softmax_over="memory")),
-            Mistake(SOFTMAX_ALONE, partial(mh, l1=False)),
+            Mistake(AXES_SWAPPED.replace("pixels", "tokens"),
+                    partial(mh, softmax_over="memory", l1_over="pixels")),
+            Mistake(SOFTMAX_ALONE, partial(mh, l1_over=None)),
             Mistake("logits scaled by 1/√d (d the head width) as in multi-head self-attention: "
                     "external attention has no scaling", partial(mh, scale=True)),
             Mistake("memory_key's transpose used as the value memory: here M_v is its own "
-                    "argument, memory_value", partial(mh, tie=True)),
+                    "argument, memory_value", partial(mh, value="tied")),
+            Mistake("memory_value (heads×d×S) reshaped to heads×S×d instead of transposed: "
+                    "its numbers land in the wrong places", partial(mh, value="reshaped")),
+            Mistake("head 0's memories used by every head: each head has its own "
+                    "memory_key[h] and memory_value[h]", partial(mh, shared=True)),
         ],
     )
 )
@@ -332,23 +361,23 @@ class EABlockReference(nn.Module):
     C×S), ``conv_out`` (1×1 conv, no bias), ``norm`` (BatchNorm2d). The BN's running statistics
     and affine weights are random, so the BN is not a near identity in eval.
 
-    Knobs: ``untie_always`` (M_v a parameter of its own even when ``tie_memories``),
-    ``relu_first`` (x + relu(...)), ``softmax_over`` ("memory"), ``scale`` (logits × C^-1/2),
-    ``l1`` (False: the softmax alone).
+    Knobs: ``detach_value`` (tied: M_kᵀ detached where it is used as M_v), ``relu_first``
+    (x + relu(...)), ``softmax_over`` ("memory"), ``l1_over`` ("pixels"; None: the softmax
+    alone), ``eps`` (0: the sum alone), ``scale`` (logits × C^-1/2).
     """
 
     def __init__(self, channels: int, memory_size: int = 64, tie_memories: bool = True, *,
-                 untie_always: bool = False, relu_first: bool = False,
-                 softmax_over: str = "pixels", scale: bool = False, l1: bool = True) -> None:
+                 detach_value: bool = False, relu_first: bool = False,
+                 softmax_over: str = "pixels", l1_over: str | None = "memory",
+                 eps: float = EPS, scale: bool = False) -> None:
         super().__init__()
-        tie = tie_memories and not untie_always
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.memory_key = nn.Linear(channels, memory_size, bias=False)
-        self.memory_value = None if tie else nn.Linear(memory_size, channels, bias=False)
+        self.memory_value = None if tie_memories else nn.Linear(memory_size, channels, bias=False)
         self.conv_out = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(channels)
-        self.relu_first, self.softmax_over, self.scale, self.l1 = relu_first, softmax_over, \
-            scale, l1
+        self.detach_value, self.relu_first = detach_value, relu_first
+        self.knobs = dict(softmax_over=softmax_over, l1_over=l1_over, eps=eps, scale=scale)
         with torch.no_grad():
             self.norm.running_mean.normal_(0.0, 0.5)
             self.norm.running_var.uniform_(0.5, 2.0)
@@ -358,44 +387,35 @@ class EABlockReference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
         tokens = rearrange(self.conv_in(x), "b c h w -> b (h w) c")
-        value = self.memory_key.weight.t() if self.memory_value is None \
-            else self.memory_value.weight
-        out = mh(tokens, self.memory_key.weight, value, 1,   # one head: the whole width C
-                 scale=self.scale, softmax_over=self.softmax_over, l1=self.l1)
+        if self.memory_value is None:
+            value = self.memory_key.weight.t()
+            value = value.detach() if self.detach_value else value
+        else:
+            value = self.memory_value.weight
+        out = mh(tokens, self.memory_key.weight[None], value[None],   # one head: the width C
+                 **self.knobs)
         branch = self.norm(self.conv_out(rearrange(out, "b (h w) c -> b c h w", h=h, w=w)))
         return x + F.relu(branch) if self.relu_first else F.relu(x + branch)
 
 
-class _TiedState:
-    """The reference's state_dict, plus M_kᵀ for each parameter of M_v's shape that the learner
-    has and the reference has not (an untied M_v, or the authors' shared-storage second view):
-    at load both memories start equal, as in the authors' code."""
-
-    def __init__(self, module: nn.Module, ref: nn.Module) -> None:
-        state = ref.state_dict()
-        key = state["memory_key.weight"]
-        for name, tensor in module.state_dict().items():
-            if name not in state and tensor.numel() == key.numel() \
-                    and tuple(tensor.shape[:2]) == tuple(key.t().shape):
-                state[name] = key.t().reshape(tensor.shape).clone()
-        self._state = state
-
-    def state_dict(self) -> dict:
-        return self._state
+SECOND_MEMORY = (
+    "with tie_memories=True your module has a second parameter, {names} ({numel} numbers): "
+    "the tie asks for one memory parameter, memory_key, read transposed as M_v, and no second "
+    "nn.Parameter, not even one that shares memory_key's storage (the authors' way: an "
+    "optimiser then sees two memories, and weight decay or Adam update them as two)")
 
 
 class TiedModuleChecker(ModuleChecker):
     """A module checker for tied memories: the learner's module is built in float64 (a dtype
-    conversion would undo a tie made by shared storage) and a second memory of M_v's shape starts
-    as M_kᵀ. The engine compares the gradient of ``memory_key.weight`` and one SGD step: tied, it
-    moves by the gradient of both of its uses (as M_k and as M_vᵀ), untied by its use as M_k
-    only."""
+    conversion would undo a tie made by shared storage, hiding a second parameter), and with
+    ``tie_memories=True`` a matrix the reference has not, of M_v's size, is refused by name
+    as a second memory, whether it has storage of its own or shares M_k's. The engine
+    compares the gradient of ``memory_key.weight`` through one SGD step: tied, it moves by the
+    gradients of both of its uses (as M_k and as M_vᵀ)."""
 
     parameter_gradients = False
 
     def _build(self, subject, case):
-        # built in float64 so that .double() has nothing to convert: a conversion gives every
-        # parameter its own copy and would undo a tie made by shared storage
         dtype = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
@@ -404,11 +424,27 @@ class TiedModuleChecker(ModuleChecker):
             torch.set_default_dtype(dtype)
 
     def _load(self, module, ref, case):
-        _load_by_name(module, _TiedState(module, ref))
+        if case.build.get("tie_memories", True):
+            # a matrix the reference has not, with M_v's number of entries (S·C): a second
+            # memory (a bias of C entries is not one, even where S = 1); any other extra
+            # parameter is reported by the engine's name check
+            theirs, size = dict(ref.named_parameters()), ref.memory_key.weight.numel()
+            extra = [(n, p) for n, p in module.named_parameters()
+                     if n not in theirs and p.dim() >= 2 and p.numel() == size]
+            if extra:
+                raise Reported(SECOND_MEMORY.format(
+                    names=", ".join(f"`{n}`" for n, _ in extra),
+                    numel=sum(p.numel() for _, p in extra)))
+        _load_by_name(module, ref)
 
 
 def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
     return map_case(shape, seed, f", S = {s}", build={"channels": shape[1], "memory_size": s})
+
+
+def _untied_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
+    return map_case(shape, seed, f", S = {s}, tie_memories=False",
+                    build={"channels": shape[1], "memory_size": s, "tie_memories": False})
 
 
 check_ea_block = register(
@@ -424,21 +460,25 @@ check_ea_block = register(
             _block_case((2, 6, 3, 4), 1, 3),    # boundary: a single memory slot
             # the default memory_size = 64: built with the channels only
             map_case((2, 8, 3, 5), 4, ", S not given (64)", build={"channels": 8}),
-            # untied: M_v its own parameter, with weights of its own (not M_kᵀ); one case, as
-            # module cases are the dearest (the tied S = 1 case covers the single slot)
-            map_case((2, 6, 4, 3), 5, ", S = 3, tie_memories=False",
-                     build={"channels": 6, "memory_size": 3, "tie_memories": False}),
+            # untied: M_v its own parameter, with weights of its own (not M_kᵀ)
+            _untied_case((2, 6, 4, 3), 3, 5),
+            _untied_case((1, 5, 3, 2), 7, 6),   # batch 1, more slots than channels
         ],
         mistakes=[
-            Mistake("untied memories where tie_memories=True: M_v is a parameter of its own, so "
-                    "one optimiser step moves M_k by its use as the key only (the authors' code "
-                    "ties M_v = M_kᵀ)", partial(EABlockReference, untie_always=True)),
+            Mistake("M_v = M_kᵀ detached (or taken from .data): the value use sends no "
+                    "gradient to the memory, so one optimiser step moves M_k by its use as the "
+                    "key only", partial(EABlockReference, detach_value=True)),
             Mistake("ReLU before the residual sum: the block is relu(x + BN(...)), the ReLU "
                     "comes last", partial(EABlockReference, relu_first=True)),
             # a softmax over the slots alone differs from it followed by the l1 step by ε only:
             # 1e-9 relative, which the BN can lift above float64's tolerance
             Mistake(SOFTMAX_OVER_MEMORY, partial(EABlockReference, softmax_over="memory"),
-                    variants=(partial(EABlockReference, softmax_over="memory", l1=False),)),
+                    variants=(partial(EABlockReference, softmax_over="memory", l1_over=None),)),
+            Mistake(AXES_SWAPPED, partial(EABlockReference, softmax_over="memory",
+                                          l1_over="pixels")),
+            Mistake(SOFTMAX_ALONE, partial(EABlockReference, l1_over=None)),
+            Mistake("the l1 step divides by the sum alone (no ε): the block's output moves by "
+                    "about 1e-9 relative, which float64 sees", partial(EABlockReference, eps=0.0)),
             Mistake(SCALED, partial(EABlockReference, scale=True)),
         ],
     )

@@ -24,8 +24,9 @@ The style, the same in every diagram (Okabe-Ito colours, safe for colour-blind r
 The diagrams: ``self_attention`` (the baseline), ``eca_se`` (lesson 01, ECA beside SE), ``bam``
 (02), ``psa`` (03), ``scconv`` (04), ``pam`` and ``cam`` (05, DANet), ``emsa`` (06, ResT's
 between-stage patch embedding with PA, then EMSA; by default ResTv1-Lite/S stage 3) and
-``external`` (07, EANet). ``layout`` is the drawing engine they share; ``mechanisms`` holds one
-short spec per diagram.
+``external`` (07, EANet), and ``plug_and_compare`` (09: the task, the tiny network with BAM
+plugged in, and how its gate is scored; ``pipeline``). ``layout`` is the drawing engine they
+share; ``mechanisms`` holds one short spec per diagram.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import attention, bam, danet, eca, external, networks, psa, rest, scconv
 from .layout import Arrow, Box, Merge, describe, example_input, op, run
+from .pipeline import _plug_and_compare
 
 
 def _wrap(text: str, width: int = 30) -> str:
@@ -419,5 +420,7 @@ SPECS: dict[str, tuple[Callable, dict]] = {
     # ResTv1-Lite/S stage 3 on a 224×224 image: stage 2's 28×28 map, 128 -> 256 channels
     "emsa": (_emsa, dict(B=2, in_ch=128, H=28, W=28, patch=2, C=256, heads=4, sr=2)),
     "external": (_external, dict(B=2, C=128, H=14, W=14, memory_size=64)),   # S ≠ C
+    # lesson 09: the tiny network on the course's 32×32 images, 4 classes
+    "plug_and_compare": (_plug_and_compare, dict(B=2, size=32, classes=4)),
 }
 

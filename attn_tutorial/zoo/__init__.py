@@ -44,6 +44,7 @@ from attn_tutorial.metrics import (attention_metric, attention_scores, class_sel
                                    mean_metric, score_gate_height, score_own_instance)
 from attn_tutorial.models import TinyResNet, build_model
 from attn_tutorial.registry import MECHANISMS
+from attn_tutorial.resample import RESAMPLES, bootstrap_ratio, per_image
 from attn_tutorial.show import count_params
 from attn_tutorial.train import evaluate, fit, mean_iou
 
@@ -184,6 +185,12 @@ def measure(model: TinyResNet, test: data.Task) -> dict[str, Any]:
     result["per_module"] = {path: _metric_dict(m) for path, m in per_module.items()}
     for name, scorer in EXTRA_SCORERS.get(model.mechanism, {}).items():
         result[name] = _metric_dict(attention_metric(model, test, scorer, inputs))
+    parts = per_image(model, test, inputs)
+    if parts is not None:
+        result["bootstrap"] = {"value_over_null_95": list(bootstrap_ratio(*parts, seed=0)),
+                               "resamples": RESAMPLES, "seed": 0,
+                               "what": "test images resampled with replacement, each with its "
+                                       "own score and null (attn_tutorial.resample)"}
     if test.kind == "classification":
         result["stage_feature_eta2"] = {name: class_selectivity(value, test.labels).value
                                         for name, value in pooled.items()}
