@@ -340,7 +340,7 @@ def test_an_answer_that_uses_dilation_is_refused_before_it_runs(capsys):
     for learner in (by_keyword, by_layer, by_attribute, by_helper):
         result = CHECKERS["check_dilated_conv_by_phases"](learner)
         out = capsys.readouterr().out
-        assert not result.passed and "uses dilation" in out, (learner.__name__, out)
+        assert not result.passed and "uses `dilation`" in out, (learner.__name__, out)
         assert out.count("\n") == 1  # one line, no case run
 
 

@@ -7,9 +7,7 @@ chosen so that every mistake fails on at least one of them; ``tests/test_checks.
 
 from __future__ import annotations
 
-import types
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -363,57 +361,16 @@ def _dilated_cases() -> list[Case]:
     ]
 
 
-def _mentions_dilation(fn: Any, depth: int = 0) -> bool:
-    """Whether ``fn``'s code (its nested code, or a helper function of the same module that it
-    reads) names ``dilation``: a keyword argument (``dilation=d``: the call's keyword names are a
-    tuple of strings among the constants), an attribute (``conv.dilation``) or a variable. Read
-    from the code, not run."""
-    while isinstance(fn, types.MethodType) or isinstance(fn, partial):
-        fn = getattr(fn, "__func__", None) or fn.func
-    if not isinstance(fn, types.FunctionType):
-        return False
-    stack, seen = [fn.__code__], set()
-    while stack:
-        code = stack.pop()
-        if code in seen:
-            continue
-        seen.add(code)
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                stack.append(const)
-            elif const == "dilation" or (isinstance(const, tuple) and "dilation" in const):
-                return True
-        if "dilation" in code.co_names or "dilation" in code.co_varnames:
-            return True
-        for name in code.co_names:
-            helper = fn.__globals__.get(name)
-            if depth < 2 and isinstance(helper, types.FunctionType) and helper is not fn and \
-                    helper.__module__ == fn.__module__ and _mentions_dilation(helper, depth + 1):
-                return True
-    return False
-
-
-class _NoDilationChecker(Checker):
-    """The exercise computes a dilated conv *without* ``dilation=``; the outputs cannot tell, so
-    an answer whose code names ``dilation`` is refused before it runs."""
-
-    def validate(self, learner: Any) -> str | None:
-        invalid = super().validate(learner)
-        if invalid or learner is self.reference or learner is self.solution:
-            return invalid
-        if _mentions_dilation(learner):
-            return ("your answer uses dilation (a `dilation=` argument or attribute): this "
-                    "exercise asks for the same result from ordinary convs on the phases")
-        return None
-
-
 check_dilated_conv_by_phases = register(
-    _NoDilationChecker(
+    Checker(
         "dilated_conv_by_phases",
         exercise="dilated_conv_by_phases",
         tier="build",
         reference=ref_dilated_conv_by_phases,
         cases=_dilated_cases(),
+        # "without dilation=": the outputs cannot tell, so an answer whose code names it (a
+        # keyword, an nn.Conv2d built with it, an attribute) is refused before it runs
+        forbidden=("dilation",),
         mistakes=[
             Mistake("phases as the slow factor (dh h): contiguous blocks instead of every d-th "
                     "pixel", partial(ref_dilated_conv_by_phases, split="dh h")),
