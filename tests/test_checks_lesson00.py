@@ -313,3 +313,87 @@ def test_a_patches_shape_with_floats_is_reported_by_type(capsys):
 
     assert not CHECKERS["check_patches_shape"](patches_shape).passed
     assert "(a float)" in capsys.readouterr().out
+
+
+# ------------------------------------------------- "without dilation=": read from the code
+def test_an_answer_that_uses_dilation_is_refused_before_it_runs(capsys):
+    """The outputs cannot tell F.conv2d(..., dilation=d) from the phases, so the code is read:
+    a keyword, an nn.Conv2d built with it, an attribute set afterwards, a helper that uses it."""
+    def by_keyword(x, weight, d):
+        return F.conv2d(x, weight, padding=d, dilation=d)
+
+    def by_layer(x, weight, d):
+        conv = torch.nn.Conv2d(x.shape[1], weight.shape[0], 3, padding=d, dilation=d,
+                               bias=False, dtype=x.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+        return conv(x)
+
+    def by_attribute(x, weight, d):
+        conv = torch.nn.Conv2d(x.shape[1], weight.shape[0], 3, padding=d, bias=False)
+        conv.dilation = (d, d)
+        return F.conv2d(x, weight, None, 1, d, conv.dilation)
+
+    def by_helper(x, weight, d):
+        return _dilated_helper(x, weight, d)
+
+    for learner in (by_keyword, by_layer, by_attribute, by_helper):
+        result = CHECKERS["check_dilated_conv_by_phases"](learner)
+        out = capsys.readouterr().out
+        assert not result.passed and "uses `dilation`" in out, (learner.__name__, out)
+        assert out.count("\n") == 1  # one line, no case run
+
+
+def _dilated_helper(x, weight, d):
+    return F.conv2d(x, weight, padding=d, dilation=d)
+
+
+def test_a_phase_answer_with_a_variable_named_dilated_passes():
+    """Only the name ``dilation`` is refused: ``dilated``, ``d`` or a comment are fine."""
+    def dilated_conv_by_phases(x, weight, d):
+        dilated = d  # the dilation, by phases
+        b, _, h, w = x.shape
+        x = F.pad(x, (0, (-w) % dilated, 0, (-h) % dilated))
+        out = torch.zeros(b, weight.shape[0], x.shape[2], x.shape[3], dtype=x.dtype)
+        for i in range(dilated):
+            for j in range(dilated):
+                out[:, :, i::dilated, j::dilated] = F.conv2d(x[:, :, i::dilated, j::dilated],
+                                                             weight, padding=1)
+        return out[:, :, :h, :w]
+
+    assert CHECKERS["check_dilated_conv_by_phases"](dilated_conv_by_phases, verbose=False).passed
+
+
+def test_zeros_split_between_both_sides_with_the_matching_crop_pass():
+    """The statement says the zeros may go anywhere with the matching crop: half on each side."""
+    def dilated_conv_by_phases(x, weight, d):
+        b, _, h, w = x.shape
+        ph, pw = (-h) % d, (-w) % d
+        top, left = ph // 2, pw // 2
+        x = F.pad(x, (left, pw - left, top, ph - top))
+        phases = rearrange(x, "b c (h dh) (w dw) -> (b dh dw) c h w", dh=d, dw=d)
+        y = F.conv2d(phases, weight, padding=1)
+        y = rearrange(y, "(b dh dw) c h w -> b c (h dh) (w dw)", b=b, dh=d, dw=d)
+        return y[:, :, top:top + h, left:left + w]
+
+    assert CHECKERS["check_dilated_conv_by_phases"](dilated_conv_by_phases, verbose=False).passed
+
+
+def test_patches_shape_has_hidden_legal_cases():
+    hidden = [case.inputs() for case in CHECKERS["check_patches_shape"].cases if case.hidden]
+    assert 4 <= len(hidden) <= 6
+    for b, c, h, w, p, s in hidden:
+        assert b >= 1 and c >= 1 and 1 <= p <= min(h, w) and s >= 1
+    assert any((h - p) % s >= 2 for _, _, h, _, p, s in hidden)
+
+
+def test_a_lookup_table_of_the_shown_cases_fails_on_the_hidden_ones():
+    checker = CHECKERS["check_patches_shape"]
+    table = {case.inputs(): lesson00.ref_patches_shape(*case.inputs())
+             for case in checker.cases if not case.hidden}
+
+    def patches_shape(b, c, h, w, p, s):
+        return table.get((b, c, h, w, p, s), (b, 1, p * p * c))
+
+    result = checker.run(patches_shape, verbose=False)
+    assert not result.passed and result.checks_passed == len(table)

@@ -468,3 +468,51 @@ def test_a_learners_own_eca_ns_slip_is_named(learner, phrase):
                                      learner_ns_correct_official_style])
 def test_a_learners_own_correct_eca_ns_passes(learner):
     assert CHECKERS["check_eca_ns_gate"](learner, verbose=False).passed
+
+
+# ------------------------------------------------- ψ(C): the paper's nearest odd number, hidden cases
+def test_the_integer_form_is_the_nearest_odd_number_ties_up():
+    """int(t), then + 1 when even, is the odd number nearest to t, the larger one when t is an
+    even integer: 2·⌊t/2⌋ + 1, checked against a search over the odd numbers."""
+    for channels in range(1, 5000, 7):
+        for gamma, b in ((2, 1), (1.5, 0.5), (3, 2), (1, 0.25), (2.5, 1.5)):
+            t = (math.log2(channels) + b) / gamma
+            odd = [n for n in range(1, 2 * int(t) + 5, 2)]
+            best = min(abs(n - t) for n in odd)
+            nearest = max(n for n in odd if abs(n - t) == best)   # ties: the larger
+            assert lesson01.ref_kernel_size(channels, gamma, b) == nearest, (channels, gamma, b)
+
+
+def test_kernel_size_has_hidden_cases_over_the_domain():
+    checker = CHECKERS["check_kernel_size"]
+    hidden = [case.inputs() for case in checker.cases if case.hidden]
+    assert 4 <= len(hidden) <= 6
+    assert any(len(a) == 1 for a in hidden) and sum(len(a) == 3 for a in hidden) >= 3
+    assert max(a[0] for a in hidden) > 1 << 10
+
+
+def test_the_integer_log2_fails_on_several_shown_cases(capsys):
+    def kernel_size(channels, gamma=2, b=1):
+        t = int(((channels.bit_length() - 1) + b) / gamma)
+        return t if t % 2 else t + 1
+
+    assert_mistake_named("check_kernel_size", kernel_size, "integer log2")
+    result = CHECKERS["check_kernel_size"].run(kernel_size, verbose=False)
+    shown_failures = [line for line in result.lines if line.startswith("✗ C =")]
+    assert len(shown_failures) >= 3, result.lines
+
+
+def test_the_parity_of_the_float_is_named():
+    def kernel_size(channels, gamma=2, b=1):
+        t = abs((math.log2(channels) + b) / gamma)
+        return int(t if t % 2 else t + 1)
+
+    assert_mistake_named("check_kernel_size", kernel_size, "parity of the float")
+
+
+def test_a_nearest_odd_number_answer_passes():
+    def kernel_size(channels, gamma=2, b=1):
+        t = abs(math.log2(channels) / gamma + b / gamma)
+        return 2 * math.floor(t / 2) + 1
+
+    assert CHECKERS["check_kernel_size"](kernel_size, verbose=False).passed

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 
 from attn_tutorial.checks._cases import feature_map_cases, map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
 
 NOTEBOOK = "00_einops"  # exercises/00_einops.ipynb holds these exercises, in this order
 __all__ = [
@@ -368,6 +368,9 @@ check_dilated_conv_by_phases = register(
         tier="build",
         reference=ref_dilated_conv_by_phases,
         cases=_dilated_cases(),
+        # "without dilation=": the outputs cannot tell, so an answer whose code names it (a
+        # keyword, an nn.Conv2d built with it, an attribute) is refused before it runs
+        forbidden=("dilation",),
         mistakes=[
             Mistake("phases as the slow factor (dh h): contiguous blocks instead of every d-th "
                     "pixel", partial(ref_dilated_conv_by_phases, split="dh h")),
@@ -424,8 +427,16 @@ def _shape_cases() -> list[Case]:
              (1, 1, 1, 1, 1, 1), (3, 2, 9, 7, 5, 2), (2, 16, 224, 224, 16, 16),
              (1, 3, 224, 200, 16, 12), (2, 4, 7, 3, 3, 1), (1, 3, 13, 9, 3, 2),
              (2, 1, 10, 10, 3, 6), (1, 5, 6, 17, 2, 3))
-    return [Case(f"B={b} C={c} H={h} W={w} p={p} s={s}",
-                 lambda g, a=(b, c, h, w, p, s): a) for b, c, h, w, p, s in sizes]
+    shown = [Case(f"B={b} C={c} H={h} W={w} p={p} s={s}",
+                  lambda g, a=(b, c, h, w, p, s): a) for b, c, h, w, p, s in sizes]
+    return shown + hidden_cases("hidden case", _draw_patch_config, count=5, seed=7)
+
+
+def _draw_patch_config(rng) -> tuple[int, int, int, int, int, int]:
+    """A legal (B, C, H, W, p, s): 1 ≤ p ≤ min(H, W), s ≥ 1, sizes up to 64."""
+    h, w = rng.randint(1, 64), rng.randint(1, 64)
+    return (rng.randint(1, 4), rng.randint(1, 16), h, w, rng.randint(1, min(h, w)),
+            rng.randint(1, 9))
 
 
 check_patches_shape = register(

@@ -1,6 +1,7 @@
 """Checkers for lesson 01 (ECA): exercises in ``solutions/01_eca.ipynb``.
 
-1. ``check_kernel_size`` (predict): the paper's adaptive kernel size ψ(C), over 20 (C, γ, b).
+1. ``check_kernel_size`` (predict): the paper's adaptive kernel size ψ(C), over 22 (C, γ, b)
+   and 6 hidden ones.
 2. ``check_eca_gate``: the ECA channel gate, B×C×H×W map and k taps -> B×C.
 3. ``check_eca_matrix``: the banded C×C matrix that the 1-D conv over channels multiplies by.
 4. ``check_eca_module``: the paper's ECA as a module on channels-last tokens B×N×C
@@ -25,7 +26,7 @@ from einops import einsum, rearrange, reduce, repeat
 import torch.nn as nn
 
 from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "01_eca"  # exercises/01_eca.ipynb holds these exercises, in this order
@@ -41,7 +42,9 @@ def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1, *, to_int=int
 
     Knobs (the right answer by default): ``to_int`` (round, math.ceil), ``log`` (math.log,
     math.log10), ``odd`` ("up", "down", "none"), ``use_arguments`` (False: γ = 2, b = 1
-    hard-coded), ``swap_gamma_b``, ``drop`` ("b" or "gamma" forgotten).
+    hard-coded), ``swap_gamma_b``, ``drop`` ("b" or "gamma" forgotten). It equals the paper's
+    |t|_odd read as the odd number nearest to t, the larger one when t is an even integer
+    (t in [2m, 2m + 2) gives 2m + 1; the tests prove it against 2·floor(t/2) + 1).
     """
     if not use_arguments:
         gamma, b = 2, 1
@@ -55,9 +58,17 @@ def ref_kernel_size(channels: int, gamma: float = 2, b: float = 1, *, to_int=int
         t = to_int(abs(log(channels) / gamma + b))
     else:
         t = to_int(abs((log(channels) + b) / gamma))
+    if odd == "float":  # the parity of the float t tested, int() only at the end
+        t = abs((log(channels) + b) / gamma)
+        return int(t if t % 2 else t + 1)
     if odd == "none" or t % 2 == 1:
         return t
     return t + 1 if odd == "up" else t - 1
+
+
+def _integer_log2(channels: int) -> int:
+    """⌊log2 C⌋ (``C.bit_length() - 1``): a learner's exact integer log, one bit too coarse."""
+    return channels.bit_length() - 1
 
 
 def _half_up(v: float) -> int:
@@ -100,10 +111,23 @@ check_kernel_size = register(
             _psi_case(1 << 15),  # t = 8.0: k = 9, the widest in any released network times two
             _psi_case(6, 1, 0.25),  # γ = 1, b = 0.25: t = 2.83 -> 2 -> 3; swapped γ, b: 14 -> 15
             _psi_case(1000, 2.5, 0.5),  # t = 4.19 -> 4 -> 5 with non-integer γ and b
+            # the integer log2 ⌊log2 C⌋ fails here (and above at C = 1000): with γ = 2, b = 1 it
+            # never changes int(t), with other γ and b it does
+            _psi_case(48, 1.5, 0.5),  # t = 4.06 -> 5; ⌊log2 48⌋ = 5 gives t = 3.67 -> 3
+            _psi_case(200, 1, 0.5),   # t = 8.14 -> 9; ⌊log2 200⌋ = 7 gives 7
+            # hidden: C over the whole range, defaults and other γ, b
+            *hidden_cases("hidden case", lambda rng: (rng.randint(1, 4096),), count=2, seed=101),
+            *hidden_cases("hidden case with γ, b", lambda rng: (
+                rng.randint(2, 4096), rng.choice((1, 1.5, 2.5, 3)), rng.choice((0.5, 1.5, 2))),
+                count=4, seed=102),
         ],
         mistakes=[
             Mistake("even kernel size: the rounding to an odd number is missing",
                     partial(ref_kernel_size, odd="none")),
+            Mistake("the parity of the float t tested (t % 2 on 4.5 is truthy), int() only at "
+                    "the end: an even kernel size", partial(ref_kernel_size, odd="float")),
+            Mistake("integer log2 (C.bit_length() - 1, ⌊log2 C⌋) instead of the real log2 C",
+                    partial(ref_kernel_size, log=_integer_log2)),
             Mistake("rounded down to the odd number below (t - 1) instead of up (t + 1)",
                     partial(ref_kernel_size, odd="down")),
             Mistake("t rounded to the nearest integer (round(), or half up) instead of "
