@@ -49,9 +49,10 @@ def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
     sr+1, stride sr, padding sr//2 when sr > 1, and are the tokens when sr = 1.
 
     Knobs: ``grids`` ("floor": H // 4, H // 8, …; "embed floor": the stem's grid right, each
-    patch embedding's n // 2, the grid the authors' ``PatchEmbed`` reports), ``keys`` ("ceil": ⌈n/sr⌉; "floor": n // sr;
-    "kernel sr": kernel = stride; "no padding"), ``sr_one`` ("conv": the formula also at
-    sr = 1), ``stem_strides`` (1: one stride-2 conv in the stem), ``embed_first`` (a patch
+    patch embedding's n // 2, the grid the authors' ``PatchEmbed`` reports), ``keys`` ("ceil":
+    ⌈n/sr⌉; "floor": n // sr; "floor, at least 1": max(n // sr, 1); "kernel sr": kernel sr,
+    padding sr // 2; "no padding"), ``sr_one`` ("conv": the formula also at sr = 1),
+    ``stem_strides`` (1: one stride-2 conv in the stem), ``embed_first`` (a patch
     embedding before stage 1 too), ``swap`` (each pair (W, H)).
     """
     def stem(n: int) -> int:
@@ -71,6 +72,8 @@ def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
             return -(-n // sr)
         if keys == "floor":
             return n // sr
+        if keys == "floor, at least 1":
+            return max(n // sr, 1)
         kernel = sr if keys == "kernel sr" else sr + 1
         return _conv_side(n, kernel, sr, 0 if keys == "no padding" else sr // 2)
 
@@ -152,7 +155,8 @@ check_rest_grids = register(
                     "it is ⌊(n − 2)/sr⌋ + 1)", partial(ref_rest_grids, keys="ceil")),
             Mistake("key grid n // sr: floor division, or PVT's reduction conv (kernel = stride = "
                     "sr, no padding), which gives exactly n // sr; ResT's conv has kernel sr + 1 "
-                    "and padding sr // 2", partial(ref_rest_grids, keys="floor")),
+                    "and padding sr // 2", partial(ref_rest_grids, keys="floor"),
+                    variants=(partial(ref_rest_grids, keys="floor, at least 1"),)),
             Mistake("reduction conv with kernel sr (and padding sr // 2) instead of sr + 1",
                     partial(ref_rest_grids, keys="kernel sr")),
             Mistake("reduction conv without padding (0 instead of sr // 2)",
