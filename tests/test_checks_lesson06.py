@@ -506,7 +506,8 @@ def test_cross_attention_queries_read_only_x_and_keys_only_y():
     # output depends on its own position of x and on y
     torch.manual_seed(2)
     ref = lesson06.EMSAMap(8, 1, 2).double().eval()
-    x, y = torch.randn(1, 8, 3, 4, dtype=torch.float64), torch.randn(1, 8, 5, 5, dtype=torch.float64)
+    x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
+    y = torch.randn(1, 8, 5, 5, dtype=torch.float64)
     x2 = x.clone()
     x2[..., 0, 0] += 1.0
     changed = (ref(x2, y) - ref(x, y)).abs().sum(1)[0]

@@ -194,7 +194,8 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
                      mix_bias: torch.Tensor, *, split: str = "(h d)", scale: str = "d",
                      order: str = "mix softmax norm", softmax_over: str = "keys",
                      one_head_transform: bool = False, norm: str = "biased",
-                     mix_layout: str = "g h", flatten: str = "(y x)") -> torch.Tensor:
+                     mix_layout: str = "g h", flatten: str = "(y x)",
+                     flatten_keys: str | None = None) -> torch.Tensor:
     """EMSA's weights B×h×N×M from the maps q (B×C×H×W) and k (B×C×Hk×Wk), N = H·W and
     M = Hk·Wk positions flattened row-major, h heads of width d = C/h.
 
@@ -206,10 +207,11 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
     "softmax mix norm", "mix softmax": the InstanceNorm forgotten), ``softmax_over``
     ("queries"), ``one_head_transform`` (the transform also with one head), ``norm``
     ("unbiased", "eps outside", "per row", "all heads", "no eps"), ``mix_layout`` ("h g": the
-    mixing matrix transposed), ``flatten`` ("(x y)": positions flattened column-major).
+    mixing matrix transposed), ``flatten`` ("(x y)": positions flattened column-major),
+    ``flatten_keys`` (the keys' flattening when it differs from the queries').
     """
     q = rearrange(q, f"b c y x -> b {flatten} c")
-    k = rearrange(k, f"b c y x -> b {flatten} c")
+    k = rearrange(k, f"b c y x -> b {flatten_keys or flatten} c")
     qh = rearrange(q, f"b n {split} -> b h n d", h=num_heads)
     kh = rearrange(k, f"b m {split} -> b h m d", h=num_heads)
     logits = einsum(qh, kh, "b h n d, b h m d -> b h n m")
@@ -280,7 +282,9 @@ check_emsa_weights = register(
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
                     partial(ref_emsa_weights, split="(d h)")),
             Mistake("positions flattened column-major, (w h): the tokens are the map's "
-                    "positions row-major, (h w)", partial(ref_emsa_weights, flatten="(x y)")),
+                    "positions row-major, (h w)", partial(ref_emsa_weights, flatten="(x y)"),
+                    variants=(partial(ref_emsa_weights, flatten_keys="(x y)"),
+                              partial(ref_emsa_weights, flatten="(x y)", flatten_keys="(y x)"))),
             Mistake("InstanceNorm over each query's row of M weights instead of over the whole "
                     "N×M map of a head", partial(ref_emsa_weights, norm="per row")),
             Mistake("InstanceNorm over all heads' maps together instead of each head's N×M map "
@@ -533,7 +537,8 @@ check_talking_heads_weights = register(
                     partial(ref_talking_heads_weights, scale="C")),
             Mistake("scale d^-½ forgotten", partial(ref_talking_heads_weights, scale="none")),
             Mistake("rows renormalised to sum to 1 after the second mixing (its rows sum to "
-                    "Σ_h weights_mix[g, h])", partial(ref_talking_heads_weights, renormalise=True)),
+                    "Σ_h weights_mix[g, h])",
+                    partial(ref_talking_heads_weights, renormalise=True)),
             Mistake("both mixings before the softmax (weights_mix mixes the softmax's output)",
                     partial(ref_talking_heads_weights, both_before=True)),
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
