@@ -419,11 +419,10 @@ check_emsa_module = register(
         tier="build",
         reference=EMSAMap,
         cases=[
-            _pair_case(2, 16, (3, 4), (7, 9), 2, 2, 0),   # odd y: a 4×5 key grid
-            _pair_case(2, 12, (5, 2), (9, 6), 3, 4, 1),   # a 3×2 key grid, y larger than x
+            _pair_case(2, 8, (3, 4), (7, 9), 2, 2, 0),    # odd y: a 4×5 key grid
+            _pair_case(2, 12, (5, 2), (7, 6), 3, 4, 1),   # a 2×2 key grid; remainders 3 and 2
             _pair_case(2, 8, (4, 4), (5, 5), 1, 2, 2),    # one head: no head mixing
             _pair_case(2, 8, (4, 5), (3, 2), 2, 1, 3),    # sr 1: keys are y's positions
-            _pair_case(2, 8, (2, 3), (7, 6), 2, 4, 4),    # remainders 7 % 4 = 3, 6 % 4 = 2
             _pair_case(2, 4, (3, 3), (5, 5), 4, 2, 5),    # boundary: heads of width d = 1
             _pair_case(2, 8, (1, 2), (3, 3), 2, 2, 6),    # boundary: x one row high
         ],
