@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from _learner import assert_catalogued, assert_mistake_named
 
@@ -23,14 +24,18 @@ NAMES = lesson06.__all__
 
 # The mistakes issues 14 and 32 ask the lesson to recognise, by (part of) their name.
 REQUIRED = {
-    "check_rest_grids": ["kernel sr (PVT's kernel = stride)", "without padding",
+    "check_rest_grids": ["PVT's reduction conv", "kernel sr (and padding", "without padding",
+                         "authors' `PatchEmbed`",
                          "H // 4, H // 8", "⌈n/sr⌉", "sr = 1 run through the conv formula"],
     "check_emsa_weights": ["heads as the fast factor", "InstanceNorm before the softmax",
                            "softmax before the head mixing", "scale d^-½ forgotten",
-                           "head-mixing matrix transposed"],
-    "check_emsa_module": ["LayerNorm forgotten on the reduced tokens", "padding 0"],
+                           "head-mixing matrix transposed", "flattened column-major",
+                           "each query's row", "all heads' maps together", "ε forgotten"],
+    "check_emsa_module": ["LayerNorm forgotten on the reduced tokens", "padding 0",
+                          "heads as the fast factor", "keys and values from x"],
     "check_talking_heads_weights": ["logits_mix transposed", "weights_mix transposed",
-                                    "not mixed after the softmax"],
+                                    "not mixed after the softmax", "scale d^-½ forgotten",
+                                    "renormalised to sum to 1", "both mixings before"],
 }
 
 
@@ -78,9 +83,24 @@ def learner_grids_ceil_keys(H, W, sr_ratios=(8, 4, 2, 1)):
     return learner_grids(H, W, sr_ratios, key_side=lambda n, sr: math.ceil(n / sr))
 
 
-def learner_grids_pvt(H, W, sr_ratios=(8, 4, 2, 1)):
+def learner_grids_kernel_sr(H, W, sr_ratios=(8, 4, 2, 1)):
     return learner_grids(H, W, sr_ratios,
                          key_side=lambda n, sr: n if sr == 1 else _out(n, sr, sr, sr // 2))
+
+
+def learner_grids_pvt(H, W, sr_ratios=(8, 4, 2, 1)):  # PVT's conv: kernel = stride, padding 0
+    return learner_grids(H, W, sr_ratios,
+                         key_side=lambda n, sr: n if sr == 1 else _out(n, sr, sr, 0))
+
+
+def learner_grids_patch_embed_reported(H, W, sr_ratios=(8, 4, 2, 1)):
+    # the stem run as convs, then each stage's grid as the authors' PatchEmbed reports it
+    def stage(n, i):
+        n = _out(_out(_out(n, 3, 2, 1), 3, 1, 1), 3, 2, 1)
+        for _ in range(i):
+            n = n // 2
+        return n
+    return learner_grids(H, W, sr_ratios, stage_side=stage)
 
 
 def learner_grids_sr1_conv(H, W, sr_ratios=(8, 4, 2, 1)):
@@ -94,8 +114,17 @@ def _split(t, heads, fast=False):
     return t.view(B, N, heads, C // heads).permute(0, 2, 1, 3)
 
 
+def _tokens(m, column_major=False):
+    """A learner's B×C×H×W map -> B×(H·W)×C tokens, with flatten/transpose."""
+    if column_major:
+        m = m.transpose(-2, -1)
+    return m.flatten(2).transpose(1, 2)
+
+
 def learner_weights(q, k, num_heads, mix_weight, mix_bias, *, fast=False, scale=None,
-                    steps=("mix", "softmax", "norm"), dim=-1, one_head=False):
+                    steps=("mix", "softmax", "norm"), dim=-1, one_head=False,
+                    column_major=False, norm=F.instance_norm):
+    q, k = _tokens(q, column_major), _tokens(k, column_major)
     qh, kh = _split(q, num_heads, fast), _split(k, num_heads, fast)
     d = q.shape[-1] // num_heads
     a = qh @ kh.transpose(-2, -1) * (d ** -0.5 if scale is None else scale)
@@ -107,7 +136,7 @@ def learner_weights(q, k, num_heads, mix_weight, mix_bias, *, fast=False, scale=
         elif step == "softmax":
             a = torch.softmax(a, dim=dim)
         else:
-            a = F.instance_norm(a)
+            a = norm(a)
     return a
 
 
@@ -115,12 +144,41 @@ def learner_weights_fast(q, k, num_heads, mix_weight, mix_bias):
     return learner_weights(q, k, num_heads, mix_weight, mix_bias, fast=True)
 
 
+def learner_weights_column_major(q, k, num_heads, mix_weight, mix_bias):
+    return learner_weights(q, k, num_heads, mix_weight, mix_bias, column_major=True)
+
+
+def _norm_rows(a):  # each query's row of M weights to mean 0, variance 1
+    return (a - a.mean(-1, keepdim=True)) / (a.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+
+
+def _norm_all_heads(a):  # F.layer_norm over the heads and the map together, no affine
+    return F.layer_norm(a, a.shape[1:])
+
+
+def _norm_no_eps(a):
+    mean = a.mean(dim=(2, 3), keepdim=True)
+    return (a - mean) / a.std(dim=(2, 3), unbiased=False, keepdim=True)
+
+
+def learner_weights_norm_rows(q, k, num_heads, mix_weight, mix_bias):
+    return learner_weights(q, k, num_heads, mix_weight, mix_bias, norm=_norm_rows)
+
+
+def learner_weights_norm_all_heads(q, k, num_heads, mix_weight, mix_bias):
+    return learner_weights(q, k, num_heads, mix_weight, mix_bias, norm=_norm_all_heads)
+
+
+def learner_weights_no_eps(q, k, num_heads, mix_weight, mix_bias):
+    return learner_weights(q, k, num_heads, mix_weight, mix_bias, norm=_norm_no_eps)
+
+
 def learner_weights_unscaled(q, k, num_heads, mix_weight, mix_bias):
     return learner_weights(q, k, num_heads, mix_weight, mix_bias, scale=1.0)
 
 
 def learner_weights_sqrt_c(q, k, num_heads, mix_weight, mix_bias):
-    return learner_weights(q, k, num_heads, mix_weight, mix_bias, scale=1 / math.sqrt(q.shape[-1]))
+    return learner_weights(q, k, num_heads, mix_weight, mix_bias, scale=1 / math.sqrt(q.shape[1]))
 
 
 def learner_weights_norm_first(q, k, num_heads, mix_weight, mix_bias):
@@ -183,8 +241,27 @@ def learner_talking_emsa_norm(q, k, num_heads, logits_mix, weights_mix):
     return learner_talking(q, k, num_heads, logits_mix, weights_mix, norm=True)
 
 
+def learner_talking_unscaled(q, k, num_heads, logits_mix, weights_mix):
+    qh, kh = _split(q, num_heads), _split(k, num_heads)
+    a = torch.einsum("gh,bhnm->bgnm", logits_mix, qh @ kh.transpose(-2, -1)).softmax(-1)
+    return torch.einsum("gh,bhnm->bgnm", weights_mix, a)
+
+
+def learner_talking_renormalised(q, k, num_heads, logits_mix, weights_mix):
+    u = learner_talking(q, k, num_heads, logits_mix, weights_mix)
+    return u / u.sum(-1, keepdim=True)  # "attention rows sum to one"
+
+
+def learner_talking_both_before(q, k, num_heads, logits_mix, weights_mix):
+    qh, kh = _split(q, num_heads), _split(k, num_heads)
+    a = qh @ kh.transpose(-2, -1) / math.sqrt(q.shape[-1] // num_heads)
+    a = torch.einsum("gh,bhnm->bgnm", weights_mix @ logits_mix, a)
+    return a.softmax(-1)
+
+
 class LearnerEMSA(nn.Module):
-    """A learner's EMSA on a map, written with view/permute and torch.nn.functional."""
+    """A learner's cross-attention EMSA between two maps, with view/permute and
+    torch.nn.functional."""
 
     def __init__(self, dim, num_heads, sr_ratio):
         super().__init__()
@@ -202,10 +279,10 @@ class LearnerEMSA(nn.Module):
     def padding(self, sr):
         return sr // 2
 
-    def keys_from(self, x, tokens):
+    def keys_from(self, y, tokens):
         if self.sr_ratio == 1:
             return tokens
-        return self.sr_norm(self.sr(x).flatten(2).transpose(1, 2))
+        return self.sr_norm(self.sr(y).flatten(2).transpose(1, 2))
 
     def split_kv(self, kv):
         return kv[0], kv[1]
@@ -215,11 +292,11 @@ class LearnerEMSA(nn.Module):
             return a.softmax(-1)
         return F.instance_norm(self.transform_conv(a).softmax(-1))
 
-    def forward(self, x):
+    def forward(self, x, y):
         B, C, H, W = x.shape
         tokens = x.flatten(2).transpose(1, 2)
         q = self.q(tokens).reshape(B, H * W, self.heads, -1).permute(0, 2, 1, 3)
-        src = self.keys_from(x, tokens)
+        src = self.keys_from(y, y.flatten(2).transpose(1, 2))
         kv = self.kv(src).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         k, v = self.split_kv(kv)
         a = self.mix(q @ k.transpose(-2, -1) / math.sqrt(C // self.heads))
@@ -233,10 +310,10 @@ class LearnerEMSANoPadding(LearnerEMSA):
 
 
 class LearnerEMSANoNorm(LearnerEMSA):
-    def keys_from(self, x, tokens):
+    def keys_from(self, y, tokens):
         if self.sr_ratio == 1:
             return tokens
-        return self.sr(x).flatten(2).transpose(1, 2)  # sr_norm built but never used
+        return self.sr(y).flatten(2).transpose(1, 2)  # sr_norm built but never used
 
 
 class LearnerEMSASwappedKV(LearnerEMSA):
@@ -245,8 +322,15 @@ class LearnerEMSASwappedKV(LearnerEMSA):
 
 
 class LearnerEMSANoReduction(LearnerEMSA):
-    def keys_from(self, x, tokens):
+    def keys_from(self, y, tokens):
         return tokens
+
+
+class LearnerEMSASelf(LearnerEMSA):
+    """Keys and values from x, as in the lesson's self-attention."""
+
+    def forward(self, x, y):
+        return super().forward(x, x)
 
 
 class LearnerEMSANoTransform(LearnerEMSA):
@@ -271,7 +355,9 @@ class LearnerEMSAInstanceNormModule(LearnerEMSA):
 @pytest.mark.parametrize("name,learner,phrase", [
     ("check_rest_grids", learner_grids_floor, "H // 4, H // 8"),
     ("check_rest_grids", learner_grids_ceil_keys, "⌈n/sr⌉"),
-    ("check_rest_grids", learner_grids_pvt, "kernel sr (PVT's kernel = stride)"),
+    ("check_rest_grids", learner_grids_pvt, "PVT's reduction conv"),
+    ("check_rest_grids", learner_grids_kernel_sr, "kernel sr (and padding"),
+    ("check_rest_grids", learner_grids_patch_embed_reported, "authors' `PatchEmbed`"),
     ("check_rest_grids", learner_grids_sr1_conv, "sr = 1 run through the conv formula"),
     ("check_emsa_weights", learner_weights_fast, "heads as the fast factor"),
     ("check_emsa_weights", learner_weights_unscaled, "scale d^-½ forgotten"),
@@ -282,16 +368,24 @@ class LearnerEMSAInstanceNormModule(LearnerEMSA):
     ("check_emsa_weights", learner_weights_over_queries, "softmax over the queries"),
     ("check_emsa_weights", learner_weights_one_head_too, "applied with one head"),
     ("check_emsa_weights", learner_weights_transposed_mix, "head-mixing matrix transposed"),
+    ("check_emsa_weights", learner_weights_column_major, "flattened column-major"),
+    ("check_emsa_weights", learner_weights_norm_rows, "each query's row"),
+    ("check_emsa_weights", learner_weights_norm_all_heads, "all heads' maps together"),
+    ("check_emsa_weights", learner_weights_no_eps, "ε forgotten"),
     ("check_emsa_module", LearnerEMSANoPadding, "padding 0 in the reduction conv"),
     ("check_emsa_module", LearnerEMSANoNorm, "LayerNorm forgotten on the reduced tokens"),
     ("check_emsa_module", LearnerEMSASwappedKV, "keys and values swapped"),
     ("check_emsa_module", LearnerEMSANoReduction, "spatial reduction is skipped"),
     ("check_emsa_module", LearnerEMSANoTransform, "head mixing and InstanceNorm left out"),
+    ("check_emsa_module", LearnerEMSASelf, "keys and values from x"),
     ("check_talking_heads_weights", learner_talking_tf_layout, "both mixing matrices"),
     ("check_talking_heads_weights", learner_talking_pre_t, "logits_mix transposed"),
     ("check_talking_heads_weights", learner_talking_post_t, "weights_mix transposed"),
     ("check_talking_heads_weights", learner_talking_no_post, "not mixed after the softmax"),
     ("check_talking_heads_weights", learner_talking_emsa_norm, "an InstanceNorm at the end"),
+    ("check_talking_heads_weights", learner_talking_unscaled, "scale d^-½ forgotten"),
+    ("check_talking_heads_weights", learner_talking_renormalised, "renormalised to sum to 1"),
+    ("check_talking_heads_weights", learner_talking_both_before, "both mixings before"),
 ])
 def test_a_learners_own_version_of_a_mistake_is_named(name, learner, phrase):
     assert_mistake_named(name, learner, phrase)
@@ -388,7 +482,9 @@ def test_weights_reference_is_the_librarys_emsa(heads):
         w, b = emsa.head_mix.weight[:, :, 0, 0], emsa.head_mix.bias
     else:
         w, b = torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    ours = lesson06.ref_emsa_weights(emsa.q(x), k, heads, w, b)
+    q_map = rearrange(emsa.q(x), "b (y x) c -> b c y x", y=7)
+    k_map = rearrange(k, "b (y x) c -> b c y x", y=4)          # the 4×5 reduced grid
+    ours = lesson06.ref_emsa_weights(q_map, k_map, heads, w, b)
     assert torch.allclose(ours, emsa.attention_map(x, 7, 9), atol=1e-10)
 
 
@@ -402,7 +498,23 @@ def test_module_reference_is_the_librarys_emsa_on_the_official_names(heads, sr):
     x = torch.randn(2, dim, 7, 9, dtype=torch.float64)
     tokens = x.flatten(2).transpose(1, 2)
     expected = lib(tokens, 7, 9).transpose(1, 2).reshape(2, dim, 7, 9)
-    assert torch.allclose(ref(x), expected, atol=1e-10)
+    assert torch.allclose(ref(x, x), expected, atol=1e-10)   # y = x: the library's self-attention
+
+
+def test_cross_attention_queries_read_only_x_and_keys_only_y():
+    # one head (no InstanceNorm over the whole map, which couples the queries): a query's
+    # output depends on its own position of x and on y
+    torch.manual_seed(2)
+    ref = lesson06.EMSAMap(8, 1, 2).double().eval()
+    x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
+    y = torch.randn(1, 8, 5, 5, dtype=torch.float64)
+    x2 = x.clone()
+    x2[..., 0, 0] += 1.0
+    changed = (ref(x2, y) - ref(x, y)).abs().sum(1)[0]
+    assert changed[0, 0] > 0 and torch.count_nonzero(changed) == 1
+    y2 = y.clone()
+    y2[..., 2, 2] += 1.0
+    assert torch.count_nonzero((ref(x, y2) - ref(x, y)).abs().sum(1)) == 12
 
 
 # ------------------------------------------------- boundaries and slips of the new engine
@@ -412,8 +524,8 @@ def test_instance_norm_slips_are_named(how, phrase):
     from einops import rearrange
 
     def emsa_weights(q, k, num_heads, mix_weight, mix_bias):
-        qh = rearrange(q, "b n (h d) -> b h n d", h=num_heads)
-        kh = rearrange(k, "b m (h d) -> b h m d", h=num_heads)
+        qh = rearrange(q, "b (h d) y x -> b h (y x) d", h=num_heads)
+        kh = rearrange(k, "b (h d) y x -> b h (y x) d", h=num_heads)
         a = qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5
         if num_heads == 1:
             return a.softmax(-1)
@@ -448,11 +560,11 @@ def test_a_copy_of_the_lessons_token_module_is_told_its_missing_grid():
     class MyEMSA(LearnerEMSA):  # section 6's signature: tokens and the grid
         def forward(self, x, H, W):
             grid = x.transpose(1, 2).reshape(x.shape[0], -1, H, W)
-            return super().forward(grid).flatten(2).transpose(1, 2)
+            return super().forward(grid, grid).flatten(2).transpose(1, 2)
 
     result = CHECKERS["check_emsa_module"](MyEMSA, verbose=False)
     assert not result.passed and result.status == "error"
-    assert "TypeError" in result.error and "'H'" in result.error, result.error
+    assert "TypeError" in result.error and "'W'" in result.error, result.error
 
 
 def _talking_loop(q, k, h, pre, post):
@@ -492,7 +604,7 @@ def test_talking_heads_reference_is_the_equations(h):
 def test_the_head_mixing_bias_cannot_change_emsa_weights():
     # the reason the exercise text gives for an answer without mix_bias passing
     g = torch.Generator().manual_seed(0)
-    q, k = (torch.randn(1, n, 8, generator=g, dtype=torch.float64) for n in (5, 3))
+    q, k = (torch.randn(1, 8, 1, n, generator=g, dtype=torch.float64) for n in (5, 3))
     w = torch.randn(2, 2, generator=g, dtype=torch.float64)
     with_bias = lesson06.ref_emsa_weights(q, k, 2, w, torch.tensor([7.0, -3.0], dtype=torch.float64))
     without = lesson06.ref_emsa_weights(q, k, 2, w, torch.zeros(2, dtype=torch.float64))

@@ -215,7 +215,7 @@ def test_a_parameter_without_requires_grad_fails_with_its_own_message(name):
 @pytest.mark.parametrize("name", MODULES)
 def test_a_detached_module_output_fails_on_gradients(name):
     checker = CHECKERS[name]
-    result = checker.run(_variant(checker, forward=lambda self, f, x: f(x).detach()),
+    result = checker.run(_variant(checker, forward=lambda self, f, *args: f(*args).detach()),
                          verbose=False)
     assert not result.passed
     assert "no gradient reaches" in result.lines[0], result.lines
@@ -227,12 +227,12 @@ def test_a_parameter_read_through_data_gets_no_gradient(name):
     reaches that parameter, and the message names it."""
     checker = CHECKERS[name]
 
-    def forward(self, f, x):
+    def forward(self, f, *args):
         owner, leaf = _first_parameter(self)
         p = owner._parameters.pop(leaf)
         setattr(owner, leaf, p.data)  # the forward sees a plain tensor
         try:
-            return f(x)
+            return f(*args)
         finally:
             delattr(owner, leaf)
             owner._parameters[leaf] = p
@@ -296,8 +296,8 @@ def test_a_module_error_names_the_learners_line(name):
     checker = CHECKERS[name]
 
     class MyModule(checker.solution):
-        def forward(self, x):
-            y = super().forward(x)
+        def forward(self, *args):
+            y = super().forward(*args)
             return y @ torch.zeros(3, 5, 7)
 
     result = checker.run(MyModule, verbose=False)
@@ -310,9 +310,9 @@ def test_an_in_place_change_of_a_module_input_has_the_same_wording(name):
     checker = CHECKERS[name]
 
     class MyModule(checker.solution):
-        def forward(self, x):
+        def forward(self, x, *rest):
             x.mul_(1.0)
-            return super().forward(x)
+            return super().forward(x, *rest)
 
     result = checker.run(MyModule, verbose=False)
     assert not result.passed

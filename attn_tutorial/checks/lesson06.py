@@ -2,10 +2,11 @@
 
 1. ``check_rest_grids`` (predict): the token grid and EMSA's key grid at each of ResT's four
    stages for an image size and the stages' reductions ``sr_ratios``.
-2. ``check_emsa_weights`` (build): EMSA's attention weights from projected queries and keys,
+2. ``check_emsa_weights`` (build): EMSA's attention weights from projected query and key maps,
    with the head mixing (1×1 conv over heads), the softmax over keys and the InstanceNorm.
-3. ``check_emsa_module`` (build, a module exercise): EMSA on a feature map, with the official
-   parameter names ``q``, ``kv``, ``proj``, ``sr``, ``sr_norm``, ``transform_conv``.
+3. ``check_emsa_module`` (build, a module exercise): EMSA as cross-attention between two feature
+   maps (queries from x, keys and values from y reduced by sr), with the official parameter
+   names ``q``, ``kv``, ``proj``, ``sr``, ``sr_norm``, ``transform_conv``.
 4. ``check_talking_heads_weights`` (extend): talking-heads attention's weights (Shazeer et al.,
    arXiv 2003.02436), which mix the heads before *and* after the softmax, with no norm.
 
@@ -22,8 +23,8 @@ import torch
 import torch.nn as nn
 from einops import einsum, rearrange
 
-from attn_tutorial.checks._cases import map_case
-from attn_tutorial.checks._core import Case, Checker, Mistake, register
+from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
+from attn_tutorial.checks._isolation import restore_between_calls
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
@@ -47,9 +48,11 @@ def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
     (kernel 3, stride 2, padding 1) each later stage's; the keys come from a conv of kernel
     sr+1, stride sr, padding sr//2 when sr > 1, and are the tokens when sr = 1.
 
-    Knobs: ``grids`` ("floor": H // 4, H // 8, …), ``keys`` ("ceil": ⌈n/sr⌉; "floor": n // sr;
-    "kernel sr": kernel = stride; "no padding"), ``sr_one`` ("conv": the formula also at
-    sr = 1), ``stem_strides`` (1: one stride-2 conv in the stem), ``embed_first`` (a patch
+    Knobs: ``grids`` ("floor": H // 4, H // 8, …; "embed floor": the stem's grid right, each
+    patch embedding's n // 2, the grid the authors' ``PatchEmbed`` reports), ``keys`` ("ceil":
+    ⌈n/sr⌉; "floor": n // sr; "floor, at least 1": max(n // sr, 1); "kernel sr": kernel sr,
+    padding sr // 2; "no padding"), ``sr_one`` ("conv": the formula also at sr = 1),
+    ``stem_strides`` (1: one stride-2 conv in the stem), ``embed_first`` (a patch
     embedding before stage 1 too), ``swap`` (each pair (W, H)).
     """
     def stem(n: int) -> int:
@@ -60,7 +63,7 @@ def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
         return _conv_side(n, 3, 2, 1) if stem_strides == 2 else n
 
     def embed(n: int) -> int:
-        return n // 2 if grids == "floor" else _conv_side(n, 3, 2, 1)
+        return n // 2 if grids in ("floor", "embed floor") else _conv_side(n, 3, 2, 1)
 
     def key(n: int, sr: int) -> int:
         if sr == 1 and sr_one == "tokens":
@@ -69,6 +72,8 @@ def ref_rest_grids(H: int, W: int, sr_ratios: tuple[int, ...] = (8, 4, 2, 1), *,
             return -(-n // sr)
         if keys == "floor":
             return n // sr
+        if keys == "floor, at least 1":
+            return max(n // sr, 1)
         kernel = sr if keys == "kernel sr" else sr + 1
         return _conv_side(n, kernel, sr, 0 if keys == "no padding" else sr // 2)
 
@@ -85,6 +90,21 @@ def _grids_case(H: int, W: int, sr: tuple[int, ...] | None = None) -> Case:
     if sr is None:  # called with the default sr_ratios
         return Case(f"{H}×{W} image, default sr_ratios", lambda g, H=H, W=W: (H, W))
     return Case(f"{H}×{W} image, sr_ratios {sr}", lambda g, H=H, W=W, sr=sr: (H, W, sr))
+
+
+def _legal(H: int, W: int, sr_ratios: tuple[int, ...]) -> bool:
+    """Whether every reduction conv accepts its stage's grid (an odd sr needs a side ≥ 2)."""
+    return all(min(grid) >= 2 or sr % 2 == 0 or sr == 1
+               for (grid, _), sr in zip(ref_rest_grids(H, W, sr_ratios), sr_ratios))
+
+
+def _draw_grids(rng) -> tuple:
+    """A legal (H, W, sr_ratios): sides 1 to 400, reductions 1 to 9."""
+    while True:
+        H, W = rng.randint(1, 400), rng.randint(1, 400)
+        sr = tuple(rng.randint(1, 9) for _ in range(4))
+        if _legal(H, W, sr):
+            return H, W, sr
 
 
 check_rest_grids = register(
@@ -117,6 +137,9 @@ check_rest_grids = register(
             _grids_case(9, 13, (2, 2, 2, 2)),    # grids of 1 with even sr: one key
             _grids_case(200, 120, (6, 6, 6, 6)),  # an even sr that is not a power of 2
             _grids_case(1, 9, (4, 4, 4, 4)),      # a side of 1 at every stage
+            # hidden: drawn from the whole domain, never printed (a table of the printed
+            # answers fails them)
+            *hidden_cases("hidden case", _draw_grids, count=5, seed=606),
         ],
         mistakes=[
             Mistake("token grids H // 4, H // 8, H // 16, H // 32 (floor division): the stem's "
@@ -125,11 +148,16 @@ check_rest_grids = register(
                     partial(ref_rest_grids, grids="floor"),
                     variants=(partial(ref_rest_grids, grids="floor", keys="floor"),
                               partial(ref_rest_grids, grids="floor", keys="ceil"))),
+            Mistake("token grids of the authors' `PatchEmbed`, which reports (H // p, W // p): "
+                    "each patch embedding's conv (kernel 3, stride 2, padding 1) gives "
+                    "⌈n/2⌉, not n // 2", partial(ref_rest_grids, grids="embed floor")),
             Mistake("key grid ⌈n/sr⌉: the reduction conv's grid for even sr only (for odd sr "
                     "it is ⌊(n − 2)/sr⌋ + 1)", partial(ref_rest_grids, keys="ceil")),
-            Mistake("key grid n // sr (floor division) instead of the reduction conv's grid",
-                    partial(ref_rest_grids, keys="floor")),
-            Mistake("reduction conv with kernel sr (PVT's kernel = stride) instead of sr + 1",
+            Mistake("key grid n // sr: floor division, or PVT's reduction conv (kernel = stride = "
+                    "sr, no padding), which gives exactly n // sr; ResT's conv has kernel sr + 1 "
+                    "and padding sr // 2", partial(ref_rest_grids, keys="floor"),
+                    variants=(partial(ref_rest_grids, keys="floor, at least 1"),)),
+            Mistake("reduction conv with kernel sr (and padding sr // 2) instead of sr + 1",
                     partial(ref_rest_grids, keys="kernel sr")),
             Mistake("reduction conv without padding (0 instead of sr // 2)",
                     partial(ref_rest_grids, keys="no padding")),
@@ -148,23 +176,28 @@ check_rest_grids = register(
 
 
 # --------------------------------------------------------------- 2. EMSA's weights
-def _instance_norm(a: torch.Tensor, unbiased: bool = False,
-                   eps_inside: bool = True) -> torch.Tensor:
-    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance 1.
-    Knobs: ``unbiased`` (the variance divided by N·M − 1), ``eps_inside`` (False: σ + ε)."""
-    mean = a.mean(dim=(-2, -1), keepdim=True)
-    var = a.var(dim=(-2, -1), unbiased=unbiased, keepdim=True)
+def _instance_norm(a: torch.Tensor, unbiased: bool = False, eps_inside: bool = True,
+                   over: str = "map", eps: float = 1e-5) -> torch.Tensor:
+    """InstanceNorm2d(h) without affine: each (b, head) N×M map to mean 0, variance
+    var/(var + ε). Knobs: ``unbiased`` (the variance divided by N·M − 1), ``eps_inside``
+    (False: σ + ε), ``over`` ("row": each query's row of M, "heads": all heads' maps of a
+    batch item together), ``eps`` (0: ε forgotten)."""
+    dims = {"map": (-2, -1), "row": (-1,), "heads": (-3, -2, -1)}[over]
+    mean = a.mean(dim=dims, keepdim=True)
+    var = a.var(dim=dims, unbiased=unbiased, keepdim=True)
     if not eps_inside:
-        return (a - mean) / (torch.sqrt(var) + 1e-5)
-    return (a - mean) / torch.sqrt(var + 1e-5)
+        return (a - mean) / (torch.sqrt(var) + eps)
+    return (a - mean) / torch.sqrt(var + eps)
 
 
 def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weight: torch.Tensor,
                      mix_bias: torch.Tensor, *, split: str = "(h d)", scale: str = "d",
                      order: str = "mix softmax norm", softmax_over: str = "keys",
                      one_head_transform: bool = False, norm: str = "biased",
-                     mix_layout: str = "g h") -> torch.Tensor:
-    """EMSA's weights B×h×N×M from q (B×N×C) and k (B×M×C), h heads of width d = C/h.
+                     mix_layout: str = "g h", flatten: str = "(y x)",
+                     flatten_keys: str | None = None) -> torch.Tensor:
+    """EMSA's weights B×h×N×M from the maps q (B×C×H×W) and k (B×C×Hk×Wk), N = H·W and
+    M = Hk·Wk positions flattened row-major, h heads of width d = C/h.
 
     logits = q·kᵀ·d^−½ per head (heads the slow factor of C); for h > 1: a 1×1 conv over the
     heads (``mix_weight`` h×h, ``mix_bias`` h), softmax over the M keys, InstanceNorm of every
@@ -173,8 +206,12 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
     Knobs: ``split`` ("(d h)"), ``scale`` ("none", "C": 1/√C), ``order`` ("mix norm softmax",
     "softmax mix norm", "mix softmax": the InstanceNorm forgotten), ``softmax_over``
     ("queries"), ``one_head_transform`` (the transform also with one head), ``norm``
-    ("unbiased", "eps outside"), ``mix_layout`` ("h g": the mixing matrix transposed).
+    ("unbiased", "eps outside", "per row", "all heads", "no eps"), ``mix_layout`` ("h g": the
+    mixing matrix transposed), ``flatten`` ("(x y)": positions flattened column-major),
+    ``flatten_keys`` (the keys' flattening when it differs from the queries').
     """
+    q = rearrange(q, f"b c y x -> b {flatten} c")
+    k = rearrange(k, f"b c y x -> b {flatten_keys or flatten} c")
     qh = rearrange(q, f"b n {split} -> b h n d", h=num_heads)
     kh = rearrange(k, f"b m {split} -> b h m d", h=num_heads)
     logits = einsum(qh, kh, "b h n d, b h m d -> b h n m")
@@ -191,7 +228,9 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
     if num_heads == 1 and not one_head_transform:
         return logits.softmax(dim=dim)
     def instance_norm(a: torch.Tensor) -> torch.Tensor:
-        return _instance_norm(a, unbiased=norm == "unbiased", eps_inside=norm != "eps outside")
+        over = {"per row": "row", "all heads": "heads"}.get(norm, "map")
+        return _instance_norm(a, unbiased=norm == "unbiased", eps_inside=norm != "eps outside",
+                              over=over, eps=0.0 if norm == "no eps" else 1e-5)
 
     steps = {"mix": mix, "softmax": lambda a: a.softmax(dim=dim), "norm": instance_norm}
     out = logits
@@ -200,15 +239,29 @@ def ref_emsa_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, mix_weigh
     return out
 
 
-def _weights_case(B: int, N: int, M: int, C: int, h: int, seed: int) -> Case:
-    def make(g: torch.Generator, B=B, N=N, M=M, C=C, h=h):
-        q = torch.randn(B, N, C, generator=g, dtype=torch.float64)
-        k = torch.randn(B, M, C, generator=g, dtype=torch.float64)
+def _weights_case(B: int, C: int, grid: tuple[int, int], key_grid: tuple[int, int], h: int,
+                  seed: int) -> Case:
+    (H, W), (Hk, Wk) = grid, key_grid
+
+    def make(g: torch.Generator):
+        q = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+        k = torch.randn(B, C, Hk, Wk, generator=g, dtype=torch.float64)
         w = torch.randn(h, h, generator=g, dtype=torch.float64)
         bias = torch.randn(h, generator=g, dtype=torch.float64)
         return q, k, h, w, bias
 
-    return Case(f"q {B}×{N}×{C}, k {B}×{M}×{C}, {h} head{'s' if h > 1 else ''}", make, seed=seed)
+    return Case(f"q {B}×{C}×{H}×{W}, k {B}×{C}×{Hk}×{Wk}, {h} head{'s' if h > 1 else ''}",
+                make, seed=seed)
+
+
+def _unit_variance(out: torch.Tensor, q, k, num_heads: int, *_) -> bool:
+    """Every finite (b, head) map has variance 1: the InstanceNorm without its ε (with it, the
+    variance is var/(var + 1e-5) < 1; a single key's 0/0 maps are NaN and left out)."""
+    if num_heads == 1:
+        return True
+    var = out.var(dim=(-2, -1), unbiased=False)
+    var = var[torch.isfinite(var)]
+    return bool(torch.allclose(var, torch.ones_like(var), rtol=0, atol=1e-9))
 
 
 check_emsa_weights = register(
@@ -218,16 +271,26 @@ check_emsa_weights = register(
         tier="build",
         reference=ref_emsa_weights,
         cases=[
-            _weights_case(2, 12, 4, 8, 2, 0),
-            _weights_case(1, 15, 6, 12, 3, 1),   # batch 1, three heads of width 4
-            _weights_case(2, 10, 10, 6, 1, 2),   # one head: the transform is off
-            _weights_case(1, 7, 3, 16, 4, 3),
-            _weights_case(2, 5, 1, 6, 2, 4),     # boundary: a single key
-            _weights_case(1, 6, 3, 4, 4, 5),     # boundary: heads of width d = 1
+            _weights_case(2, 8, (3, 4), (2, 2), 2, 0),
+            _weights_case(1, 12, (5, 3), (3, 2), 3, 1),  # batch 1, three heads of width 4
+            _weights_case(2, 6, (2, 5), (2, 5), 1, 2),   # one head: the transform is off
+            _weights_case(1, 16, (7, 1), (3, 1), 4, 3),  # boundary: maps one column wide
+            _weights_case(2, 6, (1, 5), (1, 1), 2, 4),   # boundary: a single key, one row
+            _weights_case(1, 4, (2, 3), (1, 3), 4, 5),   # boundary: heads of width d = 1
         ],
         mistakes=[
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
                     partial(ref_emsa_weights, split="(d h)")),
+            Mistake("positions flattened column-major, (w h): the tokens are the map's "
+                    "positions row-major, (h w)", partial(ref_emsa_weights, flatten="(x y)"),
+                    variants=(partial(ref_emsa_weights, flatten_keys="(x y)"),
+                              partial(ref_emsa_weights, flatten="(x y)", flatten_keys="(y x)"))),
+            Mistake("InstanceNorm over each query's row of M weights instead of over the whole "
+                    "N×M map of a head", partial(ref_emsa_weights, norm="per row")),
+            Mistake("InstanceNorm over all heads' maps together instead of each head's N×M map "
+                    "on its own", partial(ref_emsa_weights, norm="all heads")),
+            Mistake("ε forgotten in the InstanceNorm: it divides by √(var + 1e-5)",
+                    partial(ref_emsa_weights, norm="no eps"), holds=_unit_variance),
             Mistake("scale d^-½ forgotten", partial(ref_emsa_weights, scale="none")),
             Mistake("scaled by 1/√C (the full width) instead of 1/√d (one head's width)",
                     partial(ref_emsa_weights, scale="C")),
@@ -256,17 +319,21 @@ check_emsa_weights = register(
 
 # ------------------------------------------------------------- 3. the EMSA module
 class EMSAMap(nn.Module):
-    """EMSA on a feature map (B×C×H×W -> B×C×H×W) with the official parameter names; qkv bias
-    and the head transform on, as in every released ResT.
+    """EMSA as cross-attention between two feature maps with the official parameter names:
+    queries from every position of ``x`` (B×C×H×W), keys and values from ``y`` (B×C×Hy×Wy)
+    reduced by the ``sr`` conv; returns B×C×H×W. qkv bias and the head transform on, as in
+    every released ResT.
 
     Knobs: ``padding`` ("zero"), ``layer_norm`` (False: forgotten on the reduced tokens),
     ``kv_order`` ("vk": the halves of ``kv`` swapped), ``reduce`` (False: keys from all
-    tokens), ``transform`` (False: head mixing and InstanceNorm left out).
+    positions of y), ``transform`` (False: head mixing and InstanceNorm left out), ``split``
+    ("(d h)": heads the fast factor of C), ``source`` ("x": keys and values from x, the
+    self-attention of the lesson).
     """
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, *, padding: str = "half",
                  layer_norm: bool = True, kv_order: str = "kv", reduce: bool = True,
-                 transform: bool = True) -> None:
+                 transform: bool = True, split: str = "(h d)", source: str = "y") -> None:
         super().__init__()
         self.num_heads, self.sr_ratio = num_heads, sr_ratio
         self.q = nn.Linear(dim, dim)
@@ -280,17 +347,21 @@ class EMSAMap(nn.Module):
             self.transform_conv = nn.Conv2d(num_heads, num_heads, 1)
         self.layer_norm, self.kv_order = layer_norm, kv_order
         self.reduce, self.transform = reduce, transform
+        self.split, self.source = split, source
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
+        if self.source == "x":
+            y = x
         tokens = rearrange(x, "b c h w -> b (h w) c")
-        q = rearrange(self.q(tokens), "b n (h d) -> b h n d", h=self.num_heads)
-        source = tokens
+        q = rearrange(self.q(tokens), f"b n {self.split} -> b h n d", h=self.num_heads)
+        source = rearrange(y, "b c h w -> b (h w) c")
         if self.sr_ratio > 1 and self.reduce:
-            source = rearrange(self.sr(x), "b c h w -> b (h w) c")
+            source = rearrange(self.sr(y), "b c h w -> b (h w) c")
             if self.layer_norm:
                 source = self.sr_norm(source)
-        k, v = rearrange(self.kv(source), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
+        k, v = rearrange(self.kv(source), f"b m (two {self.split[1:-1]}) -> two b h m d",
+                         two=2, h=self.num_heads)
         if self.kv_order == "vk":
             k, v = v, k
         a = einsum(q, k, "b h n d, b h m d -> b h n m") * q.shape[-1] ** -0.5
@@ -298,29 +369,62 @@ class EMSAMap(nn.Module):
             a = _instance_norm(self.transform_conv(a).softmax(dim=-1))
         else:
             a = a.softmax(dim=-1)
-        out = rearrange(einsum(a, v, "b h n m, b h m d -> b h n d"), "b h n d -> b n (h d)")
+        out = rearrange(einsum(a, v, "b h n m, b h m d -> b h n d"),
+                        f"b h n d -> b n {self.split}")
         return rearrange(self.proj(out), "b (h w) c -> b c h w", h=H, w=W)
 
 
-def _map_case(shape: tuple[int, int, int, int], heads: int, sr: int, seed: int) -> Case:
-    label = f", {heads} head{'s' if heads > 1 else ''}, sr {sr}"
-    return map_case(shape, seed, label,
-                    build={"dim": shape[1], "num_heads": heads, "sr_ratio": sr})
+def _pair_case(B: int, C: int, grid: tuple[int, int], y_grid: tuple[int, int], heads: int,
+               sr: int, seed: int) -> Case:
+    """Two seeded float64 maps, x B×C×H×W and y B×C×Hy×Wy (batch ≥ 2: the train-mode step
+    doubles only a batch-1 x, never y)."""
+    def make(g: torch.Generator):
+        return (torch.randn(B, C, *grid, generator=g, dtype=torch.float64),
+                torch.randn(B, C, *y_grid, generator=g, dtype=torch.float64))
+
+    name = (f"x {B}×{C}×{grid[0]}×{grid[1]}, y {B}×{C}×{y_grid[0]}×{y_grid[1]}, {heads} "
+            f"head{'s' if heads > 1 else ''}, sr {sr}")
+    return Case(name, make, seed=seed, build={"dim": C, "num_heads": heads, "sr_ratio": sr})
+
+
+class _TwoMapChecker(ModuleChecker):
+    """A module exercise whose forward takes two maps, x and y. The engine's
+    ``ModuleChecker.evaluate`` goes on to train mode only when it finds the key "gradient w.r.t.
+    the input" (one input); ``_measure`` here names the two inputs' gradients ``x`` and ``y``
+    and ``evaluate`` goes on to train mode (and the SGD step) when the eval output is a tensor
+    with both of them (every case has batch 2: the train step doubles a batch-1 x only)."""
+
+    def _measure(self, module: nn.Module, case: Case, args: tuple, what: str = "") -> dict:
+        value = super()._measure(module, case, args, what)
+        return {k.replace("w.r.t. input 0", "w.r.t. x").replace("w.r.t. input 1", "w.r.t. y"): v
+                for k, v in value.items()}
+
+    def evaluate(self, subject, case: Case, args: tuple) -> dict:
+        module = self._module(subject, case)
+        value = self._measure(module.eval(), case, args)
+        value.pop("_grads", None)
+        if isinstance(value.get("output"), torch.Tensor) and "gradient w.r.t. x" in value:
+            restore_between_calls()  # what the eval call changed does not leak into training
+            value.update(self._train(self._module(subject, case), case, args))
+        ref = self._reference_module(case)
+        names = {f"`{n}`" for n, _ in [*ref.named_parameters(), *ref.named_buffers()]}
+        return {k: v for k, v in value.items()
+                if "`" not in k or k[k.index("`"):k.rindex("`") + 1] in names}
 
 
 check_emsa_module = register(
-    ModuleChecker(
+    _TwoMapChecker(
         "emsa_module",
         exercise="MyEMSA",
         tier="build",
         reference=EMSAMap,
         cases=[
-            _map_case((2, 16, 7, 9), 2, 2, 0),   # odd sides: a 4×5 key grid
-            _map_case((1, 12, 9, 6), 3, 4, 1),   # batch 1, a 3×2 key grid
-            _map_case((1, 8, 5, 5), 1, 2, 2),    # one head: no head mixing
-            _map_case((2, 8, 4, 5), 2, 1, 3),    # sr 1: keys are the tokens, no sr conv
-            _map_case((2, 8, 7, 6), 2, 4, 4),    # boundary: remainders 7 % 4 = 3, 6 % 4 = 2
-            _map_case((2, 4, 5, 5), 4, 2, 5),    # boundary: heads of width d = 1
+            _pair_case(2, 8, (3, 4), (7, 9), 2, 2, 0),    # odd y: a 4×5 key grid
+            _pair_case(2, 12, (5, 2), (7, 6), 3, 4, 1),   # a 2×2 key grid; remainders 3 and 2
+            _pair_case(2, 8, (4, 4), (5, 5), 1, 2, 2),    # one head: no head mixing
+            _pair_case(2, 8, (4, 5), (3, 2), 2, 1, 3),    # sr 1: keys are y's positions
+            _pair_case(2, 4, (3, 3), (5, 5), 4, 2, 5),    # boundary: heads of width d = 1
+            _pair_case(2, 8, (1, 2), (3, 3), 2, 2, 6),    # boundary: x one row high
         ],
         mistakes=[
             Mistake("padding 0 in the reduction conv (kernel sr+1, stride sr needs padding "
@@ -333,6 +437,11 @@ check_emsa_module = register(
                     partial(EMSAMap, reduce=False)),
             Mistake("head mixing and InstanceNorm left out (every released ResT has them on)",
                     partial(EMSAMap, transform=False)),
+            Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
+                    partial(EMSAMap, split="(d h)")),
+            Mistake("keys and values from x (self-attention) instead of from y",
+                    partial(EMSAMap, source="x"), variants=(
+                        partial(EMSAMap, source="x", reduce=False),)),
         ],
     )
 )
@@ -344,8 +453,9 @@ def ref_talking_heads_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int,
                               split: str = "(h d)", scale: str = "d",
                               layouts: tuple[str, str] = ("g h", "g h"), post: bool = True,
                               swap_mixes: bool = False, softmax_over: str = "keys",
-                              instance_norm: bool = False,
-                              one_head_plain: bool = False) -> torch.Tensor:
+                              instance_norm: bool = False, one_head_plain: bool = False,
+                              renormalise: bool = False,
+                              both_before: bool = False) -> torch.Tensor:
     """Talking-heads attention's weights B×h×N×M (Shazeer et al., arXiv 2003.02436): logits
     q·kᵀ·d^−½ per head (heads the slow factor of C), mixed across heads by ``logits_mix``
     (h×h, [out, in]), softmax over the M keys, mixed again by ``weights_mix``; no bias, no norm,
@@ -354,19 +464,26 @@ def ref_talking_heads_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int,
     Knobs: ``split`` ("(d h)"), ``scale`` ("C"), ``layouts`` (einops layout of each matrix,
     "h g": transposed), ``post`` (False: no mixing after the softmax), ``swap_mixes`` (the two
     matrices exchanged), ``softmax_over`` ("queries", "heads"), ``instance_norm`` (EMSA's norm
-    at the end), ``one_head_plain`` (with one head only the softmax, EMSA's rule).
+    at the end), ``one_head_plain`` (with one head only the softmax, EMSA's rule),
+    ``renormalise`` (each row divided by its sum at the end), ``both_before`` (both mixings
+    before the softmax, none after). ``scale`` also takes "none".
     """
     qh = rearrange(q, f"b n {split} -> b h n d", h=num_heads)
     kh = rearrange(k, f"b m {split} -> b h m d", h=num_heads)
-    d_or_c = qh.shape[-1] if scale == "d" else q.shape[-1]
+    d_or_c = {"d": qh.shape[-1], "C": q.shape[-1], "none": 1}[scale]
     logits = einsum(qh, kh, "b h n d, b h m d -> b h n m") * d_or_c ** -0.5
     dim = {"keys": -1, "queries": -2, "heads": 1}[softmax_over]
     if num_heads == 1 and one_head_plain:
         return logits.softmax(dim=dim)
     first, second = (weights_mix, logits_mix) if swap_mixes else (logits_mix, weights_mix)
-    weights = einsum(first, logits, f"{layouts[0]}, b h n m -> b g n m").softmax(dim=dim)
-    if post:
+    weights = einsum(first, logits, f"{layouts[0]}, b h n m -> b g n m")
+    if both_before:
         weights = einsum(second, weights, f"{layouts[1]}, b h n m -> b g n m")
+    weights = weights.softmax(dim=dim)
+    if post and not both_before:
+        weights = einsum(second, weights, f"{layouts[1]}, b h n m -> b g n m")
+    if renormalise:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
     return _instance_norm(weights) if instance_norm else weights
 
 
@@ -417,6 +534,12 @@ check_talking_heads_weights = register(
                     partial(ref_talking_heads_weights, one_head_plain=True)),
             Mistake("scaled by 1/√C (the full width) instead of 1/√d (one head's width)",
                     partial(ref_talking_heads_weights, scale="C")),
+            Mistake("scale d^-½ forgotten", partial(ref_talking_heads_weights, scale="none")),
+            Mistake("rows renormalised to sum to 1 after the second mixing (its rows sum to "
+                    "Σ_h weights_mix[g, h])",
+                    partial(ref_talking_heads_weights, renormalise=True)),
+            Mistake("both mixings before the softmax (weights_mix mixes the softmax's output)",
+                    partial(ref_talking_heads_weights, both_before=True)),
             Mistake("heads as the fast factor of C, (d h), instead of the slow factor (h d)",
                     partial(ref_talking_heads_weights, split="(d h)")),
         ],
