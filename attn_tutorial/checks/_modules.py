@@ -20,7 +20,7 @@ overrides one step: ``_runs_reference``, ``_build``, ``_load`` or ``_measure`` (
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,12 @@ class ModuleChecker(Checker):
     called with the case's ``build`` keyword arguments."""
 
     kind = "module"
+
+    def __init__(self, *args: Any, input_names: Sequence[str] = (), **kwargs: Any) -> None:
+        """``input_names``: what to call the forward's inputs in the report when it takes
+        several (e.g. ``("x", "y")``); one input is "the input"."""
+        super().__init__(*args, **kwargs)
+        self.input_names = tuple(input_names)
 
     def validate(self, learner: Any) -> str | None:
         if not (isinstance(learner, type) and issubclass(learner, nn.Module)):
@@ -87,7 +93,8 @@ class ModuleChecker(Checker):
         module = self._module(subject, case)
         value = self._measure(module.eval(), case, args)
         value.pop("_grads", None)
-        if isinstance(value.get("output"), torch.Tensor) and "gradient w.r.t. the input" in value:
+        inputs_reached = any(k.startswith("gradient w.r.t. ") and "`" not in k for k in value)
+        if isinstance(value.get("output"), torch.Tensor) and inputs_reached:
             restore_between_calls()  # what the eval call changed does not leak into training
             # built again (a deep copy would untie parameters that share storage)
             value.update(self._train(self._module(subject, case), case, args))
@@ -126,7 +133,8 @@ class ModuleChecker(Checker):
                     or first is None or out.device != first.device:
                 return {pre + "output": out}  # nothing to differentiate; the output's problem
             wrt = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
-            names = ["the input" if len(wrt) == 1 else f"input {i}" for i in range(len(wrt))]
+            names = list(self.input_names) if len(self.input_names) == len(wrt) else \
+                ["the input" if len(wrt) == 1 else f"input {i}" for i in range(len(wrt))]
             names += [f"`{n}`" for n in params]
             if not out.requires_grad:
                 grads = [None] * len(names)
@@ -144,10 +152,10 @@ class ModuleChecker(Checker):
 
     def _train(self, module: nn.Module, case: Case, args: tuple) -> dict:
         """Train mode on a batch ≥ 2, the buffers after it, one SGD step, eval again."""
-        x = args[0]
-        if x.shape[0] < 2:
-            x = torch.cat([x, -x.flip(-1)])
-        batch = (x, *args[1:])
+        batch = args
+        if args[0].shape[0] < 2:  # every input of that batch doubled alike
+            batch = tuple(torch.cat([a, -a.flip(-1)]) if isinstance(a, torch.Tensor) and
+                          a.dim() and a.shape[0] == args[0].shape[0] else a for a in args)
         value = self._measure(module.train(), case, batch, TRAIN)
         grads = value.pop("_grads", {})
         for name, buffer in module.named_buffers():

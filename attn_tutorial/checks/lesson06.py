@@ -24,7 +24,6 @@ import torch.nn as nn
 from einops import einsum, rearrange
 
 from attn_tutorial.checks._core import Case, Checker, Mistake, hidden_cases, register
-from attn_tutorial.checks._isolation import restore_between_calls
 from attn_tutorial.checks._modules import ModuleChecker
 
 NOTEBOOK = "06_rest"  # exercises/06_rest.ipynb holds these exercises, in this order
@@ -387,33 +386,8 @@ def _pair_case(B: int, C: int, grid: tuple[int, int], y_grid: tuple[int, int], h
     return Case(name, make, seed=seed, build={"dim": C, "num_heads": heads, "sr_ratio": sr})
 
 
-class _TwoMapChecker(ModuleChecker):
-    """A module exercise whose forward takes two maps, x and y. The engine's
-    ``ModuleChecker.evaluate`` goes on to train mode only when it finds the key "gradient w.r.t.
-    the input" (one input); ``_measure`` here names the two inputs' gradients ``x`` and ``y``
-    and ``evaluate`` goes on to train mode (and the SGD step) when the eval output is a tensor
-    with both of them (every case has batch 2: the train step doubles a batch-1 x only)."""
-
-    def _measure(self, module: nn.Module, case: Case, args: tuple, what: str = "") -> dict:
-        value = super()._measure(module, case, args, what)
-        return {k.replace("w.r.t. input 0", "w.r.t. x").replace("w.r.t. input 1", "w.r.t. y"): v
-                for k, v in value.items()}
-
-    def evaluate(self, subject, case: Case, args: tuple) -> dict:
-        module = self._module(subject, case)
-        value = self._measure(module.eval(), case, args)
-        value.pop("_grads", None)
-        if isinstance(value.get("output"), torch.Tensor) and "gradient w.r.t. x" in value:
-            restore_between_calls()  # what the eval call changed does not leak into training
-            value.update(self._train(self._module(subject, case), case, args))
-        ref = self._reference_module(case)
-        names = {f"`{n}`" for n, _ in [*ref.named_parameters(), *ref.named_buffers()]}
-        return {k: v for k, v in value.items()
-                if "`" not in k or k[k.index("`"):k.rindex("`") + 1] in names}
-
-
 check_emsa_module = register(
-    _TwoMapChecker(
+    ModuleChecker(
         "emsa_module",
         exercise="MyEMSA",
         tier="build",
@@ -443,6 +417,7 @@ check_emsa_module = register(
                     partial(EMSAMap, source="x"), variants=(
                         partial(EMSAMap, source="x", reduce=False),)),
         ],
+        input_names=("x", "y"),
     )
 )
 
