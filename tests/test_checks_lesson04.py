@@ -211,12 +211,14 @@ def test_the_float32_gate_case_separates_the_integer_rule():
     assert torch.equal(off_column.amax((0, 1, 3)) > 0, torch.arange(74) == 37)
 
 
-def _split_from_library(ref, stride, r):
+def _split_from_library(ref, stride, r, groups=1, dilation=1):
     """The paper's split conv written from the library's SCConv and a K1 conv + BN."""
     half = ref.k1_conv.in_channels
-    sc = SCConv(half, stride=stride, pooling_r=r).double().eval()
+    sc = SCConv(half, stride=stride, padding=dilation, dilation=dilation, groups=groups,
+                pooling_r=r).double().eval()
     sc.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("k1")})
-    k1 = nn.Sequential(nn.Conv2d(half, half, 3, stride, 1, bias=False), nn.BatchNorm2d(half))
+    k1 = nn.Sequential(nn.Conv2d(half, half, 3, stride, dilation, dilation, groups, bias=False),
+                       nn.BatchNorm2d(half))
     k1.double().eval().load_state_dict({"0.weight": ref.k1_conv.weight,
                                         **{f"1.{k[6:]}": v for k, v in ref.state_dict().items()
                                            if k.startswith("k1_bn.")}})
@@ -229,7 +231,8 @@ def test_split_reference_equals_the_library_scconv_and_a_k1(case):
     torch.manual_seed(c.seed)
     ref = lesson04.SCSplitReference(**c.build).double().eval()
     (x,) = c.inputs()
-    library = _split_from_library(ref, c.build["stride"], c.build["pooling_r"])
+    library = _split_from_library(ref, c.build["stride"], c.build["pooling_r"],
+                                  c.build["groups"], c.build["dilation"])
     assert torch.allclose(ref(x), library(x), atol=1e-12)
     assert not torch.allclose(ref.k3_bn.running_var, torch.ones_like(ref.k3_bn.running_var))
 
@@ -540,20 +543,21 @@ class LearnerSplit(nn.Module):
     reference: its own pooling layer, the halves by slicing, the gate by hand)."""
 
     no_identity = bilinear = integer = stride_k3 = gate_k4 = relu = False
-    swap_in = swap_out = parity = no_k2_bn = False
+    swap_in = swap_out = parity = no_k2_bn = k2_plain = False
 
-    def __init__(self, channels, stride=1, pooling_r=4):
+    def __init__(self, channels, stride=1, pooling_r=4, groups=1, dilation=1):
         super().__init__()
-        g = channels // 2
+        g, d = channels // 2, dilation
         s3, s4 = (stride, 1) if self.stride_k3 else (1, stride)
+        d2 = 1 if self.k2_plain else d
         self.down = nn.AvgPool2d(pooling_r)
-        self.k1_conv = nn.Conv2d(g, g, 3, stride, 1, bias=False)
+        self.k1_conv = nn.Conv2d(g, g, 3, stride, d, d, groups, bias=False)
         self.k1_bn = nn.BatchNorm2d(g)
-        self.k2_conv = nn.Conv2d(g, g, 3, 1, 1, bias=False)
+        self.k2_conv = nn.Conv2d(g, g, 3, 1, d2, d2, groups, bias=False)
         self.k2_bn = nn.BatchNorm2d(g)
-        self.k3_conv = nn.Conv2d(g, g, 3, s3, 1, bias=False)
+        self.k3_conv = nn.Conv2d(g, g, 3, s3, d, d, groups, bias=False)
         self.k3_bn = nn.BatchNorm2d(g)
-        self.k4_conv = nn.Conv2d(g, g, 3, s4, 1, bias=False)
+        self.k4_conv = nn.Conv2d(g, g, 3, s4, d, d, groups, bias=False)
         self.k4_bn = nn.BatchNorm2d(g)
         self.s = stride
 
@@ -626,6 +630,7 @@ def _split(**flags):
     ("check_sc_split_conv", _split(swap_out=True), "concatenated in the wrong order"),
     ("check_sc_split_conv", _split(parity=True), "split by parity"),
     ("check_sc_split_conv", _split(no_k2_bn=True), "K2's BatchNorm left out"),
+    ("check_sc_split_conv", _split(k2_plain=True), "K2 not dilated"),
     ("check_calibration_gate_bilinear", learner_bilinear_nearest, "nearest instead of bilinear"),
     ("check_calibration_gate_bilinear", learner_bilinear_corners, "align_corners=True"),
     ("check_calibration_gate_bilinear", learner_bilinear_no_shift, "without the half-pixel shift"),
@@ -698,8 +703,8 @@ def test_the_gate_in_the_lessons_form_is_refused(learner, calls):
 
 def test_the_module_checker_names_a_misnamed_parameter():
     class Renamed(LearnerSplit):
-        def __init__(self, channels, stride=1, pooling_r=4):
-            super().__init__(channels, stride, pooling_r)
+        def __init__(self, channels, stride=1, pooling_r=4, groups=1, dilation=1):
+            super().__init__(channels, stride, pooling_r, groups, dilation)
             self.conv_k4 = self.k4_conv
             del self.k4_conv
 
@@ -716,7 +721,7 @@ def test_stubs_say_not_implemented():
         raise NotImplementedError()
 
     class Stub(nn.Module):
-        def __init__(self, channels, stride=1, pooling_r=4):
+        def __init__(self, channels, stride=1, pooling_r=4, groups=1, dilation=1):
             super().__init__()
             raise NotImplementedError()
 
@@ -756,9 +761,9 @@ def test_pythons_round_is_the_rounding_mistake():
 
 def test_a_split_conv_without_defaults_fails_on_the_default_call():
     class MySCSplitConv(lesson04.SCSplitReference):
-        def __init__(self, channels, stride, pooling_r):
-            super().__init__(channels, stride, pooling_r)
+        def __init__(self, channels, stride, pooling_r, groups, dilation):
+            super().__init__(channels, stride, pooling_r, groups, dilation)
 
     result = CHECKERS["check_sc_split_conv"].run(MySCSplitConv, verbose=False)
     assert result.status == "error"
-    assert "stride and r not given" in next(l for l in result.lines if l.startswith("✗"))
+    assert "stride, r, groups, dilation not given" in next(l for l in result.lines if l.startswith("✗"))

@@ -459,8 +459,9 @@ class SCSplitReference(nn.Module):
     x (B×C×H×W, C even) is split into X1 (the first C/2 channels) and X2 (the second); X1 goes
     through the self-calibration (K2, K3, K4, as the official ``SCConv``), X2 through K1; the
     output is [Y1, Y2] concatenated on the channels. Parameters (the names the learner's module
-    must use): ``k1_conv, k1_bn, …, k4_conv, k4_bn`` (3×3 convs C/2 -> C/2, no bias, padding 1;
-    BatchNorm2d). K1 and K4 carry the stride. Built with random BN weights and running
+    must use): ``k1_conv, k1_bn, …, k4_conv, k4_bn`` (3×3 convs C/2 -> C/2, no bias, with
+    ``groups`` groups, dilation ``dilation`` and padding ``dilation``, as the official
+    ``SCBottleneck`` builds them; BatchNorm2d). K1 and K4 carry the stride. Built with random BN weights and running
     statistics, so that eval mode is not the identity.
 
     Knobs: ``identity`` (False: σ(up) alone), ``upsample`` (a mode of :func:`_upsample`),
@@ -470,13 +471,15 @@ class SCSplitReference(nn.Module):
     on the second, output [Y1, Y2]; "reversed": the right halves, output [Y2, Y1]; "code": K1's
     half first in and out, as the official code and the library's ``SCSplitConv``),
     ``split`` ("parity": X1 the even channels, X2 the odd ones), ``k2_norm`` (False: K2's
-    BatchNorm left out of the context).
+    BatchNorm left out of the context), ``k2_dilated`` (False: K2, on the pooled map, not
+    dilated).
     """
 
-    def __init__(self, channels: int, stride: int = 1, pooling_r: int = 4, *,
-                 identity: bool = True, upsample: str = "nearest", stride_on: str = "k4",
+    def __init__(self, channels: int, stride: int = 1, pooling_r: int = 4, groups: int = 1,
+                 dilation: int = 1, *, identity: bool = True, upsample: str = "nearest", stride_on: str = "k4",
                  gate_on: str = "k3", relu: bool = False, order: str = "paper",
-                 split: str = "halves", k2_norm: bool = True) -> None:
+                 split: str = "halves", k2_norm: bool = True,
+                 k2_dilated: bool = True) -> None:
         super().__init__()
         self.stride, self.pooling_r = stride, pooling_r
         self.identity, self.upsample = identity, upsample
@@ -485,11 +488,11 @@ class SCSplitReference(nn.Module):
         g = channels // 2
         s3, s4 = (stride, 1) if stride_on == "k3" else (1, stride)
 
-        def conv(s: int) -> nn.Conv2d:
-            return nn.Conv2d(g, g, 3, stride=s, padding=1, bias=False)
+        def conv(s: int, d: int = dilation) -> nn.Conv2d:
+            return nn.Conv2d(g, g, 3, stride=s, padding=d, dilation=d, groups=groups, bias=False)
 
         self.k1_conv, self.k1_bn = conv(stride), nn.BatchNorm2d(g)
-        self.k2_conv, self.k2_bn = conv(1), nn.BatchNorm2d(g)
+        self.k2_conv, self.k2_bn = conv(1, dilation if k2_dilated else 1), nn.BatchNorm2d(g)
         self.k3_conv, self.k3_bn = conv(s3), nn.BatchNorm2d(g)
         self.k4_conv, self.k4_bn = conv(s4), nn.BatchNorm2d(g)
         with torch.no_grad():
@@ -550,9 +553,12 @@ class _SplitChecker(ModuleChecker):
         return super().recognise([r for r in runs if not self._is_float32(r.case)])
 
 
-def _split_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: int) -> Case:
-    return map_case(shape, seed, f", stride {stride}, r = {r}",
-                    build={"channels": shape[1], "stride": stride, "pooling_r": r})
+def _split_case(shape: tuple[int, int, int, int], stride: int, r: int, seed: int,
+                groups: int = 1, dilation: int = 1) -> Case:
+    more = f", groups {groups}, dilation {dilation}" if (groups, dilation) != (1, 1) else ""
+    return map_case(shape, seed, f", stride {stride}, r = {r}" + more,
+                    build={"channels": shape[1], "stride": stride, "pooling_r": r,
+                           "groups": groups, "dilation": dilation})
 
 
 def _float32_split_case(shape: tuple[int, int, int, int], r: int, seed: int) -> Case:
@@ -568,11 +574,13 @@ check_sc_split_conv = register(
         tier="build",
         reference=SCSplitReference,
         cases=[
-            _split_case((1, 6, 8, 8), 2, 4, 1),    # batch 1, stride 2, odd halves (3 channels)
+            # batch 1, stride 2, odd halves (3 channels), depthwise, dilated: K2 on a 6×6 map
+            _split_case((1, 6, 13, 12), 2, 2, 1, groups=3, dilation=2),
             _split_case((2, 4, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
             _split_case((2, 2, 5, 6), 1, 1, 4),    # boundary: two channels (halves of one), r = 1
             # the default stride = 1, pooling_r = 4, built with the channels only; H % 4 = 1
-            map_case((2, 4, 9, 8), 5, ", stride and r not given (1, 4)", build={"channels": 4}),
+            map_case((2, 4, 9, 8), 5, ", stride, r, groups, dilation not given (1, 4, 1, 1)",
+                     build={"channels": 4}),
             # float32, 74×74 pooled by 3: row and column 37 read pooled row 11, not 12
             _float32_split_case((1, 2, 74, 74), 3, 6),
         ],
@@ -599,6 +607,8 @@ check_sc_split_conv = register(
                     "second half", partial(SCSplitReference, split="parity")),
             Mistake("K2's BatchNorm left out: the context is BN(K2 ⋆ AvgPool_r(X1))",
                     partial(SCSplitReference, k2_norm=False)),
+            Mistake("K2 not dilated: the official code gives all four convs the same dilation, "
+                    "K2 on the pooled map too", partial(SCSplitReference, k2_dilated=False)),
         ],
     )
 )
