@@ -125,14 +125,24 @@ def test_gate_rows_has_hidden_cases_over_the_domain():
 
 
 def test_gate_rows_runs_with_gradients_off():
-    def probe(H, r, h):                                      # a learner's autograd probe
+    # an autograd probe (the gate's gradient, as section 7 measures a field) gets no gradients
+    seen = []
+
+    def recorder(H, r, h):
+        seen.append(torch.is_grad_enabled())
+        return [h]
+
+    _run("check_gate_rows", recorder)
+    assert len(seen) == len(lesson04.check_gate_rows.cases) and not any(seen)
+
+    def one_probe(H, r, h):                                  # on the first case: 1 row, r = 1
         x = torch.zeros(1, 1, H, r, requires_grad=True)
         t = F.conv2d(F.avg_pool2d(x, r), torch.ones(1, 1, 3, 3), padding=1)
         torch.sigmoid(x + F.interpolate(t, size=(H, r)))[0, 0, h].sum().backward()
         return (x.grad[0, 0].abs().sum(1) > 0).nonzero().flatten().tolist()
 
-    result, _ = _run("check_gate_rows", probe)
-    assert not result.passed and result.checks_passed == 0
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        lesson04.check_gate_rows.evaluate(one_probe, lesson04.check_gate_rows.cases[0], (1, 1, 0))
 
 
 def test_gate_rows_cases_cover_the_domain():
