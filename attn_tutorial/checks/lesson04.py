@@ -574,8 +574,8 @@ check_sc_split_conv = register(
         tier="build",
         reference=SCSplitReference,
         cases=[
-            # batch 1, stride 2, odd halves (3 channels), depthwise, dilated: K2 on a 6×6 map
-            _split_case((1, 6, 13, 12), 2, 2, 1, groups=3, dilation=2),
+            # batch 1, stride 2, odd halves (3 channels), depthwise, dilated: K2 on a 4×4 map
+            _split_case((1, 6, 9, 8), 2, 2, 1, groups=3, dilation=2),
             _split_case((2, 4, 11, 6), 2, 4, 3),   # boundary: remainders 11 % 4 = 3, 6 % 4 = 2
             _split_case((2, 2, 5, 6), 1, 1, 4),    # boundary: two channels (halves of one), r = 1
             # the default stride = 1, pooling_r = 4, built with the channels only; H % 4 = 1
