@@ -184,6 +184,7 @@ class Checker:
         tier: str = "build",
         library_allowed: bool = False,
         forbidden: Sequence[str] = (),
+        forbidden_reason: str = "build it by hand",
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier={tier!r}: must be one of {', '.join(TIERS)}")
@@ -207,6 +208,7 @@ class Checker:
         self.library_allowed = library_allowed
         # Names the exercise asks the learner to do without (e.g. "dilation": build it by hand).
         self.forbidden = tuple(forbidden)
+        self.forbidden_reason = forbidden_reason
         self.arg_names = _positional_names(reference)
 
     @property
@@ -237,12 +239,17 @@ class Checker:
         return self.title
 
     def _shortcut(self, learner: Any) -> str | None:
+        unwrapped = learner
+        while hasattr(unwrapped, "func"):
+            unwrapped = unwrapped.func
+        if unwrapped is self.solution or unwrapped is self.reference:
+            return None
         used = library_uses(learner, exempt=(self.solution, self.reference),
                             forbidden=self.forbidden)
         banned = [u for u in used if u.startswith("`")]
         if banned:
             return (f"your answer uses {', '.join(banned)}: this exercise asks you to do without "
-                    "it (build it by hand)")
+                    f"{'it' if len(banned) == 1 else 'them'} ({self.forbidden_reason})")
         if used and not self.library_allowed:
             return (f"your answer uses the course's own {', '.join(used)}: this exercise asks "
                     "you to write it yourself (use the library afterwards, to compare)")

@@ -26,7 +26,6 @@ apart.
 from __future__ import annotations
 
 import math
-import types
 from functools import partial
 
 import numpy as np
@@ -339,63 +338,13 @@ def ref_calibration_gate(x: torch.Tensor, k2_weight: torch.Tensor, pooling_r: in
     return torch.sigmoid(x + up if identity else up)
 
 
-# What exercise 3 asks the learner to write as matrices, so not to call.
-_NOT_IN_MATRIX_FORM = {
-    "interpolate": "F.interpolate", "upsample": "an upsample function",
-    "Upsample": "nn.Upsample", "avg_pool2d": "F.avg_pool2d", "avg_pool1d": "F.avg_pool1d",
-    "adaptive_avg_pool2d": "F.adaptive_avg_pool2d", "AvgPool2d": "nn.AvgPool2d",
-    "AdaptiveAvgPool2d": "nn.AdaptiveAvgPool2d", "reduce": "einops' reduce",
-    "mean": "a mean", "repeat_interleave": "repeat_interleave", "index_select": "index_select",
-    "gather": "gather", "take_along_dim": "take_along_dim",
-}
-
-
-def _names_read(fn, depth: int = 0, seen: set | None = None) -> set[str]:
-    """The global and attribute names that a function's code (its nested functions included,
-    and the learner's own helpers that it calls, two levels deep) reads."""
-    seen = set() if seen is None else seen
-    while hasattr(fn, "func") or hasattr(fn, "__func__"):
-        fn = getattr(fn, "__func__", None) or getattr(fn, "func")
-    if not isinstance(fn, types.FunctionType):
-        return set()
-    names: set[str] = set()
-    stack = [fn.__code__]
-    while stack:
-        code = stack.pop()
-        if code in seen:
-            continue
-        seen.add(code)
-        stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-        for name in code.co_names:
-            names.add(name)
-            helper = fn.__globals__.get(name)
-            if isinstance(helper, types.FunctionType) and depth < 2 and \
-                    helper.__module__ == fn.__module__:
-                names |= _names_read(helper, depth + 1, seen)
-    return names
-
-
-class _MatrixFormChecker(Checker):
-    """The checker of exercise 3: an answer whose code calls PyTorch's (or einops') pooling,
-    up-sampling or gather functions is refused in one line before it runs; the exercise asks for
-    both as matrices in an einsum."""
-
-    def _shortcut(self, learner):
-        refused = super()._shortcut(learner)
-        if refused:
-            return refused
-        unwrapped = learner
-        while hasattr(unwrapped, "func"):
-            unwrapped = unwrapped.func
-        if unwrapped is self.reference or unwrapped is self.solution:
-            return None
-        used = sorted({_NOT_IN_MATRIX_FORM[n] for n in _names_read(learner)
-                       if n in _NOT_IN_MATRIX_FORM})
-        if not used:
-            return None
-        return (f"your answer calls {', '.join(used)}: this exercise asks for the pooling and "
-                "the up-sampling as matrices in an einsum (the lesson's section 4 writes them "
-                "with reduce and a gather)")
+# What exercise 3 asks the learner to write as matrices, so not to call (PyTorch's and einops'
+# pooling, up-sampling and gathering).
+_NOT_IN_MATRIX_FORM = (
+    "interpolate", "upsample", "Upsample", "avg_pool2d", "avg_pool1d", "adaptive_avg_pool2d",
+    "AvgPool2d", "AdaptiveAvgPool2d", "reduce", "mean", "repeat_interleave", "index_select",
+    "gather", "take_along_dim",
+)
 
 
 def _gate_case(shape: tuple[int, int, int, int], r: int, seed: int,
@@ -413,7 +362,7 @@ def _gate_case(shape: tuple[int, int, int, int], r: int, seed: int,
 _FLOAT32_GATE = _gate_case((1, 2, 74, 74), 3, 5, torch.float32)
 
 check_calibration_gate = register(
-    _MatrixFormChecker(
+    Checker(
         "calibration_gate",
         exercise="calibration_gate",
         tier="build",
@@ -448,6 +397,9 @@ check_calibration_gate = register(
             Mistake("the 3×3 conv runs before the pooling instead of on the pooled map",
                     partial(ref_calibration_gate, conv_first=True)),
         ],
+        forbidden=_NOT_IN_MATRIX_FORM,
+        forbidden_reason="the exercise asks for the pooling and the up-sampling as matrices in an "
+                         "einsum; the lesson's section 4 writes them with reduce and a gather",
     )
 )
 
