@@ -333,6 +333,21 @@ def learner_field_integer(H, r, h):
     return sorted(set(rows + [h]))
 
 
+def learner_field_python_floats(H, r, h):
+    i = H // r
+    k = min(int(h * (i / H)), i - 1)
+    rows = [row for p in (k - 1, k, k + 1) if 0 <= p < i for row in range(p * r, (p + 1) * r)]
+    return sorted(set(rows + [h]))
+
+
+def learner_field_float64_product(H, r, h):
+    i = H // r
+    scale = float(np.float32(i) / np.float32(H))  # the scale in float32, then a Python product
+    k = min(int(h * scale), i - 1)
+    rows = [row for p in (k - 1, k, k + 1) if 0 <= p < i for row in range(p * r, (p + 1) * r)]
+    return sorted(set(rows + [h]))
+
+
 def learner_field_no_window(H, r, h):
     k = _pooled_row(H, H // r, h)
     return sorted(set(range(k * r, k * r + r)) | {h})
@@ -615,6 +630,8 @@ def _split(**flags):
     ("check_nearest_rows", learner_rows_ceil, "the ceiling"),
     ("check_nearest_rows", learner_rows_swapped, "the other way round"),
     ("check_gate_rows", learner_field_integer, "the integer rule"),
+    ("check_gate_rows", learner_field_python_floats, "computed in float64"),
+    ("check_gate_rows", learner_field_float64_product, "the product h·s in float64"),
     ("check_gate_rows", learner_field_no_window, "window left out"),
     ("check_gate_rows", learner_field_no_identity, "identity left out"),
     ("check_gate_rows", learner_field_padding, "padding rows counted"),

@@ -208,10 +208,17 @@ def _small_field(rng) -> tuple[int, int, int]:
 
 def _large_field(rng) -> tuple[int, int, int]:
     # up to 16 million rows (below 2**24, so every row index is a float32 integer): a gradient
-    # probe would need a map of H × r floats; one row's index is one float32 product
-    r = rng.randint(1, 8)
-    H = rng.randint(1_000_000, 16_000_000)
-    return H, r, rng.randint(0, H - 1)
+    # probe would need a map of H × r floats; one row's index is one float32 product. Drawn
+    # where the float32 rule reads another pooled row than the integer rule, float64 and a
+    # float32 scale with a float64 product (about one draw in 80)
+    while True:
+        r = rng.randint(2, 8)
+        H = rng.randint(1_000_000, 16_000_000)
+        h, i = rng.randint(0, H - 1), H // r
+        rows = [source_row(h, H, i, rule) for rule in ("float32", "integer", "float64",
+                                                      "product64")]
+        if rows.count(rows[0]) == 1:
+            return H, r, h
 
 
 check_gate_rows = register(
@@ -251,12 +258,19 @@ check_gate_rows = register(
             # the float32 boundary: row 37 of 74 pooled by 3 reads pooled row 11, not 12
             _field_case(74, 3, 37),
             _field_case(74, 3, 36),
+            _field_case(38, 3, 19),  # the scale in float32 but the product in float64 reads 5
+            _field_case(98, 3, 49),  # float64 (Python floats) reads 15, float32 and integers 16
         ] + hidden_cases("hidden case", _small_field, count=4, seed=416)
           + hidden_cases("hidden tall-map case", _large_field, count=2, seed=4040),
         mistakes=[
             Mistake("the integer rule ⌊h·i/H⌋ for the pooled row instead of PyTorch's float32 "
                     "rule (row 37 of 74 pooled by 3 reads pooled row 11, not 12)",
                     partial(ref_gate_rows, rule="integer")),
+            Mistake("the pooled row computed in float64 (Python floats) instead of float32",
+                    partial(ref_gate_rows, rule="float64")),
+            Mistake("the scale rounded to float32 but the product h·s in float64: both are "
+                    "float32 (row 19 of 38 pooled by 3 reads pooled row 6, not 5)",
+                    partial(ref_gate_rows, rule="product64")),
             Mistake("K2's 3×3 window left out: only the rows of the one pooled row that row h "
                     "reads", partial(ref_gate_rows, window=False)),
             Mistake("the identity left out: the gate is σ(x + up), so row h itself moves it",
