@@ -299,7 +299,7 @@ class BAMBlockReference(nn.Module):
     Knobs: ``pool`` ("max"; "H×H": the authors' ``avg_pool2d(x, H, stride=H)``, the mean of
     the first H columns on an H×W map with H ≤ W < 2H), ``combine`` ("sum"), ``squash``
     ("per branch", "tanh"), ``residual`` (False), ``spacing`` ("one": every conv dilation 1;
-    "first": every conv ``dilations[0]``; "reversed": conv i gets ``dilations[-1 - i]``),
+    "first": every conv ``dilations[0]``),
     ``eps`` (the BNs' ε; ``eps_dilated``: the ``bns``' alone), ``statistics`` ("batch always": the spatial branch's BNs normalise with
     the batch's statistics, in eval mode too; "batch always, dilated": only the ``bns``). The BNs get
     random affine parameters and running statistics at construction, so that a BN left out or
@@ -314,8 +314,7 @@ class BAMBlockReference(nn.Module):
         super().__init__()
         m = channels // reduction_ratio
         used = {"given": tuple(dilations), "one": (1,) * len(dilations),
-                "first": tuple(dilations[:1]) * len(dilations),
-                "reversed": tuple(dilations)[::-1]}[spacing]
+                "first": tuple(dilations[:1]) * len(dilations)}[spacing]
         self.fc1 = nn.Linear(channels, m)
         self.bn1 = nn.BatchNorm1d(m, eps=eps)
         self.fc2 = nn.Linear(m, channels)
@@ -374,7 +373,7 @@ check_bam_block = register(
         tier="build",
         reference=BAMBlockReference,
         cases=[
-            # three different dilations (first, reversed and the spread all differ), H < W
+            # three different dilations (the first for all, 1 for all differ), H < W
             _block_case((3, 16, 9, 11), 0, reduction_ratio=4, dilations=(2, 1, 3)),
             _block_case((1, 32, 10, 10), 1),               # the defaults: r = 16, (4, 4)
             # boundaries: one conv of dilation 1 and m = C / r = 1 hidden channel (the default
@@ -398,8 +397,6 @@ check_bam_block = register(
                     "padding dilations[i])", partial(BAMBlockReference, spacing="one")),
             Mistake("the first dilation used for every conv: conv i must use dilations[i]",
                     partial(BAMBlockReference, spacing="first")),
-            Mistake("dilations applied in reverse order: convs[0] must use dilations[0]",
-                    partial(BAMBlockReference, spacing="reversed")),
             Mistake("only the first two dilated convs applied, whatever len(dilations) (the "
                     "others are built but never run)", partial(BAMBlockReference, runs=2)),
             Mistake("BatchNorm ε = 1e-3 (the Keras default) instead of PyTorch's 1e-5",
