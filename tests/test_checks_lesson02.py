@@ -19,18 +19,21 @@ REQUIRED = {
                        "sigmoid applied to each branch before fusing",
                        "flattened column by column", "tanh instead of the sigmoid"],
     "check_dilated_conv": ["dilations of the two axes swapped", "dilation 1", "taps d + 1 apart",
-                           "padding (dh, dw)", "padding (k − 1)/2 whatever the dilation"],
+                           "padding (dh, dw)", "padding (k − 1)/2 whatever the dilation",
+                           "kernel flipped", "bias forgotten"],
     "check_spatial_footprint": ["receptive field of one conv", "spans added", "area",
                                 "every pixel of the box counted", "9ⁿ pixels", "one axis only"],
     "check_bam_block": ["max pooling in the channel branch", "sum and product swapped",
                         "residual forgotten", "sigmoid applied to each branch before fusing",
                         "dilation 1 in the spatial branch", "tanh instead of the sigmoid",
-                        "only the first two dilated convs applied"],
+                        "only the first two dilated convs applied",
+                        "the first dilation used for every conv",
+                        "H×H average pooling", "ε = 1e-3", "batch statistics in eval mode too"],
     "check_bam_paper_fuse": ["each image's own map", "per pixel over the batch",
                              "each image's channels", "unbiased variance",
                              "ε added to the standard deviation", "output BNs left out",
                              "γ and β not applied", "product instead of the paper's sum",
-                             "running statistics"],
+                             "running statistics", "ε = 1e-3"],
 }
 
 
@@ -61,7 +64,8 @@ def test_the_cases_cover_the_boundaries_the_exercises_allow():
     assert 15 <= len(footprint) <= 40 and (2, 4) in footprint and (1, 1) in footprint
     assert any(n == 0 for n, _ in footprint) and any(d == 1 and n > 1 for n, d in footprint)
     blocks = [c.build for c in lesson02.check_bam_block.cases]
-    assert {b.get("num_dilated_convs", 2) for b in blocks} == {0, 1, 2, 3}
+    assert {len(b.get("dilations", (4, 4))) for b in blocks} == {0, 1, 2, 3}
+    assert any(len(set(b.get("dilations", ()))) == 3 for b in blocks)   # all different
     assert {"channels"} in [set(b) for b in blocks]             # the defaults
     assert any(b.get("reduction_ratio") == 1 for b in blocks)   # m = C
     assert any(b["channels"] // b.get("reduction_ratio", 16) == 1 for b in blocks)   # m = 1
@@ -134,6 +138,34 @@ def learner_conv_plain(h, weight, bias, dilation):
     return F.conv2d(h, weight, bias, padding="same")
 
 
+def learner_conv_flipped(h, weight, bias, dilation):     # a textbook convolution: kernel turned
+    dh, dw = dilation
+    k = weight.shape[-1]
+    padded = F.pad(h, (dw * (k // 2),) * 2 + (dh * (k // 2),) * 2)
+    H, W = h.shape[-2:]
+    out = bias.view(1, -1, 1, 1)
+    for u in range(k):
+        for v in range(k):
+            window = padded[:, :, u * dh:u * dh + H, v * dw:v * dw + W]
+            out = out + torch.einsum("bchw,oc->bohw", window, weight[:, :, k - 1 - u, k - 1 - v])
+    return out
+
+
+def learner_conv_no_bias(h, weight, bias, dilation):
+    dh, dw = dilation
+    k = weight.shape[-1]
+    spread = torch.zeros(*weight.shape[:2], dh * (k - 1) + 1, dw * (k - 1) + 1,
+                         dtype=weight.dtype)
+    spread[:, :, ::dh, ::dw] = weight
+    return F.conv2d(h, spread, padding=(dh * (k // 2), dw * (k // 2)))
+
+
+def learner_conv_with_the_keyword(h, weight, bias, dilation):   # the blind tester's w13
+    k = weight.shape[-1]
+    return F.conv2d(h, weight, bias, padding=(dilation[0] * (k - 1) // 2,
+                                              dilation[1] * (k - 1) // 2), dilation=dilation)
+
+
 def learner_footprint_correct(n, d):
     reach = {0}
     for _ in range(n):
@@ -149,18 +181,17 @@ def learner_footprint_box_and_spans(n, d):     # two slips: the holes counted, s
 class LearnerBAM(nn.Module):
     """A learner's own BAM, written with torch calls (not einops) and the exercise's names."""
 
-    def __init__(self, channels, reduction_ratio=16, dilation=4, num_dilated_convs=2):
+    def __init__(self, channels, reduction_ratio=16, dilations=(4, 4)):
         super().__init__()
         m = channels // reduction_ratio
-        self.dilation = dilation
         self.fc1, self.bn1, self.fc2 = nn.Linear(channels, m), nn.BatchNorm1d(m), nn.Linear(m, channels)
         self.conv_reduce, self.bn_reduce = nn.Conv2d(channels, m, 1), nn.BatchNorm2d(m)
-        self.convs = nn.ModuleList([self._dilated(m) for _ in range(num_dilated_convs)])
-        self.bns = nn.ModuleList([nn.BatchNorm2d(m) for _ in range(num_dilated_convs)])
+        self.convs = nn.ModuleList([self._dilated(m, dilations, i) for i in range(len(dilations))])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(m) for _ in dilations])
         self.conv_out = nn.Conv2d(m, 1, 1)
 
-    def _dilated(self, m):
-        return nn.Conv2d(m, m, 3, padding=self.dilation, dilation=self.dilation)
+    def _dilated(self, m, dilations, i):
+        return nn.Conv2d(m, m, 3, padding=dilations[i], dilation=dilations[i])
 
     def pooled(self, x):
         return x.mean(dim=(2, 3))
@@ -199,8 +230,21 @@ class LearnerBAMNoResidual(LearnerBAM):
 
 
 class LearnerBAMUndilated(LearnerBAM):
-    def _dilated(self, m):
+    def _dilated(self, m, dilations, i):
         return nn.Conv2d(m, m, kernel_size=3, padding=1)
+
+
+class LearnerBAMAuthorsPool(LearnerBAM):
+    def pooled(self, x):                           # the authors' ChannelGate
+        return F.avg_pool2d(x, x.size(2), stride=x.size(2)).view(x.size(0), -1)
+
+
+class LearnerBAMBatchStatsAlways(LearnerBAM):
+    def spatial(self, x):
+        s = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        for conv, bn in zip(self.convs, self.bns):
+            s = torch.relu(F.batch_norm(conv(s), None, None, bn.weight, bn.bias, training=True))
+        return self.conv_out(s)
 
 
 class LearnerBAMLessonsTwo(LearnerBAM):
@@ -238,6 +282,12 @@ def learner_paper_unbiased(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s):
     return x * (1 + torch.sigmoid(c[:, :, None, None] + s[:, None]))
 
 
+def learner_paper_keras_eps(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s):
+    c = F.batch_norm(mc, None, None, gamma_c, beta_c, training=True, eps=1e-3)
+    s = F.batch_norm(ms.unsqueeze(1), None, None, gamma_s, beta_s, training=True, eps=1e-3)
+    return x * (1 + torch.sigmoid(c[:, :, None, None] + s))
+
+
 def learner_paper_bn_modules_in_eval(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s):
     """Fresh BatchNorm layers in eval mode: running statistics 0 and 1, so no normalisation."""
     bn_c, bn_s = nn.BatchNorm1d(mc.shape[1]).double().eval(), nn.BatchNorm2d(1).double().eval()
@@ -254,6 +304,8 @@ def learner_paper_bn_modules_in_eval(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s
     ("check_dilated_conv", learner_conv_swapped, "dilations of the two axes swapped"),
     ("check_dilated_conv", learner_conv_padding_d, "padding (dh, dw)"),
     ("check_dilated_conv", learner_conv_plain, "dilation 1"),
+    ("check_dilated_conv", learner_conv_flipped, "kernel flipped"),
+    ("check_dilated_conv", learner_conv_no_bias, "bias forgotten"),
     ("check_bam_block", LearnerBAMMaxPool, "max pooling in the channel branch"),
     ("check_bam_block", LearnerBAMSum, "sum and product swapped"),
     ("check_bam_block", LearnerBAMSigmoidEach, "sigmoid applied to each branch"),
@@ -261,6 +313,9 @@ def learner_paper_bn_modules_in_eval(x, mc, ms, gamma_c, beta_c, gamma_s, beta_s
     ("check_bam_block", LearnerBAMUndilated, "dilation 1 in the spatial branch"),
     ("check_bam_block", LearnerBAMTanh, "tanh instead of the sigmoid"),
     ("check_bam_block", LearnerBAMLessonsTwo, "only the first two dilated convs applied"),
+    ("check_bam_block", LearnerBAMAuthorsPool, "H×H average pooling"),
+    ("check_bam_block", LearnerBAMBatchStatsAlways, "batch statistics in eval mode too"),
+    ("check_bam_paper_fuse", learner_paper_keras_eps, "ε = 1e-3"),
     ("check_bam_paper_fuse", learner_paper_per_image, "each image's own map"),
     ("check_bam_paper_fuse", learner_paper_unbiased, "unbiased variance"),
 ])
@@ -293,7 +348,7 @@ def test_a_learners_own_correct_version_passes(name, learner):
 
 
 class LearnerStub(nn.Module):          # what the exercise notebook hands in before any work
-    def __init__(self, channels, reduction_ratio=16, dilation=4, num_dilated_convs=2):
+    def __init__(self, channels, reduction_ratio=16, dilations=(4, 4)):
         super().__init__()
         raise NotImplementedError()
 
@@ -306,7 +361,7 @@ def test_a_stub_module_says_not_implemented(capsys):
 
 def test_a_bam_without_the_module_lists_is_told_which_names(capsys):
     class TwoConvs(nn.Module):                  # the lesson's layout: conv_d1, conv_d2
-        def __init__(self, channels, reduction_ratio=16, dilation=4, num_dilated_convs=2):
+        def __init__(self, channels, reduction_ratio=16, dilations=(4, 4)):
             super().__init__()
             self.conv_d1 = nn.Conv2d(channels // reduction_ratio, channels // reduction_ratio, 3)
 
@@ -358,8 +413,7 @@ def test_reference_meanings():
     # the block equals the library's BAM (official product form) on the same weights
     from attn_tutorial.bam import BAM
     torch.manual_seed(0)
-    ref = lesson02.BAMBlockReference(16, reduction_ratio=4, dilation=2,
-                                     num_dilated_convs=3).double().eval()
+    ref = lesson02.BAMBlockReference(16, reduction_ratio=4, dilations=(2, 2, 2)).double().eval()
     lib = BAM(16, reduction_ratio=4, dilation=2, num_dilated_convs=3).double().eval()
     names = {"fc1": "channel_gate.fc_reduce", "bn1": "channel_gate.bn",
              "fc2": "channel_gate.fc_expand", "conv_reduce": "spatial_gate.reduce",
@@ -372,6 +426,12 @@ def test_reference_meanings():
     lib.load_state_dict(state)
     xb = torch.randn(2, 16, 7, 9, dtype=torch.float64, generator=g)
     torch.testing.assert_close(ref(xb), lib(xb))
+    # mixed dilations: conv i has dilation and padding dilations[i]; none means empty lists
+    mixed = lesson02.BAMBlockReference(16, reduction_ratio=4, dilations=(2, 1, 3))
+    assert [(c.dilation, c.padding) for c in mixed.convs] == [((2, 2), (2, 2)), ((1, 1), (1, 1)),
+                                                              ((3, 3), (3, 3))]
+    none = lesson02.BAMBlockReference(16, reduction_ratio=4, dilations=())
+    assert len(none.convs) == len(none.bns) == 0
     # the paper's form equals the library's BAM(fusion="paper") in train mode on the same branches
     paper = BAM(8, reduction_ratio=4, dilation=1, fusion="paper").double().train()
     with torch.no_grad():
@@ -397,9 +457,7 @@ def test_a_dilated_conv_that_special_cases_d_1_without_padding_fails_there():
     def dilated_conv(h, weight, bias, dilation):
         if dilation == (1, 1):
             return F.conv2d(h, weight, bias)
-        k = weight.shape[-1]
-        return F.conv2d(h, weight, bias, padding=(dilation[0] * (k // 2), dilation[1] * (k // 2)),
-                        dilation=dilation)
+        return learner_conv_correct(h, weight, bias, dilation)
 
     assert_fails_only_on("check_dilated_conv", dilated_conv, ["dilation (1, 1)"])
 
@@ -434,3 +492,12 @@ def test_the_printed_footprints_copied_into_a_table_fail_on_the_hidden_cases():
                                                      verbose=False)
     assert not result.passed and result.checks_passed == len(lesson02.FOOTPRINTS)
     assert all("hidden case" in line for line in result.lines if line.startswith("✗"))
+
+
+def test_the_dilation_keyword_is_refused_in_one_line(capsys):
+    """The blind tester's w13: `F.conv2d(..., dilation=...)` computes the right values, but the
+    exercise asks for the dilation built by hand."""
+    result = CHECKERS["check_dilated_conv"](learner_conv_with_the_keyword)
+    out = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert not result.passed and result.checks_passed == 0
+    assert len(out) == 1 and "uses `dilation`" in out[0], out

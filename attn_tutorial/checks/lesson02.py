@@ -7,8 +7,9 @@
    ``(dh, dw)``, without ``dilation=`` (the lesson spreads a 3×3 kernel with one dilation).
 3. ``check_spatial_footprint`` (predict): the receptive field and the number of input pixels that
    matter for a spatial branch with n stacked 3×3 convs of dilation d.
-4. ``check_bam_block`` (build): the whole module with ``num_dilated_convs`` dilated convs held in
-   ``nn.ModuleList``s (the lesson's module has exactly two, as separate attributes).
+4. ``check_bam_block`` (build): the whole module with one dilated conv per entry of a
+   ``dilations`` tuple, each its own dilation, held in ``nn.ModuleList``s (the lesson's module
+   has exactly two convs of one dilation, as separate attributes).
 5. ``check_bam_paper_fuse`` (extend): the paper's fusion with its two output BatchNorms, in
    training mode (batch statistics), ``x + x ⊙ σ(BN(Mc) + BN(Ms))``.
 
@@ -124,21 +125,35 @@ check_bam_fuse = register(
 # ------------------------------------------------------------ 2. the dilated convolution
 def ref_dilated_conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                      dilation: tuple[int, int], *, spacing: str = "given",
-                     padding: str = "reach") -> torch.Tensor:
+                     padding: str = "reach", flip: bool = False,
+                     use_bias: bool = True) -> torch.Tensor:
     """``conv2d(h, weight, bias, padding=(dh·(k−1)/2, dw·(k−1)/2), dilation=(dh, dw))`` for a
-    k×k ``weight`` (O×C×k×k, k odd): the map keeps its H×W.
+    k×k ``weight`` (O×C×k×k, k odd): the map keeps its H×W (computed with the kernel spread by
+    hand; the tests compare it with ``dilation=``).
 
     Knobs: ``spacing`` ("swapped": (dw, dh); "height for both": (dh, dh); "one": (1, 1), an
-    ordinary conv; "plus one": taps d + 1 apart), ``padding`` ("dilation": (dh, dw), right for
-    k = 3 only; "kernel": (k−1)/2 whatever the dilation).
+    ordinary conv; "plus one": taps d + 1 apart), ``padding`` ("d": (dh, dw), right for
+    k = 3 only; "kernel": (k−1)/2 whatever the dilation), ``flip`` (True: the kernel turned by
+    180°, a true convolution instead of PyTorch's cross-correlation), ``use_bias`` (False).
     """
     dh, dw = dilation
     used = {"given": (dh, dw), "swapped": (dw, dh), "height for both": (dh, dh), "one": (1, 1),
             "plus one": (dh + 1, dw + 1)}[spacing]
     half = weight.shape[-1] // 2
-    pad = {"reach": (used[0] * half, used[1] * half), "dilation": used,
+    pad = {"reach": (used[0] * half, used[1] * half), "d": used,
            "kernel": (half, half)}[padding]
-    return F.conv2d(h, weight, bias, padding=pad, dilation=used)
+    kernel = _spread(weight.flip(-2, -1) if flip else weight, *used)
+    return F.conv2d(h, kernel, bias if use_bias else None, padding=pad)
+
+
+def _spread(weight: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
+    """The k×k kernel spread to (dh·(k−1)+1)×(dw·(k−1)+1), zeros between its taps (written
+    without ``dilation=``, the name the exercise forbids: a mistake run as a learner's answer
+    must not be refused for it)."""
+    o, c, kh, kw = weight.shape
+    spread = weight.new_zeros(o, c, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    spread[:, :, ::dh, ::dw] = weight
+    return spread
 
 
 def _conv_case(shape: tuple[int, int, int, int], out: int, k: int, dilation: tuple[int, int],
@@ -160,6 +175,9 @@ check_dilated_conv = register(
         exercise="dilated_conv",
         tier="build",
         reference=ref_dilated_conv,
+        # the exercise: the dilation built by hand (so no knob value of the reference may be
+        # the string "dilation": a mistake run as an answer would be refused for it)
+        forbidden=("dilation",),
         cases=[
             _conv_case((2, 3, 9, 11), 4, 3, (2, 3), 0),    # dh ≠ dw: swapped axes differ
             _conv_case((1, 2, 13, 10), 3, 5, (2, 1), 1),   # k = 5: padding (dh, dw) shrinks it
@@ -180,9 +198,14 @@ check_dilated_conv = register(
             Mistake("taps d + 1 apart: d zeros between the taps instead of d − 1",
                     partial(ref_dilated_conv, spacing="plus one")),
             Mistake("padding (dh, dw): right for a 3×3 kernel only, a k×k kernel needs "
-                    "d·(k − 1)/2 per axis", partial(ref_dilated_conv, padding="dilation")),
+                    "d·(k − 1)/2 per axis", partial(ref_dilated_conv, padding="d")),
             Mistake("padding (k − 1)/2 whatever the dilation: the map shrinks by (d − 1)·(k − 1) "
                     "along each axis", partial(ref_dilated_conv, padding="kernel")),
+            Mistake("kernel flipped (turned by 180°): F.conv2d correlates, tap (i, j) of the "
+                    "kernel meets the input at offset (i·dh, j·dw) from the window's corner",
+                    partial(ref_dilated_conv, flip=True)),
+            Mistake("bias forgotten: the O values of `bias` are never added",
+                    partial(ref_dilated_conv, use_bias=False)),
         ],
     )
 )
@@ -257,39 +280,53 @@ check_spatial_footprint = register(
 
 
 # ----------------------------------------------------------------- 4. the whole module
+def _batch_statistics_always(bn: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``bn`` applied with the batch's statistics whatever its mode, its running statistics
+    neither used nor updated (``F.batch_norm(..., None, None, ..., training=True)``)."""
+    return F.batch_norm(t, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
+
 class BAMBlockReference(nn.Module):
-    """BAM as the authors' code computes it (global average for the pooling), with
-    ``num_dilated_convs`` dilated convs in two ``nn.ModuleList``s:
+    """BAM as the authors' code computes it (global average for the pooling), with one dilated
+    3×3 conv per entry of ``dilations`` (conv i: dilation and padding ``dilations[i]``), held
+    in two ``nn.ModuleList``s:
 
     channel branch ``fc1`` (C→m) → ``bn1`` (BatchNorm1d) → ReLU → ``fc2`` (m→C), m = C // r;
     spatial branch ``conv_reduce`` (1×1, C→m) → ``bn_reduce`` → ReLU, then for each i
-    ``convs[i]`` → ``bns[i]`` → ReLU (3×3, dilation d, padding d), then ``conv_out`` (1×1, m→1);
+    ``convs[i]`` → ``bns[i]`` → ReLU, then ``conv_out`` (1×1, m→1);
     ``out = x + x ⊙ σ(Mc ⊙ Ms)``.
 
-    Knobs: ``pool`` ("max"), ``combine`` ("sum"), ``squash`` ("per branch", "tanh"),
-    ``residual`` (False), ``used_dilation`` (1: the dilated convs built with dilation 1 and
-    padding 1), ``runs`` (2: only the first two dilated convs applied, as in the lesson's module). The BNs get random affine parameters and running statistics at construction,
-    so that a BN left out or put in the wrong place changes the output in eval mode.
+    Knobs: ``pool`` ("max"; "H×H": the authors' ``avg_pool2d(x, H, stride=H)``, the mean of
+    the first H columns on an H×W map with H ≤ W < 2H), ``combine`` ("sum"), ``squash``
+    ("per branch", "tanh"), ``residual`` (False), ``spacing`` ("one": every conv dilation 1;
+    "first": every conv ``dilations[0]``),
+    ``eps`` (the BNs' ε; ``eps_dilated``: the ``bns``' alone), ``statistics`` ("batch always": the spatial branch's BNs normalise with
+    the batch's statistics, in eval mode too; "batch always, dilated": only the ``bns``). The BNs get
+    random affine parameters and running statistics at construction, so that a BN left out or
+    put in the wrong place changes the output in eval mode.
     """
 
-    def __init__(self, channels: int, reduction_ratio: int = 16, dilation: int = 4,
-                 num_dilated_convs: int = 2, *, pool: str = "mean", combine: str = "product",
-                 squash: str = "after", residual: bool = True,
-                 used_dilation: int | None = None, runs: int | None = None) -> None:
+    def __init__(self, channels: int, reduction_ratio: int = 16,
+                 dilations: tuple[int, ...] = (4, 4), *, pool: str = "mean",
+                 combine: str = "product", squash: str = "after", residual: bool = True,
+                 spacing: str = "given", eps: float = 1e-5, eps_dilated: float | None = None,
+                 statistics: str = "running", runs: int | None = None) -> None:
         super().__init__()
         m = channels // reduction_ratio
-        d = dilation if used_dilation is None else used_dilation
+        used = {"given": tuple(dilations), "one": (1,) * len(dilations),
+                "first": tuple(dilations[:1]) * len(dilations)}[spacing]
         self.fc1 = nn.Linear(channels, m)
-        self.bn1 = nn.BatchNorm1d(m)
+        self.bn1 = nn.BatchNorm1d(m, eps=eps)
         self.fc2 = nn.Linear(m, channels)
         self.conv_reduce = nn.Conv2d(channels, m, 1)
-        self.bn_reduce = nn.BatchNorm2d(m)
-        self.convs = nn.ModuleList(nn.Conv2d(m, m, 3, padding=d, dilation=d)
-                                   for _ in range(num_dilated_convs))
-        self.bns = nn.ModuleList(nn.BatchNorm2d(m) for _ in range(num_dilated_convs))
+        self.bn_reduce = nn.BatchNorm2d(m, eps=eps)
+        self.convs = nn.ModuleList(nn.Conv2d(m, m, 3, padding=d, dilation=d) for d in used)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(m, eps=eps if eps_dilated is None else eps_dilated)
+                                 for _ in used)
         self.conv_out = nn.Conv2d(m, 1, 1)
         self.pool, self.combine, self.squash, self.residual = pool, combine, squash, residual
-        self.runs = num_dilated_convs if runs is None else min(runs, num_dilated_convs)
+        self.statistics = statistics
+        self.runs = len(used) if runs is None else min(runs, len(used))
         with torch.no_grad():
             for bn in (self.bn1, self.bn_reduce, *self.bns):
                 bn.weight.uniform_(0.5, 1.5)
@@ -297,11 +334,20 @@ class BAMBlockReference(nn.Module):
                 bn.running_mean.normal_(0.0, 0.3)
                 bn.running_var.uniform_(0.5, 1.5)
 
+    def _norm(self, bn: nn.Module, t: torch.Tensor, dilated: bool = False) -> torch.Tensor:
+        always = self.statistics == "batch always" or \
+            (self.statistics == "batch always, dilated" and dilated)
+        return _batch_statistics_always(bn, t) if always else bn(t)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mc = self.fc2(F.relu(self.bn1(self.fc1(reduce(x, "b c h w -> b c", self.pool)))))
-        s = F.relu(self.bn_reduce(self.conv_reduce(x)))
+        if self.pool == "H×H":
+            pooled = F.avg_pool2d(x, x.shape[2], stride=x.shape[2]).flatten(1)
+        else:
+            pooled = reduce(x, "b c h w -> b c", self.pool)
+        mc = self.fc2(F.relu(self.bn1(self.fc1(pooled))))  # (batch 1 in eval: no batch form)
+        s = F.relu(self._norm(self.bn_reduce, self.conv_reduce(x)))
         for conv, bn in list(zip(self.convs, self.bns))[:self.runs]:
-            s = F.relu(bn(conv(s)))
+            s = F.relu(self._norm(bn, conv(s), dilated=True))
         ms = self.conv_out(s)                                    # B×1×H×W
         channel = rearrange(mc, "b c -> b c 1 1")
         if self.squash == "per branch":
@@ -316,6 +362,10 @@ def _block_case(shape: tuple[int, int, int, int], seed: int, **build) -> Case:
     return map_case(shape, seed, knobs, scale=2, build={"channels": shape[1], **build})
 
 
+BATCH_ALWAYS = ("batch statistics in eval mode too: a spatial BN called in training form "
+                "(F.batch_norm with training=True) normalises every batch with its own mean and "
+                "variance, and its running statistics are never used nor updated")
+
 check_bam_block = register(
     ModuleChecker(
         "bam_block",
@@ -323,26 +373,37 @@ check_bam_block = register(
         tier="build",
         reference=BAMBlockReference,
         cases=[
-            _block_case((3, 16, 9, 11), 0, reduction_ratio=4, dilation=3, num_dilated_convs=3),
-            _block_case((1, 32, 10, 10), 1),                    # the defaults: r = 16, d = 4, n = 2
-            # boundaries: d = 1 with one dilated conv and m = C / r = 1 hidden channel (the
-            # default r = 16 on C = 16); no dilated conv at all (n = 0) with r = 1 (m = C)
-            _block_case((2, 16, 5, 6), 3, dilation=1, num_dilated_convs=1),
-            _block_case((2, 8, 4, 5), 4, reduction_ratio=1, num_dilated_convs=0),  # r = 1
+            # three different dilations (the first for all, 1 for all differ), H < W
+            _block_case((3, 16, 9, 11), 0, reduction_ratio=4, dilations=(2, 1, 3)),
+            _block_case((1, 32, 10, 10), 1),               # the defaults: r = 16, (4, 4)
+            # boundaries: one conv of dilation 1 and m = C / r = 1 hidden channel (the default
+            # r = 16 on C = 16); no dilated conv at all (an empty tuple) with r = 1 (m = C)
+            _block_case((2, 16, 5, 6), 3, dilations=(1,)),
+            _block_case((2, 8, 4, 5), 4, reduction_ratio=1, dilations=()),
         ],
         mistakes=[
             Mistake("max pooling in the channel branch instead of the global average",
                     partial(BAMBlockReference, pool="max")),
+            Mistake("the authors' H×H average pooling, avg_pool2d(x, H, stride=H): on an H×W map "
+                    "with W > H it averages the first H columns only, not the whole map",
+                    partial(BAMBlockReference, pool="H×H")),
             Mistake("sum and product swapped: σ(Mc + Ms) is the paper's form, the code "
                     "multiplies, σ(Mc · Ms)", partial(BAMBlockReference, combine="sum")),
             Mistake("sigmoid applied to each branch before fusing: σ(Mc) · σ(Ms)",
                     partial(BAMBlockReference, squash="per branch")),
             Mistake("residual forgotten: x ⊙ σ(Mc · Ms) instead of x + x ⊙ σ(Mc · Ms)",
                     partial(BAMBlockReference, residual=False)),
-            Mistake("dilation 1 in the spatial branch: the 3×3 convs must use dilation d "
-                    "(and padding d)", partial(BAMBlockReference, used_dilation=1)),
-            Mistake("only the first two dilated convs applied, whatever num_dilated_convs (the "
+            Mistake("dilation 1 in the spatial branch: conv i must use dilations[i] (and "
+                    "padding dilations[i])", partial(BAMBlockReference, spacing="one")),
+            Mistake("the first dilation used for every conv: conv i must use dilations[i]",
+                    partial(BAMBlockReference, spacing="first")),
+            Mistake("only the first two dilated convs applied, whatever len(dilations) (the "
                     "others are built but never run)", partial(BAMBlockReference, runs=2)),
+            Mistake("BatchNorm ε = 1e-3 (the Keras default) instead of PyTorch's 1e-5",
+                    partial(BAMBlockReference, eps=1e-3),
+                    variants=(partial(BAMBlockReference, eps_dilated=1e-3),)),
+            Mistake(BATCH_ALWAYS, partial(BAMBlockReference, statistics="batch always"),
+                    variants=(partial(BAMBlockReference, statistics="batch always, dilated"),)),
             Mistake(TANH, partial(BAMBlockReference, squash="tanh"), holds=_tanh_gate),
         ],
     )
@@ -355,7 +416,7 @@ EPS = 1e-5  # PyTorch's BatchNorm default
 
 def _batch_norm(t: torch.Tensor, axes: str, gamma: torch.Tensor, beta: torch.Tensor, *,
                 unbiased: bool = False, eps_on: str = "variance",
-                statistics: str = "batch") -> torch.Tensor:
+                statistics: str = "batch", eps: float = EPS) -> torch.Tensor:
     """Normalise ``t`` over the einops axes ``axes`` (e.g. "b" or "b h w") with its own
     statistics (``statistics="running"``: a fresh BN's running mean 0 and variance 1, as in eval
     mode), then scale by ``gamma`` and shift by ``beta`` (already broadcastable)."""
@@ -366,7 +427,7 @@ def _batch_norm(t: torch.Tensor, axes: str, gamma: torch.Tensor, beta: torch.Ten
     var = reduce((t - mean) ** 2, f"{names} -> {kept}", "sum") / (n - 1 if unbiased else n)
     if statistics == "running":
         mean, var = torch.zeros_like(mean), torch.ones_like(var)
-    scale = torch.sqrt(var + EPS) if eps_on == "variance" else torch.sqrt(var) + EPS
+    scale = torch.sqrt(var + eps) if eps_on == "variance" else torch.sqrt(var) + eps
     return (t - mean) / scale * gamma + beta
 
 
@@ -374,7 +435,7 @@ def ref_bam_paper_fuse(x: torch.Tensor, mc: torch.Tensor, ms: torch.Tensor,
                        gamma_c: torch.Tensor, beta_c: torch.Tensor, gamma_s: torch.Tensor,
                        beta_s: torch.Tensor, *, mc_axes: str = "b", ms_axes: str = "b h w",
                        unbiased: bool = False, eps_on: str = "variance", normalise: bool = True,
-                       statistics: str = "batch",
+                       statistics: str = "batch", eps: float = EPS,
                        affine: bool = True, combine: str = "sum") -> torch.Tensor:
     """The paper's BAM fusion in training mode: ``x + x ⊙ σ(BN_c(Mc) + BN_s(Ms))``.
 
@@ -385,13 +446,14 @@ def ref_bam_paper_fuse(x: torch.Tensor, mc: torch.Tensor, ms: torch.Tensor,
     Knobs: ``mc_axes`` ("c": each image over its channels), ``ms_axes`` ("h w": each image
     alone; "b": each pixel over the batch), ``unbiased`` (True: N − 1), ``eps_on``
     ("deviation": ε added to the standard deviation), ``statistics`` ("running": a fresh BN in
-    eval mode, mean 0 and variance 1), ``normalise`` (False: no output BNs),
+    eval mode, mean 0 and variance 1), ``eps`` (1e-3: the Keras default), ``normalise``
+    (False: no output BNs),
     ``affine`` (False: γ, β not applied), ``combine`` ("product").
     """
     if normalise:
         gc, bc = (gamma_c, beta_c) if affine else (1.0, 0.0)
         gs, bs = (gamma_s, beta_s) if affine else (1.0, 0.0)
-        how = dict(unbiased=unbiased, eps_on=eps_on, statistics=statistics)
+        how = dict(unbiased=unbiased, eps_on=eps_on, statistics=statistics, eps=eps)
         mc = _batch_norm(mc, mc_axes, gc, bc, **how)
         ms = _batch_norm(ms, ms_axes, gs, bs, **how)
     channel, spatial = rearrange(mc, "b c -> b c 1 1"), rearrange(ms, "b h w -> b 1 h w")
@@ -440,6 +502,8 @@ check_bam_paper_fuse = register(
             Mistake("normalised with a fresh BN's running statistics (mean 0, variance 1), as "
                     "in eval mode, instead of the batch's", partial(ref_bam_paper_fuse,
                                                                     statistics="running")),
+            Mistake("ε = 1e-3 (the Keras default) instead of PyTorch's 1e-5",
+                    partial(ref_bam_paper_fuse, eps=1e-3)),
             Mistake("output BNs left out: σ(Mc + Ms), the sum without the paper's BNs",
                     partial(ref_bam_paper_fuse, normalise=False)),
             Mistake("γ and β not applied: the BNs' affine parameters left out",
