@@ -51,7 +51,8 @@ def ref_fixed_map_scores(masks: list[list[int]], weights: list[list[int]], *,
 
     Knobs: ``normalise`` ("none": the mass on the object not divided by the map's total;
     "object": divided by the object's area instead, 0 without an object), ``chance_as`` ("any":
-    the share of images that have an object), ``null_as`` ("chance"; "zero"), ``rolls``
+    the share of images that have an object), ``null_as`` ("chance"; "zero"; "value": as if
+    every image had the same map), ``rolls``
     ("all": k = 1 … n − 1, no cap; "from 0": k = 0 … min(8, n − 1) − 1, the own mask counted),
     ``direction`` (−1: the mask of image b + k), ``order`` ("value null chance": swapped).
     """
@@ -72,6 +73,8 @@ def ref_fixed_map_scores(masks: list[list[int]], weights: list[list[int]], *,
         chance = sum(sum(m) / len(m) for m in masks) / n
     if null_as == "chance":
         null = chance
+    elif null_as == "value":
+        null = value
     elif null_as == "zero":
         null = 0.0
     else:
@@ -143,6 +146,8 @@ check_fixed_map_scores = register(Checker(
                 "images' masks)", partial(ref_fixed_map_scores, null_as="chance")),
         Mistake("the null is 0 (another image's masks still overlap this map)",
                 partial(ref_fixed_map_scores, null_as="zero")),
+        Mistake("the null is the value (true only when every image has the same map)",
+                partial(ref_fixed_map_scores, null_as="value")),
         Mistake("the mass on the object is not divided by the map's total mass",
                 partial(ref_fixed_map_scores, normalise="none")),
         Mistake("the mass on the object is divided by the object's area, not the map's mass",
@@ -165,21 +170,24 @@ check_fixed_map_scores = register(Checker(
 # ------------------------------------------------------------ 0. build: η² from its formula
 def ref_eta_squared(gates: torch.Tensor, labels: torch.Tensor, *, weighted: bool = True,
                     total_as: str = "sum", constant: str = "skip", pool: str = "per gate",
-                    share: str = "between", root: bool = False) -> float:
+                    share: str = "between", root: bool | str = False) -> float:
     """Class selectivity of gates B×D: the mean over gates d with non-zero variance of
 
         η²_d = Σ_k n_k (ḡ_{k,d} − ḡ_d)² / Σ_b (g_{b,d} − ḡ_d)²,   0 when no gate varies.
 
     Knobs: ``weighted`` (False: class sizes n_k left out), ``total_as`` ("variance": the total
-    divided by B), ``constant`` ("zero": a gate that never varies counted as η² = 0),
+    divided by B; "unbiased": by B − 1), ``constant`` ("zero": a gate that never varies
+    counted as η² = 0),
     ``pool`` ("all gates": one ratio of sums over every gate), ``share`` ("within": the
-    within-class share 1 − η²), ``root`` (η, not η²).
+    within-class share 1 − η²), ``root`` (η, not η²; "per gate": the mean of each gate's η).
     """
     gates = gates.double()
     centred = gates - gates.mean(dim=0)
     total = (centred ** 2).sum(dim=0)
     if total_as == "variance":
         total = total / gates.shape[0]
+    elif total_as == "unbiased":
+        total = total / (gates.shape[0] - 1)
     between = torch.zeros_like(total)
     for k in labels.unique():
         rows = labels == k
@@ -193,6 +201,8 @@ def ref_eta_squared(gates: torch.Tensor, labels: torch.Tensor, *, weighted: bool
         eta2 = between[keep].sum() / total[keep].sum()
     elif constant == "zero":
         eta2 = torch.where(keep, between / total.clamp_min(1e-300), 0.0).mean()
+    elif root == "per gate":
+        return (between[keep] / total[keep]).sqrt().mean().item()
     else:
         eta2 = (between[keep] / total[keep]).mean()
     return (eta2.sqrt() if root else eta2).item()
@@ -233,7 +243,8 @@ check_eta_squared = register(Checker(
         Mistake("the class sizes n_k are left out of the between-class sum",
                 partial(ref_eta_squared, weighted=False)),
         Mistake("the total is a variance (divided by B) while the between-class sum is not",
-                partial(ref_eta_squared, total_as="variance")),
+                partial(ref_eta_squared, total_as="variance"),
+                variants=(partial(ref_eta_squared, total_as="unbiased"),)),
         Mistake("a gate that never varies is counted as η² = 0 instead of left out",
                 partial(ref_eta_squared, constant="zero")),
         Mistake("one ratio of sums over all gates, not the mean of each gate's η²",
@@ -241,7 +252,8 @@ check_eta_squared = register(Checker(
         Mistake("the within-class share (1 − η²), not the between-class share",
                 partial(ref_eta_squared, share="within")),
         Mistake("the correlation ratio η, not η² (a square root taken)",
-                partial(ref_eta_squared, root=True)),
+                partial(ref_eta_squared, root=True),
+                variants=(partial(ref_eta_squared, root="per gate"),)),
     ],
     exercise="eta_squared", tier="build",
 ))
@@ -257,7 +269,8 @@ class _TwoPartGate(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         hidden = max(4, channels // 4)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, channels))
         self.conv = nn.Conv2d(2, 1, kernel_size=3, padding=1)
 
     def channel_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,6 +360,7 @@ SHAPE, PARAMS, INPUT_GRAD, PARAM_GRAD, BATCH, MAP, CHANNEL, PRODUCT = (
     "attention_map B×H×W, >= 0, computed from the image",
     "channel_map B×C, >= 0, computed from the image",
     "eval: output = x · channel_map · attention_map")
+SPATIAL_ONLY = "eval: output = x · attention_map (no channel part)"
 
 
 def _read_map(module: nn.Module, method: str, x: torch.Tensor, shape: tuple[int, ...],
@@ -390,10 +404,12 @@ def contract(module: nn.Module, x: torch.Tensor, seed: int) -> tuple[str, ...]:
         b, c, h, w = x.shape
         spatial, smap = _read_map(module, "attention_map", x, (b, h, w), "B×H×W", MAP)
         channel, cmap = _read_map(module, "channel_map", x, (b, c), "B×C", CHANNEL)
-        product = "eval: output ≠ x · channel_map · attention_map"
+        product, out = "eval: output ≠ x · channel_map · attention_map", module(x)
         if smap is not None and cmap is not None and same(
-                module(x), x * rearrange(cmap, "b c -> b c 1 1") * rearrange(smap, "b h w -> b 1 h w")):
+                out, x * rearrange(cmap, "b c -> b c 1 1") * rearrange(smap, "b h w -> b 1 h w")):
             product = PRODUCT
+        elif smap is not None and same(out, x * rearrange(smap, "b h w -> b 1 h w")):
+            product = SPATIAL_ONLY
     return (shape, PARAMS if params else "0 trainable parameters", input_grad, param_grad,
             batch, spatial, channel, product)
 
@@ -453,7 +469,7 @@ check_make_gate = register(GateContractChecker(
         Mistake("the channel part is computed but not applied in forward (x · spatial only)",
                 partial(ref_make_gate, slip="no channel"),
                 holds=lambda got, *args: isinstance(got, tuple) and len(got) == 8
-                and got[5:] == (MAP, CHANNEL, "eval: output ≠ x · channel_map · attention_map")),
+                and got[6:] == (CHANNEL, SPATIAL_ONLY)),
         Mistake("channel_map keeps the spatial axes (B×C×1×1, not B×C)",
                 partial(ref_make_gate, slip="channel4d")),
         Mistake("the channel part is one learned vector, the same for every image (not computed "
