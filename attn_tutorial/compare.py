@@ -382,7 +382,7 @@ def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
                   label="mean over seeds" if i == 0 else None)
         ax.plot([i] * len(e.accuracy.values), e.accuracy.values, "k.", ms=6,
                 label="one seed" if i == 0 else None)
-    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    ax.set_xticks(range(len(names)), [n.replace("@", "\n@") for n in names], fontsize=7)
     ax.set_ylim(max(0.0, lowest - 0.03), 1.0)
     chances = sorted({round(e.chance_accuracy, 3) for e in entries.values()})
     ax.set_ylabel("test accuracy\n(axis cut)", fontsize=8)
@@ -394,16 +394,25 @@ def plot_zoo(entries: dict[str, ZooEntry], axes: Any = None) -> Any:
     for ax, kind in zip(axes[1:], kinds):
         scored = [k for k in names if entries[k].value is not None
                   and METRIC_KINDS.get(entries[k].metric, entries[k].metric) == kind]
+        same = []                                       # entries whose null is their chance (CAM)
         for i, key in enumerate(scored):
             e = entries[key]
-            for offset, spread, colour, label in [(-0.27, e.value, "tab:orange", "trained"),
-                                                  (0.0, e.null, "tab:gray", "null"),
-                                                  (0.27, e.chance, "white", "chance")]:
+            bars = [(-0.27, e.value, "tab:orange", "trained"), (0.0, e.null, "tab:gray", "null"),
+                    (0.27, e.chance, "white", "chance")]
+            if list(e.null.values) == list(e.chance.values):
+                same.append(key)
+                bars = [bars[0], (0.0, e.chance, "white", "chance")]
+            for offset, spread, colour, label in bars:
                 ax.bar(i + offset, spread.mean, width=0.27, color=colour, edgecolor="black",
                        lw=0.6, label=label if i == 0 else None)
                 ax.plot([i + offset] * len(spread.values), spread.values, "k.", ms=3)
         ax.set_xticks(range(len(scored)), scored, rotation=45, fontsize=8)
-        ax.set_title(kind, fontsize=8)
-    if len(axes) > 1:
-        axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        ax.set_title(kind + ("\n(null = chance: one bar)" if same else ""), fontsize=8)
+    if len(axes) > 1:                                   # one legend: every label of every axis
+        labelled = {}
+        for ax in axes[1:]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                labelled.setdefault(label, handle)
+        axes[-1].legend(labelled.values(), labelled.keys(), fontsize=8, loc="upper left",
+                        bbox_to_anchor=(1.02, 1.0))
     return axes

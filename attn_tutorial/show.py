@@ -228,7 +228,8 @@ def slot_map(ids: torch.Tensor, num_slots: int, *, image: torch.Tensor | None = 
     bar = ax.figure.colorbar(drawn, ax=ax, fraction=0.046, pad=0.04)
     present = sorted(set(ids.flatten().tolist()))
     bar.set_ticks(present)
-    bar.set_label("slot id")
+    bar.ax.tick_params(labelsize=6, length=2)                # one small tick per slot present
+    bar.set_label("slot id", fontsize=8)
     _outline(ax, mask)
     ax.set_title(title, fontsize=9)
     ax.axis("off")

@@ -56,15 +56,14 @@ def test_catalogue_rows_are_frozen_and_complete():
 
 def test_every_lesson_has_the_three_tiers_and_six_named_mistakes():
     """The second edition's rule: a build exercise (a form the lesson does not build), at least
-    one predict and one extend, and six named mistakes across the lesson. Lesson 09 plugs the
-    learner's own module into the comparison: predict and extend, no build."""
+    one predict and one extend, and six named mistakes across the lesson."""
     lessons: dict[str, list] = {}
     for row in catalogue():
         lessons.setdefault(row.lesson, []).append(row)
     assert {f"{n:02d}" for n in range(8)} <= set(lessons)
     for lesson, rows in lessons.items():
         tiers = {r.tier for r in rows}
-        wanted = {"predict", "extend"} | ({"build"} if lesson != "09" else set())
+        wanted = {"build", "predict", "extend"}
         assert wanted <= tiers, (lesson, sorted(tiers))
         assert sum(len(r.mistakes) for r in rows) >= 6, lesson
 

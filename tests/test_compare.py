@@ -127,3 +127,18 @@ def test_plot_zoo_cuts_the_accuracy_axis_to_the_data_and_gives_each_metric_its_a
         "η² of channel gates", "gate contrast: share on object", "attention mass on object"]
     assert axes[0].figure.get_size_inches()[0] <= 10.5
     matplotlib.pyplot.close("all")
+
+
+def test_plot_zoo_draws_a_null_that_is_the_chance_level_once_and_says_so():
+    from attn_tutorial.compare import from_zoo, plot_zoo
+    entries = from_zoo(["bam", ("none", "multi_object_segmentation"), "cam"])
+    assert list(entries["cam"].null.values) == list(entries["cam"].chance.values)  # CAM's null
+    axes = plot_zoo(entries)
+    bam_axis, cam_axis = axes[1], axes[2]
+    assert len(bam_axis.patches) == 3 and len(cam_axis.patches) == 2   # trained, (null,) chance
+    assert "null = chance" in cam_axis.get_title() and "null" not in bam_axis.get_title()
+    legend = [t.get_text() for t in axes[-1].get_legend().get_texts()]
+    assert legend == ["trained", "null", "chance"]                     # from every metric axis
+    labels = [t.get_text() for t in axes[0].get_xticklabels()]
+    assert labels[1] == "none\n@segmentation"             # two lines, no overlap
+    matplotlib.pyplot.close("all")

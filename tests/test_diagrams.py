@@ -443,3 +443,9 @@ def test_plug_and_compare_names_the_positions_and_what_the_score_is_read_against
     assert "'stage': BAM between stages" in text and "'last'" in text and "'head'" in text
     assert "'block', 'conv' plug in" in text
     assert "null (the same maps scored against other images' masks)" in text
+
+
+def test_plug_and_compare_labels_say_plainly_what_each_box_and_arrow_is():
+    text = words(diagrams.draw("plug_and_compare"))
+    assert "stage 3's output" in text and "after BAM 2" not in text
+    assert "'head': PAM, CAM go in a segmentation" in text and "before it" not in text

@@ -34,7 +34,7 @@ def _plug_and_compare(B, size, classes):
         Box("s2", "stage 2", "B×32×H/4×W/4", inputs["after2"], (0, 5.0)),
         Box("g", "BAM's gate after stage 2\n(attention_map of stage 2)", "B×32×H/4×W/4", gate,
             (1, 5.0), "map"),
-        Box("s3", "stage 3 (after BAM 2)", "B×64×H/4×W/4", got["stage3"], (0, 6.5)),
+        Box("s3", "stage 3's output", "B×64×H/4×W/4", got["stage3"], (0, 6.5)),
         Box("y", "logits: the class", "B×K", logits, (0, 7.9)),
         Box("c", "gate contrast", "B×H/4×W/4", contrast, (1, 6.5), "map"),
         Box("a", "object's share of each cell", "B×H/4×W/4", share, (2, 2.6)),
@@ -51,7 +51,8 @@ def _plug_and_compare(B, size, classes):
         Arrow("s2", "s3", **op("'stage': BAM; stage 3: basic block\n('last' plugs in after it)",
                                net.after2, net.stage3)),
         Arrow("s3", "y", **op(f"mean over h w, linear {net.classifier.in_features} → K\n"
-                              "('head': in a conv head before it)", net.classifier)),
+                              "('head': PAM, CAM go in a segmentation\n"
+                              "network's conv head, which replaces this)", net.classifier)),
         Arrow("g", "c", "|g − median over h w|,\nmean over c"),
         Arrow("m", "a", "area_share on the gate's\nh×w grid"),
         Arrow("c", "mul"), Arrow("a", "mul"),
