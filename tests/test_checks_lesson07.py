@@ -28,7 +28,7 @@ REQUIRED = {
     "check_crossover": ["closed form", "≤ instead of <", "one less than the answer",
                         "energy term", "memory products counted as one"],
     "check_multi_head_external_attention": ["(d heads), the head the fast axis",
-                                            "merged back as (d heads)", "extra tokens",
+                                            "merged back the other", "extra tokens",
                                             "all heads together", "scaled by 1/√d",
                                             "softmax over the memory slots", "softmax alone",
                                             "memory_key's transpose used",

@@ -325,13 +325,15 @@ check_multi_head_external_attention = register(
             Mistake("channels split into heads as (d heads), the head the fast axis: head h "
                     "gets channels h, h + heads, … instead of the block h·d … h·d + d − 1",
                     partial(mh, split="(d heads)")),
-            Mistake("heads split as (heads d) but merged back as (d heads): the output's "
-                    "channels are permuted", partial(mh, merge="(d heads)")),
+            Mistake("heads split one way and merged back the other, (heads d) and (d heads): "
+                    "the output's channels are permuted", partial(mh, merge="(d heads)"),
+                    variants=(partial(mh, split="(d heads)", merge="(heads d)"),)),
             Mistake("the heads treated as extra tokens: one softmax over the heads·N rows of "
                     "each slot instead of one per head", partial(mh, joint="pixels")),
             Mistake("the l1 step sums over the slots of all heads together (heads·S) instead "
                     "of over each head's S slots", partial(mh, joint="memory")),
-            Mistake(SOFTMAX_OVER_MEMORY, partial(mh, softmax_over="memory")),
+            Mistake(SOFTMAX_OVER_MEMORY.replace("pixels", "tokens"),
+                    partial(mh, softmax_over="memory")),
             Mistake(AXES_SWAPPED.replace("pixels", "tokens"),
                     partial(mh, softmax_over="memory", l1_over="pixels")),
             Mistake(SOFTMAX_ALONE, partial(mh, l1_over=None)),
@@ -432,14 +434,17 @@ class TiedModuleChecker(ModuleChecker):
             extra = [(n, p) for n, p in module.named_parameters()
                      if n not in theirs and p.dim() >= 2 and p.numel() == size]
             if extra:
+                said = "" if "tie_memories" in case.build else \
+                    " (built without tie_memories: its default must be True)"
                 raise Reported(SECOND_MEMORY.format(
                     names=", ".join(f"`{n}`" for n, _ in extra),
-                    numel=sum(p.numel() for _, p in extra)))
+                    numel=sum(p.numel() for _, p in extra)) + said)
         _load_by_name(module, ref)
 
 
 def _block_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
-    return map_case(shape, seed, f", S = {s}", build={"channels": shape[1], "memory_size": s})
+    return map_case(shape, seed, f", S = {s}, tie_memories not given (tied by default)",
+                    build={"channels": shape[1], "memory_size": s})
 
 
 def _untied_case(shape: tuple[int, int, int, int], s: int, seed: int) -> Case:
