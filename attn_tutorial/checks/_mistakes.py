@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from attn_tutorial.checks._compare import same
-from attn_tutorial.checks._isolation import guarded
 
 if TYPE_CHECKING:
     from attn_tutorial.checks._core import Checker, _CaseRun
@@ -59,8 +58,7 @@ class Mistake:
 def _equals_form(checker: "Checker", form: Callable, runs: list["_CaseRun"]) -> bool:
     differs = 0
     for run in runs:
-        wrong = guarded(lambda: checker.evaluate(form, run.case, run.case.inputs()),
-                        time_limit=None)
+        wrong = checker.form_outcome(form, run.case)
         if wrong.error is not None:
             return False
         differs += not same(wrong.value, run.expected)
