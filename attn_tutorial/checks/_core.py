@@ -285,11 +285,8 @@ class Checker:
 
     def outputs_of(self, impl: Any) -> list[Any]:
         """``impl``'s value on every case (None where it raised): used to test the catalogue."""
-        values = []
-        for case in self.cases:
-            o = guarded(lambda: self.evaluate(impl, case, case.inputs()), time_limit=None)
-            values.append(None if o.error is not None else o.value)
-        return values
+        outcomes = [self.form_outcome(impl, case) for case in self.cases]
+        return [None if o.error is not None else o.value for o in outcomes]
 
     def run(self, learner: Any, verbose: bool = True) -> CheckResult:
         # The cases are tiny: one thread is faster and immune to a busy machine's contention.
