@@ -43,7 +43,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_FLAGS) $(LAB_ARGS)
 
 # The suite runs in TEST_JOBS pytest workers (pytest-xdist), each at one torch thread. On the 2-core
-# box three workers finish first: 182 s for the whole course, against 196-200 s with two. Much of
+# box three workers finish first: 182-195 s for the whole course, against 196-200 s with two. Much of
 # the suite waits (a kernel starting, a time limit running out, a grader's subprocess), and a
 # third worker fills those waits; one pytest at two threads keeps only ~1.1 cores busy, and
 # workers at two threads each oversubscribe the cores. `--dist loadfile` keeps every notebook's
