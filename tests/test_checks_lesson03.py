@@ -311,8 +311,8 @@ def test_a_subclass_of_the_librarys_psa_is_refused():
                              branch_input="split")
 
     result = CHECKERS["check_paper_psa"].run(SplitFromLibrary, verbose=False)
-    assert not result.passed
-    assert "subclasses attn_tutorial.psa.PSA" in "\n".join(result.lines)
+    assert not result.passed and result.checks_passed == 0
+    assert "uses the course's own attn_tutorial.psa.PSA" in "\n".join(result.lines)
 
 
 def test_a_lookup_table_of_the_printed_cases_fails_on_the_hidden_ones():

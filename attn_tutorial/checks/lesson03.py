@@ -476,22 +476,8 @@ def _x(shape: tuple[int, ...]):
     return lambda g: (torch.randn(*shape, generator=g, dtype=torch.float64),)
 
 
-class PaperPSAChecker(ModuleChecker):
-    """The module checker, refusing the library's PSA: the exercise asks for the module itself."""
-
-    def validate(self, learner):
-        invalid = super().validate(learner)
-        if invalid:
-            return invalid
-        from attn_tutorial.psa import PSA  # the library module the lesson builds
-        if issubclass(learner, PSA):
-            return (f"{learner.__name__} subclasses attn_tutorial.psa.PSA: write the module "
-                    "yourself, as a subclass of nn.Module with your own layers")
-        return None
-
-
 check_paper_psa = register(
-    PaperPSAChecker(
+    ModuleChecker(
         "paper_psa",
         exercise="PaperPSA",
         tier="extend",
